@@ -1,0 +1,193 @@
+"""`data_prep blend` and `data_prep grid`: token-weighted mixtures of tokenized datasets.
+
+Weights are token fractions (the paper's "33% synthetic" is a third of training tokens).
+Each source's accounting (tokens requested, available, epochs) is computed from its
+manifest, and a source that would be read more than `max_epochs` times is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.blend_spec import WEIGHT_TOLERANCE, BlendSource, BlendSpec
+from data_prep.tokenize import MANIFEST_KIND, output_paths
+from synthscale.files import sha256_file
+from synthscale.provenance import provenance
+
+# The paper's grid of synthetic shares, in percent of training tokens.
+PAPER_RATIOS_PCT = (0, 0.5, 1, 2, 5, 10, 15, 20, 33, 50, 67, 100)
+
+
+@dataclass(frozen=True)
+class TokenizedDataset:
+    """A PREFIX with a complete manifest."""
+
+    name: str
+    prefix: str
+    manifest_path: str
+    manifest: dict
+
+    @property
+    def tokens(self) -> int:
+        return int(self.manifest["tokens"])
+
+
+def parse_named(value: str, what: str) -> tuple[str, str]:
+    """'NAME=VALUE' -> (NAME, VALUE); the error names the option and the bad value."""
+    name, sep, rest = value.partition("=")
+    if not sep or not name.strip() or not rest.strip():
+        raise ValueError(f"{what}: expected NAME=VALUE, got {value!r}")
+    return name.strip(), rest.strip()
+
+
+def parse_weights(values: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """'a=0.67,b=0.33' (or several such strings) -> {'a': 0.67, 'b': 0.33}."""
+    weights: dict[str, float] = {}
+    for value in values:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, raw = parse_named(item, "--weights")
+            try:
+                weight = float(raw)
+            except ValueError:
+                raise ValueError(f"--weights: weight of {name!r} is not a number: {raw!r}") from None
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"--weights: weight of {name!r} must be a non-negative number, got {raw!r}")
+            if name in weights:
+                raise ValueError(f"--weights: {name!r} is given twice")
+            weights[name] = weight
+    if not weights:
+        raise ValueError("--weights: give at least one NAME=W")
+    return weights
+
+
+def open_tokenized(name: str, prefix: str | Path) -> TokenizedDataset:
+    """Check that PREFIX is a complete tokenized dataset and read its manifest."""
+    paths = output_paths(prefix)
+    manifest_path = paths["manifest"]
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"data {name!r}: no manifest at {str(manifest_path)!r} "
+            f"(run `data_prep tokenize ... --output {prefix}` first)"
+        )
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("kind") != MANIFEST_KIND:
+        raise ValueError(f"data {name!r}: {str(manifest_path)!r} is not a tokenized-dataset manifest")
+    for part in ("bin", "idx"):
+        if not paths[part].is_file():
+            raise FileNotFoundError(f"data {name!r}: {str(paths[part])!r} is missing")
+    itemsize = 2 if manifest["dtype"] == "uint16" else 4
+    if paths["bin"].stat().st_size != manifest["tokens"] * itemsize:
+        raise ValueError(
+            f"data {name!r}: {str(paths['bin'])!r} does not hold the {manifest['tokens']:,} tokens "
+            "its manifest records (rewritten since?)"
+        )
+    return TokenizedDataset(name, str(Path(prefix).resolve()), str(manifest_path.resolve()), manifest)
+
+
+def make_blend(
+    name: str,
+    datasets: list[TokenizedDataset],
+    weights: dict[str, float],
+    tokens: int,
+    seq_length: int,
+    synthetic: set[str] | frozenset[str] = frozenset(),
+    max_epochs: float = 1.0,
+    normalize: bool = False,
+) -> BlendSpec:
+    """Validate weights against the datasets, account tokens per source, build the spec."""
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--data: names must be unique, got {names}")
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"--weights: no --data for {', '.join(map(repr, unknown))} (data given: {names})")
+    unweighted = sorted(set(names) - set(weights))
+    if unweighted:
+        raise ValueError(f"--weights: no weight for data {', '.join(map(repr, unweighted))}")
+    unknown_synthetic = sorted(set(synthetic) - set(names))
+    if unknown_synthetic:
+        raise ValueError(f"--synthetic: no --data for {', '.join(map(repr, unknown_synthetic))}")
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("--weights: at least one weight must be positive")
+    if not normalize and abs(total - 1.0) > WEIGHT_TOLERANCE:
+        raise ValueError(f"--weights: weights sum to {total:.6g}, not 1 (pass --normalize to rescale them)")
+    _check_same_tokenizer(datasets)
+    sources = []
+    for dataset in datasets:
+        weight = weights[dataset.name] / total
+        requested = int(round(weight * tokens))
+        epochs = requested / dataset.tokens
+        if epochs > max_epochs:
+            raise ValueError(
+                f"source {dataset.name!r} has {dataset.tokens:,} tokens but the blend asks for "
+                f"{requested:,}: it would be read {epochs:.3g} times, more than --max-epochs {max_epochs:g}"
+            )
+        sources.append(
+            BlendSource(
+                name=dataset.name,
+                prefix=dataset.prefix,
+                manifest=dataset.manifest_path,
+                manifest_sha256=sha256_file(dataset.manifest_path),
+                synthetic=dataset.name in synthetic,
+                weight=weight,
+                tokens_requested=requested,
+                tokens_available=dataset.tokens,
+                epochs=round(epochs, 9),
+            )
+        )
+    config = {"weights": weights, "tokens": tokens, "seq_length": seq_length,
+              "max_epochs": max_epochs, "normalize": normalize, "synthetic": sorted(synthetic)}
+    return BlendSpec(
+        name=name,
+        tokens=tokens,
+        seq_length=seq_length,
+        max_epochs=max_epochs,
+        tokenizer=datasets[0].manifest["tokenizer"],
+        sources=tuple(sources),
+        provenance=provenance(config=config),
+    )
+
+
+def _check_same_tokenizer(datasets: list[TokenizedDataset]) -> None:
+    first = datasets[0]
+    for other in datasets[1:]:
+        a, b = first.manifest["tokenizer"], other.manifest["tokenizer"]
+        if (a["sha256"], a["vocab_size"], a["eod_id"]) != (b["sha256"], b["vocab_size"], b["eod_id"]):
+            raise ValueError(
+                f"data {other.name!r} was tokenized with {b['spec']!r}, data {first.name!r} with "
+                f"{a['spec']!r}: a blend needs one tokenizer"
+            )
+
+
+def ratio_label(pct: float) -> str:
+    return f"{pct:g}".replace(".", "p")
+
+
+def make_grid(
+    natural: TokenizedDataset,
+    synthetic: list[TokenizedDataset],
+    tokens: int,
+    seq_length: int,
+    ratios_pct: tuple[float, ...] = PAPER_RATIOS_PCT,
+    max_epochs: float = 1.0,
+) -> list[BlendSpec]:
+    """One blend per synthetic share and synthetic source; the 0% blend once, named after natural."""
+    bad = [r for r in ratios_pct if not 0 <= r <= 100]
+    if bad:
+        raise ValueError(f"--ratios: percentages must lie in [0, 100], got {bad}")
+    blends: list[BlendSpec] = []
+    if 0 in ratios_pct:
+        blends.append(make_blend(natural.name, [natural], {natural.name: 1.0}, tokens, seq_length,
+                                 max_epochs=max_epochs))
+    for synth in synthetic:
+        for pct in sorted(set(ratios_pct) - {0}):
+            share = pct / 100.0
+            members = [synth] if share == 1.0 else [natural, synth]
+            weights = {synth.name: share} if share == 1.0 else {natural.name: 1.0 - share, synth.name: share}
+            blends.append(make_blend(f"{synth.name}-{ratio_label(pct)}pct", members, weights, tokens,
+                                     seq_length, synthetic={synth.name}, max_epochs=max_epochs))
+    return blends

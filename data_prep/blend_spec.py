@@ -1,0 +1,168 @@
+"""The blend file (BLEND.yaml): typed, self-validating, and the one reader of it.
+
+A blend says which tokenized datasets a training run reads and in what token
+proportions, with the accounting that shows no source is repeated beyond its limit.
+Training reads `data_path` (Megatron's `[w1, prefix1, w2, prefix2, ...]`) with no conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from synthscale.files import sha256_file, write_text_atomic
+
+BLEND_KIND = "synthscale.blend"
+WEIGHT_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class BlendSource:
+    name: str
+    prefix: str
+    manifest: str
+    manifest_sha256: str
+    synthetic: bool
+    weight: float
+    tokens_requested: int
+    tokens_available: int
+    epochs: float
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError("sources[].name: must not be empty")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"sources[{self.name}].weight: must be >= 0, got {self.weight}")
+        if self.tokens_available <= 0:
+            raise ValueError(
+                f"sources[{self.name}].tokens_available: must be positive, got {self.tokens_available}"
+            )
+
+
+@dataclass(frozen=True)
+class BlendSpec:
+    name: str
+    tokens: int
+    seq_length: int
+    max_epochs: float
+    tokenizer: dict
+    sources: tuple[BlendSource, ...]
+    provenance: dict = field(default_factory=dict)
+    path: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.tokens <= 0:
+            raise ValueError(f"tokens: must be positive, got {self.tokens}")
+        if self.seq_length <= 0:
+            raise ValueError(f"seq_length: must be positive, got {self.seq_length}")
+        if not self.max_epochs > 0:
+            raise ValueError(f"max_epochs: must be positive, got {self.max_epochs}")
+        if not self.sources:
+            raise ValueError("sources: a blend needs at least one source")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sources: names must be unique, got {names}")
+        total = sum(s.weight for s in self.sources)
+        if abs(total - 1.0) > WEIGHT_TOLERANCE:
+            raise ValueError(f"sources[].weight: must sum to 1, they sum to {total:.9g}")
+        for source in self.sources:
+            if source.epochs > self.max_epochs + 1e-12:
+                raise ValueError(
+                    f"source {source.name!r} would be read {source.epochs:.3g} times "
+                    f"(max_epochs={self.max_epochs:g})"
+                )
+
+    # --- derived -------------------------------------------------------------------
+    @property
+    def weights(self) -> dict[str, float]:
+        return {s.name: s.weight for s in self.sources}
+
+    @property
+    def synthetic_fraction(self) -> float:
+        return round(sum(s.weight for s in self.sources if s.synthetic), 12)
+
+    @property
+    def active_sources(self) -> tuple[BlendSource, ...]:
+        """Sources with a positive weight: what training actually reads."""
+        return tuple(s for s in self.sources if s.weight > 0)
+
+    @property
+    def data_path(self) -> list:
+        """Megatron's blend list `[w1, prefix1, w2, prefix2, ...]`."""
+        out: list = []
+        for source in self.active_sources:
+            out += [source.weight, source.prefix]
+        return out
+
+    @property
+    def sha256(self) -> str | None:
+        return sha256_file(self.path) if self.path else None
+
+    # --- file I/O ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "kind": BLEND_KIND,
+            "version": 1,
+            "name": self.name,
+            "tokens": self.tokens,
+            "seq_length": self.seq_length,
+            "max_epochs": self.max_epochs,
+            "tokenizer": dict(self.tokenizer),
+            "sources": [asdict(s) for s in self.sources],
+            "data_path": self.data_path,
+            "synthetic_fraction": self.synthetic_fraction,
+            "provenance": self.provenance,
+        }
+
+    def save(self, path: str | Path) -> "BlendSpec":
+        text = yaml.safe_dump(_plain(self.to_dict()), sort_keys=False, width=1000)
+        write_text_atomic(path, text)
+        return BlendSpec.load(path)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | None = None) -> "BlendSpec":
+        where = path or "blend"
+        if not isinstance(data, dict) or data.get("kind") != BLEND_KIND:
+            raise ValueError(f"{where}: not a synthscale blend (kind must be {BLEND_KIND!r})")
+        if data.get("version") != 1:
+            raise ValueError(f"{where}: version {data.get('version')!r} is not supported (expected 1)")
+        missing = [k for k in ("name", "tokens", "seq_length", "max_epochs", "tokenizer", "sources") if k not in data]
+        if missing:
+            raise ValueError(f"{where}: missing fields {missing}")
+        try:
+            sources = tuple(BlendSource(**s) for s in data["sources"])
+            spec = cls(
+                name=str(data["name"]),
+                tokens=int(data["tokens"]),
+                seq_length=int(data["seq_length"]),
+                max_epochs=float(data["max_epochs"]),
+                tokenizer=dict(data["tokenizer"]),
+                sources=sources,
+                provenance=data.get("provenance") or {},
+                path=path,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if "data_path" in data and data["data_path"] != spec.data_path:
+            raise ValueError(f"{where}: data_path does not match sources' weights and prefixes")
+        return spec
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BlendSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no blend file at {str(path)!r}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_dict(data, str(path.resolve()))
+
+
+def _plain(obj):
+    """Make a structure YAML-safe (no numpy scalars, tuples as lists)."""
+    return json.loads(json.dumps(obj))

@@ -1,0 +1,101 @@
+"""The one file-system layer: input expansion, compressed text, hashing, atomic outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+def expand_inputs(patterns: list[str] | tuple[str, ...]) -> list[Path]:
+    """Expand paths and globs in order, without duplicates. Errors name the pattern."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise FileNotFoundError(f"no input matches {pattern!r}")
+        for match in matches:
+            path = Path(match)
+            if not path.is_file():
+                raise FileNotFoundError(f"input {str(path)!r} does not exist or is not a file")
+            resolved = path.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                out.append(path)
+    return out
+
+
+def open_binary(path: str | os.PathLike, mode: str = "rb") -> IO[bytes]:
+    """Open plain, .gz or .zst files as a binary stream (read or write)."""
+    path = str(path)
+    if path.endswith(".gz"):
+        return gzip.open(path, mode)  # type: ignore[return-value]
+    if path.endswith(".zst"):
+        import zstandard
+
+        if "r" in mode:  # buffered, so lines can be iterated
+            return io.BufferedReader(zstandard.open(path, "rb"))
+        return zstandard.open(path, "wb")
+    return open(path, mode)
+
+
+def open_text(path: str | os.PathLike, mode: str = "r") -> IO[str]:
+    """Text view of `open_binary`, UTF-8."""
+    raw = open_binary(path, "rb" if "r" in mode else "wb")
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_file(path: str | os.PathLike) -> dict:
+    """{path, bytes, sha256}: how artefacts name their inputs."""
+    path = Path(path)
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+@contextlib.contextmanager
+def atomic_paths(*targets: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield temporary paths beside `targets`; rename them all into place only on success.
+
+    On any exception (or a kill) the targets are untouched and the temporaries removed
+    (a SIGKILL leaves only `.tmp-*` files, never a complete-looking target).
+    """
+    temps: list[Path] = []
+    try:
+        for target in targets:
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
+            os.close(fd)
+            temps.append(Path(name))
+        yield temps
+        for temp, target in zip(temps, targets):
+            os.replace(temp, target)
+    finally:
+        for temp in temps:
+            if temp.exists():
+                temp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
+    with atomic_paths(path) as (temp,):
+        temp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_paths(path) as (temp,):
+        temp.write_text(text, encoding="utf-8")

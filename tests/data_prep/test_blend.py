@@ -1,0 +1,200 @@
+"""data_prep blend / grid / blend-check: token accounting, refusals, realised shares."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from data_prep.blend import make_blend, make_grid, open_tokenized, parse_weights
+from data_prep.blend_spec import BlendSpec
+from data_prep.cli import main
+from data_prep.megatron_blend import realised_shares
+from data_prep.tokenize import TokenizeConfig, tokenize
+from tests.data_prep.conftest import make_docs, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory, hf_tokenizer_path):
+    """Three tokenized corpora of different sizes, one tokenizer."""
+    root = tmp_path_factory.mktemp("blend")
+    prefixes = {}
+    for name, n_docs in (("cc", 3000), ("hq", 1500), ("qa", 1500)):
+        docs = write_jsonl(root / f"{name}.jsonl", make_docs(n_docs, seed=hash(name) % 1000))
+        prefix = root / name
+        tokenize(TokenizeConfig((str(docs),), str(prefix), f"hf:{hf_tokenizer_path}", show_progress=False))
+        prefixes[name] = prefix
+    return prefixes
+
+
+def cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_blend_records_accounting_and_megatron_data_path(tmp_path, datasets):
+    out = tmp_path / "hq-33.yaml"
+    code, output = cli("blend", "--data", f"cc={datasets['cc']}", "--data", f"hq={datasets['hq']}",
+                       "--synthetic", "hq", "--weights", "cc=0.67,hq=0.33", "--tokens", "60K",
+                       "--seq-length", "128", "--output", out)
+    assert code == 0, output
+    data = yaml.safe_load(out.read_text())
+    assert data["data_path"] == [0.67, str(datasets["cc"].resolve()), 0.33, str(datasets["hq"].resolve())]
+    assert data["tokens"] == 60_000 and data["synthetic_fraction"] == pytest.approx(0.33)
+    cc, hq = data["sources"]
+    available = json.loads(open(str(datasets["cc"]) + ".manifest.json").read())["tokens"]
+    assert cc["tokens_requested"] == 40_200 and cc["tokens_available"] == available
+    assert cc["epochs"] == pytest.approx(40_200 / available)
+    assert hq["synthetic"] is True and cc["synthetic"] is False
+    assert len(cc["manifest_sha256"]) == 64
+    # Megatron's own parser accepts the list as is.
+    from megatron.core.datasets.utils import get_blend_from_list
+
+    prefixes, weights = get_blend_from_list([str(x) for x in data["data_path"]])
+    assert weights == [0.67, 0.33] and prefixes[1] == str(datasets["hq"].resolve())
+
+
+def test_token_counts_accept_suffixes_and_exponents(tmp_path, datasets):
+    for text, value in (("60K", 60_000), ("6e4", 60_000), ("0.06M", 60_000)):
+        code, output = cli("blend", "--data", f"cc={datasets['cc']}", "--weights", "cc=1",
+                           "--tokens", text, "--seq-length", "64", "--output", tmp_path / "b.yaml")
+        assert code == 0, output
+        assert yaml.safe_load((tmp_path / "b.yaml").read_text())["tokens"] == value
+    code, output = cli("blend", "--data", f"cc={datasets['cc']}", "--weights", "cc=1",
+                       "--tokens", "lots", "--seq-length", "64", "--output", tmp_path / "b.yaml")
+    assert code == 2 and "'lots'" in output
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (("cc=0.5,hq=0.4",), "sum to 0.9, not 1"),
+        (("cc=1.2,hq=-0.2",), "weight of 'hq' must be a non-negative number"),
+        (("cc=0.5,hq=0.25,wiki=0.25",), "no --data for 'wiki'"),
+        (("cc=1",), "no weight for data 'hq'"),
+        (("cc=half,hq=0.5",), "weight of 'cc' is not a number"),
+        (("cc=0.5", "cc=0.5"), "'cc' is given twice"),
+    ],
+)
+def test_bad_weights_are_refused_by_name(tmp_path, datasets, weights, message):
+    args = ["blend", "--data", f"cc={datasets['cc']}", "--data", f"hq={datasets['hq']}"]
+    for w in weights:
+        args += ["--weights", w]
+    code, output = cli(*args, "--tokens", "1000", "--seq-length", "64", "--output", tmp_path / "b.yaml")
+    assert code == 1 and message in output, output
+    assert not (tmp_path / "b.yaml").exists()
+
+
+def test_normalize_rescales(tmp_path, datasets):
+    code, output = cli("blend", "--data", f"cc={datasets['cc']}", "--data", f"hq={datasets['hq']}",
+                       "--weights", "cc=2,hq=1", "--normalize", "--tokens", "3000", "--seq-length", "64",
+                       "--output", tmp_path / "b.yaml")
+    assert code == 0, output
+    spec = BlendSpec.load(tmp_path / "b.yaml")
+    assert spec.weights == pytest.approx({"cc": 2 / 3, "hq": 1 / 3})
+
+
+def test_source_needing_too_many_epochs_is_refused(tmp_path, datasets):
+    hq = open_tokenized("hq", datasets["hq"])
+    too_many = int(hq.tokens * 2.5 / 0.5)
+    code, output = cli("blend", "--data", f"cc={datasets['cc']}", "--data", f"hq={datasets['hq']}",
+                       "--weights", "cc=0.5,hq=0.5", "--tokens", too_many, "--seq-length", "64",
+                       "--output", tmp_path / "b.yaml", "--max-epochs", "2")
+    assert code == 1
+    assert "source 'hq'" in output and "read 2.5 times" in output and "--max-epochs 2" in output
+    # Allowed with a higher limit, and the epochs are recorded.
+    code, output = cli("blend", "--data", f"cc={datasets['cc']}", "--data", f"hq={datasets['hq']}",
+                       "--weights", "cc=0.5,hq=0.5", "--tokens", too_many, "--seq-length", "64",
+                       "--output", tmp_path / "b.yaml", "--max-epochs", "3")
+    assert code == 0, output
+    assert BlendSpec.load(tmp_path / "b.yaml").sources[1].epochs == pytest.approx(2.5, rel=1e-4)
+
+
+def test_missing_or_incomplete_dataset_is_named(tmp_path, datasets):
+    code, output = cli("blend", "--data", f"x={tmp_path / 'nothing'}", "--weights", "x=1",
+                       "--tokens", "100", "--seq-length", "8", "--output", tmp_path / "b.yaml")
+    assert code == 1 and "data 'x': no manifest" in output
+    code, output = cli("blend", "--data", "no-equals-sign", "--weights", "x=1",
+                       "--tokens", "100", "--seq-length", "8", "--output", tmp_path / "b.yaml")
+    assert code == 1 and "--data: expected NAME=VALUE, got 'no-equals-sign'" in output
+
+
+@pytest.mark.parametrize("weights", [{"cc": 0.67, "hq": 0.33}, {"cc": 0.5, "hq": 0.3, "qa": 0.2},
+                                     {"cc": 0.9, "hq": 0.1}])
+def test_realised_token_shares_match_within_half_a_percent(datasets, weights):
+    members = [open_tokenized(n, datasets[n]) for n in weights]
+    spec = make_blend("t", members, weights, tokens=50_000, seq_length=64)
+    report = realised_shares(spec)
+    assert report["samples"] == 50_000 // 64
+    for row in report["sources"]:
+        assert row["realised_share"] == pytest.approx(weights[row["name"]], abs=0.005)
+    assert report["max_abs_error"] <= 0.005
+
+
+def test_blend_check_cli_prints_and_emits_json(tmp_path, datasets):
+    members = [open_tokenized(n, datasets[n]) for n in ("cc", "qa")]
+    path = tmp_path / "b.yaml"
+    make_blend("b", members, {"cc": 0.8, "qa": 0.2}, tokens=40_000, seq_length=64).save(path)
+    code, output = cli("blend-check", path)
+    assert code == 0 and "OK" in output and "qa" in output
+    code, output = cli("blend-check", path, "--json")
+    report = json.loads(output)
+    assert report["ok"] is True and [r["name"] for r in report["sources"]] == ["cc", "qa"]
+
+
+def test_tampered_blend_file_is_refused(tmp_path, datasets):
+    path = tmp_path / "b.yaml"
+    make_blend("b", [open_tokenized("cc", datasets["cc"]), open_tokenized("hq", datasets["hq"])],
+               {"cc": 0.5, "hq": 0.5}, tokens=1000, seq_length=8).save(path)
+    data = yaml.safe_load(path.read_text())
+    data["sources"][0]["weight"] = 0.7
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="must sum to 1"):
+        BlendSpec.load(path)
+    data["sources"][0]["weight"] = 0.5
+    data["data_path"][0] = 0.9
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="data_path does not match"):
+        BlendSpec.load(path)
+
+
+def test_grid_writes_the_papers_ratios(tmp_path, datasets):
+    code, output = cli("grid", "--natural", f"cc={datasets['cc']}", "--synthetic", f"hq={datasets['hq']}",
+                       "--tokens", "20K", "--seq-length", "64", "--output-dir", tmp_path / "grid")
+    assert code == 0, output
+    specs = {p.stem: BlendSpec.load(p) for p in (tmp_path / "grid").glob("*.yaml")}
+    assert len(specs) == 12
+    fractions = sorted(s.synthetic_fraction for s in specs.values())
+    assert fractions == pytest.approx([0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.33, 0.5, 0.67, 1.0])
+    assert specs["cc"].data_path == [1.0, str(datasets["cc"].resolve())]
+    assert [s.name for s in specs["hq-100pct"].active_sources] == ["hq"]
+    assert specs["hq-0p5pct"].weights == pytest.approx({"cc": 0.995, "hq": 0.005})
+
+
+def test_grid_with_custom_ratios_and_two_synthetic_sources(datasets):
+    natural = open_tokenized("cc", datasets["cc"])
+    synth = [open_tokenized(n, datasets[n]) for n in ("hq", "qa")]
+    blends = make_grid(natural, synth, tokens=10_000, seq_length=64, ratios_pct=(0, 33, 67))
+    assert [b.name for b in blends] == ["cc", "hq-33pct", "hq-67pct", "qa-33pct", "qa-67pct"]
+    with pytest.raises(ValueError, match=r"\[150.0\]"):
+        make_grid(natural, synth, tokens=10_000, seq_length=64, ratios_pct=(0, 150.0))
+
+
+def test_mismatched_tokenizers_cannot_be_blended(tmp_path, datasets, ranks_path):
+    docs = write_jsonl(tmp_path / "o.jsonl", make_docs(50))
+    tokenize(TokenizeConfig((str(docs),), str(tmp_path / "other"), f"tiktoken:{ranks_path}", show_progress=False))
+    members = [open_tokenized("cc", datasets["cc"]), open_tokenized("other", tmp_path / "other")]
+    with pytest.raises(ValueError, match="a blend needs one tokenizer"):
+        make_blend("x", members, {"cc": 0.5, "other": 0.5}, tokens=100, seq_length=8)
+
+
+def test_parse_weights_accepts_repeated_options():
+    assert parse_weights(["a=0.5", "b=0.25,c=0.25"]) == {"a": 0.5, "b": 0.25, "c": 0.25}
+
+
+def test_help_shows_examples():
+    for command in ([], ["tokenize"], ["blend"], ["grid"], ["blend-check"]):
+        code, output = cli(*command, "--help")
+        assert code == 0 and "Example" in output

@@ -1,0 +1,174 @@
+"""data_prep tokenize: token-exact round trips through megatron-core, manifests, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from data_prep.records import InvalidInputError
+from data_prep.tokenize import TokenizeConfig, output_paths, tokenize
+from data_prep.tokenizer_spec import load_tokenizer
+from synthscale.files import sha256_file
+from tests.data_prep.conftest import make_docs, write_jsonl
+
+
+def read_documents(prefix) -> list[list[int]]:
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    dataset = IndexedDataset(str(prefix))
+    # Copy: items point into the dataset's memory map.
+    return [np.array(dataset[i]).tolist() for i in range(len(dataset))]
+
+
+def expected_ids(tokenizer, docs) -> list[list[int]]:
+    return [tokenizer.encode(d["text"]) + [tokenizer.eod_id] for d in docs]
+
+
+def run(tmp_path, inputs, spec, **kwargs):
+    prefix = tmp_path / "out" / "ds"
+    manifest = tokenize(TokenizeConfig(tuple(map(str, inputs)), str(prefix), spec, show_progress=False, **kwargs))
+    return prefix, manifest
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_round_trip_hf_tokenizer(tmp_path, hf_tokenizer_path, corpus, workers):
+    spec = f"hf:{hf_tokenizer_path}"
+    prefix, manifest = run(tmp_path, [corpus], spec, workers=workers)
+    tokenizer = load_tokenizer(spec)
+    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
+    assert read_documents(prefix) == expected_ids(tokenizer, docs)
+    assert manifest["documents"] == len(docs)
+    assert manifest["tokens"] == sum(map(len, expected_ids(tokenizer, docs)))
+    assert manifest["dtype"] == "uint16"
+    assert manifest["tokenizer"]["eod_id"] == tokenizer.eod_id
+    assert manifest["tokenizer"]["sha256"] == sha256_file(hf_tokenizer_path)
+    assert manifest["inputs"][0]["sha256"] == sha256_file(corpus)
+    assert manifest["bin_sha256"] == sha256_file(output_paths(prefix)["bin"])
+
+
+def test_workers_write_identical_files(tmp_path, hf_tokenizer_path):
+    inputs = [write_jsonl(tmp_path / f"part{i}.jsonl", make_docs(700, seed=i)) for i in range(2)]
+    spec = f"hf:{hf_tokenizer_path}"
+    one = tokenize(TokenizeConfig(tuple(map(str, inputs)), str(tmp_path / "a"), spec, workers=1, show_progress=False))
+    two = tokenize(TokenizeConfig(tuple(map(str, inputs)), str(tmp_path / "b"), spec, workers=2, show_progress=False))
+    assert one["bin_sha256"] == two["bin_sha256"] and one["idx_sha256"] == two["idx_sha256"]
+    assert [i["documents"] for i in one["inputs"]] == [700, 700]
+
+
+def test_compressed_and_parquet_inputs(tmp_path, hf_tokenizer_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    docs = make_docs(40, seed=5)
+    payload = "".join(json.dumps(d) + "\n" for d in docs).encode()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(payload))
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(payload))
+    pq.write_table(pa.Table.from_pylist(docs), tmp_path / "c.parquet")
+    spec = f"hf:{hf_tokenizer_path}"
+    prefix, manifest = run(tmp_path, [tmp_path / "*.jsonl.*", tmp_path / "c.parquet"], spec)
+    tokenizer = load_tokenizer(spec)
+    assert read_documents(prefix) == expected_ids(tokenizer, docs) * 3
+    assert [i["with_id"] for i in manifest["inputs"]] == [40, 40, 40]
+
+
+def test_document_ids_are_traceable(tmp_path, hf_tokenizer_path, corpus):
+    prefix, manifest = run(tmp_path, [corpus], f"hf:{hf_tokenizer_path}")
+    with gzip.open(manifest["doc_ids"]["path"], "rt") as handle:
+        rows = [line.rstrip("\n").split("\t") for line in handle][1:]
+    assert rows[0] == ["0", "0", "1", "doc-0-0"]
+    assert rows[-1][3] == "doc-0-119" and len(rows) == 120
+
+
+def test_llama3_spec_numbers_specials_after_the_ranks(tmp_path, ranks_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tokenizer = load_tokenizer(f"llama3:{ranks_path}")
+    n_ranks = 256 + 12
+    assert any("128,000" in str(w.message) for w in caught)  # not Meta's file: said so
+    assert tokenizer.vocab_size == n_ranks + 256
+    assert tokenizer.eod_id == n_ranks + 1  # <|end_of_text|> is the second special
+    assert tokenizer.eod_token == "<|end_of_text|>"
+    # Llama 3's split pattern: digits in groups of at most three, words keep their space.
+    ids = tokenizer.encode("the model 12345")
+    pieces = [bytes(tokenizer_bytes(tokenizer, i)) for i in ids]
+    assert b"".join(pieces) == b"the model 12345"
+    assert b" model" in pieces and b"the" in pieces
+
+
+def tokenizer_bytes(tokenizer, token_id):
+    import tiktoken  # noqa: F401  (the encoding lives in the closure)
+
+    return tokenizer.encode.__self__.decode_single_token_bytes(token_id)
+
+
+def test_tiktoken_ranks_file_round_trip(tmp_path, ranks_path, corpus):
+    spec = f"tiktoken:{ranks_path}"
+    prefix, manifest = run(tmp_path, [corpus], spec)
+    tokenizer = load_tokenizer(spec)
+    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
+    assert read_documents(prefix) == expected_ids(tokenizer, docs)
+    assert manifest["tokenizer"]["eod_id"] == 256 + 12
+
+
+def test_large_vocabulary_is_written_as_int32(tmp_path):
+    import base64
+
+    ranks = {bytes([i]): i for i in range(256)}
+    for i in range(70_000):  # unreachable filler ranks: only the vocabulary size matters here
+        ranks[b"\xff\xfe" + i.to_bytes(3, "big")] = len(ranks)
+    path = tmp_path / "big.model"
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items()))
+    docs = write_jsonl(tmp_path / "d.jsonl", make_docs(5))
+    prefix, manifest = run(tmp_path, [docs], f"tiktoken:{path}")
+    assert manifest["dtype"] == "int32"
+    assert read_documents(prefix)[0][-1] == 70_256  # <|endoftext|> after the ranks
+
+
+BAD_LINES = {
+    "malformed_json": b'{"text": "unterminated',
+    "missing_text_key": b'{"id": "x", "body": "no text here"}',
+    "text_not_string": b'{"id": "y", "text": 42}',
+    "invalid_utf8": b'{"text": "caf\xe9"}',
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD_LINES))
+def test_bad_record_error_names_file_and_line(tmp_path, hf_tokenizer_path, reason):
+    path = write_jsonl(tmp_path / "bad.jsonl", make_docs(3), [BAD_LINES[reason]])
+    with pytest.raises(InvalidInputError) as info:
+        run(tmp_path, [path], f"hf:{hf_tokenizer_path}")
+    assert f"{path}:4:" in str(info.value)
+    assert reason.replace("_", " ") in str(info.value)
+    assert not list((tmp_path / "out").iterdir())  # nothing half-written
+
+
+def test_skip_invalid_counts_every_reason(tmp_path, hf_tokenizer_path):
+    lines = list(BAD_LINES.values()) + [b'{"text": "   "}', b'{"text": ""}']
+    path = write_jsonl(tmp_path / "mixed.jsonl", make_docs(10), lines)
+    prefix, manifest = run(tmp_path, [path], f"hf:{hf_tokenizer_path}", skip_invalid=True)
+    assert manifest["documents"] == 10
+    assert manifest["skipped"] == {"empty": 2, "malformed_json": 1, "missing_text_key": 1,
+                                   "text_not_string": 1, "invalid_utf8": 1}
+    assert len(read_documents(prefix)) == 10
+
+
+def test_empty_documents_are_skipped_and_counted_without_flag(tmp_path, hf_tokenizer_path):
+    path = write_jsonl(tmp_path / "e.jsonl", make_docs(4) + [{"text": ""}, {"text": "\n \t"}])
+    _, manifest = run(tmp_path, [path], f"hf:{hf_tokenizer_path}")
+    assert manifest["skipped"]["empty"] == 2 and manifest["documents"] == 4
+
+
+def test_missing_input_and_bad_spec_are_named(tmp_path, hf_tokenizer_path, corpus):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        run(tmp_path, [tmp_path / "nope*.jsonl"], f"hf:{hf_tokenizer_path}")
+    with pytest.raises(ValueError, match="unknown kind 'sentencepiece'"):
+        run(tmp_path, [corpus], "sentencepiece:x.model")
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        run(tmp_path, [corpus], f"hf:{tmp_path / 'missing.json'}")
+    with pytest.raises(ValueError, match="workers"):
+        TokenizeConfig((str(corpus),), str(tmp_path / "x"), "hf:x", workers=0)
