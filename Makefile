@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m synthscale.demo --workdir demo_out
+	$(BIN)/python -m study --workdir demo_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import multiprocessing as mp
-import os
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -88,8 +87,9 @@ def output_paths(prefix: str | Path) -> dict[str, Path]:
 _WORKER: dict = {}
 
 
-def _init_worker(spec: str, text_key: str, dtype_name: str) -> None:
-    _WORKER["tokenizer"] = load_tokenizer(spec)
+def _init_worker(tokenizer: Tokenizer | str, text_key: str, dtype_name: str) -> None:
+    """Set the process's encoder; a spec string is loaded (spawned workers), an object reused."""
+    _WORKER["tokenizer"] = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     _WORKER["text_key"] = text_key
     _WORKER["dtype"] = np.dtype(dtype_name)
 
@@ -127,16 +127,19 @@ def _batches(paths: list[Path], text_key: str) -> Iterator[tuple[int, list]]:
             yield index, chunk
 
 
-def _encoded_batches(config: TokenizeConfig, paths: list[Path], dtype: np.dtype):
+def _encoded_batches(config: TokenizeConfig, tokenizer: Tokenizer, paths: list[Path], dtype: np.dtype):
     batches = _batches(paths, config.text_key)
-    init_args = (config.tokenizer, config.text_key, dtype.name)
+    _init_worker(tokenizer, config.text_key, dtype.name)
     if config.workers == 1:
-        _init_worker(*init_args)
         yield from map(_encode_batch, batches)
         return
-    context = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
-    with context.Pool(config.workers, initializer=_init_worker, initargs=init_args) as pool:
-        # imap keeps order and bounds memory through its small chunks of work.
+    if "fork" in mp.get_all_start_methods():  # workers inherit the loaded tokenizer
+        pool = mp.get_context("fork").Pool(config.workers)
+    else:  # spawned workers load it again from its spec
+        pool = mp.get_context("spawn").Pool(config.workers, initializer=_init_worker,
+                                            initargs=(config.tokenizer, config.text_key, dtype.name))
+    with pool:
+        # imap keeps order; memory stays bounded because batches are small.
         yield from pool.imap(_encode_batch, batches, chunksize=1)
 
 
@@ -178,7 +181,7 @@ def tokenize(config: TokenizeConfig) -> dict:
             config
         ) as bar:
             ids_file.write("doc_index\tinput\tline\tid\n")
-            for input_index, tokens, lengths, docs, errors in _encoded_batches(config, paths_in, dtype):
+            for input_index, tokens, lengths, docs, errors in _encoded_batches(config, tokenizer, paths_in, dtype):
                 account = accounts[input_index]
                 for line_no, reason, detail in errors:
                     if not config.skip_invalid and reason != "empty":
@@ -225,7 +228,3 @@ def _manifest(config, out, tokenizer, dtype, accounts, n_docs, n_tokens, hashes)
         **hashes,
         "provenance": provenance(config=asdict(config)),
     }
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

@@ -1,19 +1,20 @@
 """Tokenizers named by a SPEC string: `llama3:PATH`, `tiktoken:NAME_OR_PATH`, `hf:PATH`.
 
 Every tokenizer exposes the same small surface: `encode(text) -> list[int]` (no special
-tokens), `eod_id` (appended after every document), `vocab_size`, `spec` and `sha256`
+tokens), `decode_token(id) -> bytes`, `eod_id` (appended after every document), `vocab_size`, `spec` and `sha256`
 (of the file it was loaded from, so manifests say exactly which vocabulary made the ids).
 """
 
 from __future__ import annotations
 
+import binascii
 import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from synthscale.files import sha256_file
+from synthscale.files import open_binary, sha256_file
 
 # Meta's Llama 3 pre-tokenizer split pattern (as in Meta's own tokenizer.py).
 LLAMA3_PATTERN = (
@@ -58,6 +59,7 @@ class Tokenizer:
     eod_token: str
     sha256: str
     encode: Callable[[str], list[int]] = field(repr=False)
+    decode_token: Callable[[int], bytes] = field(repr=False)
 
     def describe(self) -> dict:
         return {
@@ -92,11 +94,12 @@ def _require_file(spec: str, target: str) -> Path:
 
 
 def _load_ranks(spec: str, path: Path) -> dict[bytes, int]:
-    from tiktoken.load import load_tiktoken_bpe
-
+    """A tiktoken ranks file ('base64-token rank' per line), plain or compressed."""
     try:
-        return load_tiktoken_bpe(str(path))
-    except Exception as exc:  # tiktoken raises plain ValueError/binascii errors
+        with open_binary(path) as handle:
+            pairs = (line.split() for line in handle.read().splitlines() if line.strip())
+            return {binascii.a2b_base64(token): int(rank) for token, rank in pairs}
+    except (ValueError, binascii.Error, OSError) as exc:
         raise ValueError(
             f"tokenizer spec {spec!r}: {str(path)!r} is not a tiktoken ranks file "
             f"(lines of 'base64-token rank'): {exc}"
@@ -111,6 +114,7 @@ def _tiktoken_tokenizer(spec, encoding, eod_token: str, sha256: str) -> Tokenize
         eod_token=eod_token,
         sha256=sha256,
         encode=encoding.encode_ordinary,
+        decode_token=encoding.decode_single_token_bytes,
     )
 
 
@@ -191,6 +195,7 @@ def _load_hf(spec: str, target: str) -> Tokenizer:
         eod_token=eod_token,
         sha256=sha256_file(path),
         encode=encode,
+        decode_token=lambda token_id: hf.decode([token_id], skip_special_tokens=False).encode("utf-8"),
     )
 
 

