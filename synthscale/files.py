@@ -83,12 +83,21 @@ def atomic_paths(*targets: str | os.PathLike) -> Iterator[list[Path]]:
             os.close(fd)
             temps.append(Path(name))
         yield temps
+        mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; give what open() would have
         for temp, target in zip(temps, targets):
+            if temp.exists():
+                os.chmod(temp, mode)
             os.replace(temp, target)
     finally:
         for temp in temps:
             if temp.exists():
                 temp.unlink()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:

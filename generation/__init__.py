@@ -1,0 +1,41 @@
+"""generation: synthetic pre-training corpora from natural documents (Kang et al. 2025).
+
+`generation run` rephrases JSONL documents with an instruct model, through vLLM in-process or
+any OpenAI-compatible server, with the paper's three recipes (`hq`, `qa`, `textbook`) or your own
+(recipes are data: generation/prompt_sets/paper.yaml). Output: sharded JSONL + manifest.json that
+`data_prep tokenize` reads. See `generation --help`.
+
+Modules, in the order a run uses them:
+  cli.py             the `generation` command (click)
+  run_config.py      RunConfig (the options), RunSettings (resolved against the recipe), resume check
+  prompts.py         prompt sets and recipes (prompt_sets/paper.yaml), building the chat messages
+  inputs.py          reading source JSONL, `--shard i/n` slices
+  chunking.py        splitting long sources at paragraph/sentence boundaries
+  work_plan.py       sources -> chunks -> work items: keys, per-request seeds, document ids
+  chat.py            rendering messages with the generator's chat template
+  pipeline.py        the run loop: `run(config)`
+  backend.py         Request, Result, the backend interface, `make_backend(config)`
+  backend_vllm.py    VLLMBackend: vLLM's offline engine in this process
+  backend_openai.py  OpenAIBackend: an OpenAI-compatible server (concurrency, retries, backoff)
+  filters.py         post-filters (preambles, refusals, too short/long, truncated)
+  store.py           output files and the commit log that makes a run resumable
+  manifest.py        the manifest of one worker's output, the end-of-run summary
+  merge.py           `generation merge`: combine the manifests of n workers
+  tiny.py            a tiny random Llama with a chat template, for tests and smoke runs
+
+This package talks to the other stages only through files; it imports only the shared core.
+"""
+
+__all__ = ["RunConfig", "run"]
+
+
+def __getattr__(name):  # lazy: `import generation` stays cheap
+    if name == "RunConfig":
+        from generation.run_config import RunConfig
+
+        return RunConfig
+    if name == "run":
+        from generation.pipeline import run
+
+        return run
+    raise AttributeError(name)

@@ -1,0 +1,222 @@
+"""`generation`: synthetic corpora from natural documents with the paper's recipes (or yours).
+
+Heavy modules (vllm, transformers, httpx) are imported only by the commands that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+EPILOG = """\b
+Output (DIR):
+  DIR/part-IIIII-of-NNNNN-SSSSS.jsonl   documents: id, text, source_id, chunk, n_chunks, recipe,
+                                        step, [book_id, chapter, audience], prompt_version,
+                                        generator, sampling {temperature, top_p, max_tokens, seed},
+                                        source_tokens, prompt_tokens, output_tokens, finish_reason
+  DIR/manifest.json                     inputs with hashes, counts, filter counts, failures,
+                                        throughput (n workers: manifest.part-*.json, then merge)
+  DIR/failures/*.jsonl                  one line per failed request or bad input line, with reason
+  DIR/intermediate/*.jsonl              intermediate steps (the textbook outlines)
+Read it with: data_prep tokenize 'DIR/*.jsonl' --output PREFIX --tokenizer SPEC
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main() -> None:
+    """Generate synthetic pre-training corpora (Kang et al. 2025): rephrase natural documents
+    with an instruct model into `hq` (Wikipedia-style), `qa` (question-answer pairs) or
+    `textbook` (outline + 10 chapters) text, with vLLM in-process or an OpenAI-compatible server."""
+
+
+def _parse_max_new(values: tuple[str, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        step, _, number = value.rpartition("=")
+        try:
+            tokens = int(number)
+        except ValueError:
+            raise click.BadParameter(f"expected N or STEP=N, got {value!r}", param_hint="--max-new-tokens") from None
+        if tokens <= 0:
+            raise click.BadParameter(f"must be positive, got {value!r}", param_hint="--max-new-tokens")
+        out[step or "*"] = tokens
+    return out
+
+
+def _parse_engine_args(values: tuple[str, ...]) -> dict:
+    out = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint="--engine-arg")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+@main.command("run", epilog=EPILOG)
+@click.option("--recipe", required=True, help="hq, qa, textbook, or a recipe of a --prompts file.")
+@click.option("--input", "inputs", multiple=True, required=True,
+              help="JSONL files or globs (plain, .gz, .zst); repeatable. Each line: {\"text\": ..., \"id\": ...}.")
+@click.option("--model", required=True, help="vllm: model path or name. openai: the served model name.")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Output directory DIR.")
+@click.option("--backend", type=click.Choice(["vllm", "openai"]), default="vllm", show_default=True)
+@click.option("--prompts", "prompt_sets", multiple=True,
+              help="Extra prompt set file(s) (YAML/JSON) with your own recipes; see `generation recipes`.")
+@click.option("--tokenizer", default=None, help="Tokenizer path (default: the model's).")
+@click.option("--generator-name", default=None, help="Name recorded as `generator` in every document (default: --model).")
+@click.option("--base-url", default=None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--api-key", default=None, envvar="OPENAI_API_KEY", help="openai: bearer token [env OPENAI_API_KEY].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed; each request's seed derives from it.")
+@click.option("--temperature", type=float, default=None, help="Default: the prompt set's (0.7).")
+@click.option("--top-p", type=float, default=None, help="Default: the prompt set's (0.95).")
+@click.option("--max-new-tokens", multiple=True, help="N (all steps) or STEP=N, e.g. chapter=1024; repeatable.")
+@click.option("--chunk-tokens", type=int, default=2000, show_default=True,
+              help="Sources longer than this (generator tokens) are split at paragraph/sentence boundaries.")
+@click.option("--shard", default="0/1", show_default=True, help="I/N: this worker's deterministic slice of the input.")
+@click.option("--limit", type=int, default=None, help="Only the first N sources of this shard (a trial).")
+@click.option("--min-tokens", type=int, default=None, help="Filter: drop outputs shorter than this (default 50).")
+@click.option("--max-target-factor", type=float, default=None,
+              help="Filter: drop outputs longer than this many times the step's target (default 3).")
+@click.option("--keep-truncated/--drop-truncated", default=None, help="Filter: outputs cut at the token limit.")
+@click.option("--strip-preamble/--no-strip-preamble", default=None, help="Filter: remove 'Sure, here is...' lines.")
+@click.option("--drop-refusals/--keep-refusals", default=None, help="Filter: refusals.")
+@click.option("--text-key", default="text", show_default=True)
+@click.option("--id-key", default="id", show_default=True)
+@click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="vllm: GPUs per model.")
+@click.option("--dtype", default="auto", show_default=True, help="vllm: weight dtype.")
+@click.option("--max-model-len", type=int, default=None, help="Context length (vllm: engine; openai: if the server does not say).")
+@click.option("--engine-arg", "engine_args", multiple=True,
+              help="vllm: extra LLM(...) argument KEY=VALUE (JSON value), e.g. kv_cache_memory_bytes=67108864; repeatable.")
+@click.option("--concurrency", type=int, default=64, show_default=True, help="openai: requests in flight.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="openai: seconds per attempt.")
+@click.option("--retries", type=int, default=5, show_default=True, help="openai: retries per request.")
+@click.option("--backoff", type=float, default=1.0, show_default=True, help="openai: first retry delay, doubled each time.")
+@click.option("--max-inflight", type=int, default=None, help="vllm: requests queued in the engine (default 2 x max_num_seqs).")
+@click.option("--commit-every", type=int, default=1000, show_default=True, help="Commit after this many completed keys...")
+@click.option("--commit-seconds", type=float, default=30.0, show_default=True, help="...or this many seconds.")
+@click.option("--docs-per-file", type=int, default=100_000, show_default=True, help="Documents per output JSONL file.")
+@click.option("--retry-failed", is_flag=True, help="Retry requests that failed for transient reasons in an earlier run.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON at the end.")
+def run_command(**kw) -> None:
+    """Generate (or resume) synthetic documents: killed at any moment and rerun with the same
+    command, it neither loses nor duplicates a document."""
+    from generation.inputs import parse_shard
+
+    try:
+        shard = parse_shard(kw["shard"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
+    filters = {
+        "min_tokens": kw["min_tokens"],
+        "max_target_factor": kw["max_target_factor"],
+        "drop_truncated": None if kw["keep_truncated"] is None else not kw["keep_truncated"],
+        "strip_preamble": kw["strip_preamble"],
+        "drop_refusals": kw["drop_refusals"],
+    }
+    from generation.pipeline import run
+    from generation.prompts import PromptSetError
+    from generation.run_config import ConfigMismatchError, RunConfig
+    from generation.store import RunLockedError
+
+    config = RunConfig(
+        recipe=kw["recipe"], inputs=list(kw["inputs"]), output=kw["output"], model=kw["model"],
+        backend=kw["backend"], prompt_sets=list(kw["prompt_sets"]), tokenizer=kw["tokenizer"],
+        generator_name=kw["generator_name"],
+        base_url=kw["base_url"], api_key=kw["api_key"], seed=kw["seed"], temperature=kw["temperature"],
+        top_p=kw["top_p"], max_new_tokens=_parse_max_new(kw["max_new_tokens"]), chunk_tokens=kw["chunk_tokens"],
+        shard=shard, limit=kw["limit"], filters={k: v for k, v in filters.items() if v is not None},
+        text_key=kw["text_key"], id_key=kw["id_key"], tensor_parallel_size=kw["tensor_parallel_size"],
+        dtype=kw["dtype"], max_model_len=kw["max_model_len"], engine_kwargs=_parse_engine_args(kw["engine_args"]),
+        concurrency=kw["concurrency"], timeout=kw["timeout"], retries=kw["retries"], backoff=kw["backoff"],
+        max_inflight=kw["max_inflight"], commit_every=kw["commit_every"], commit_seconds=kw["commit_seconds"],
+        docs_per_file=kw["docs_per_file"], retry_failed=kw["retry_failed"], progress=kw["progress"],
+    )
+    try:
+        manifest = run(config)
+    except (ConfigMismatchError, PromptSetError, RunLockedError, FileNotFoundError, ValueError, ConnectionError) as exc:
+        click.echo(f"generation run: error: {exc}", err=True)
+        sys.exit(2)
+    if kw["as_json"]:
+        click.echo(json.dumps(manifest, indent=2))
+    if manifest.get("interrupted"):
+        sys.exit(130)
+
+
+@main.command("merge")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--output", default=None, type=click.Path(file_okay=False),
+              help="Directory for the combined manifest (default: the first SOURCE); data files from other "
+                   "directories are hard-linked (or copied) into it.")
+@click.option("--copy", is_flag=True, help="Copy data files instead of hard-linking them.")
+@click.option("--no-id-check", is_flag=True, help="Skip reading every document to check ids are unique.")
+def merge_command(sources: tuple[str, ...], output: str | None, copy: bool, no_id_check: bool) -> None:
+    """Check the manifests of the workers of one `--shard I/N` job (directories or manifest
+    files) and combine them into OUTPUT/manifest.json."""
+    from generation.merge import MergeError, merge
+
+    try:
+        merged = merge(list(sources), output, link=not copy, check_ids=not no_id_check)
+    except MergeError as exc:
+        click.echo(f"generation merge: {exc}", err=True)
+        sys.exit(1)
+    c = merged["counts"]
+    click.echo(
+        f"merged {len(merged['shards'])} shards: {c.get('documents', 0):,} documents, "
+        f"{c.get('filtered', 0):,} filtered, {c.get('failed', 0):,} failed, {len(merged['files'])} files"
+    )
+
+
+@main.command("recipes")
+@click.option("--prompts", "prompt_sets", multiple=True, help="Extra prompt set file(s).")
+@click.option("--show", "show", default=None, help="Print this recipe's prompts in full.")
+def recipes_command(prompt_sets: tuple[str, ...], show: str | None) -> None:
+    """List the recipes (the built-in `paper` set and any --prompts files).
+
+    \b
+    A prompt set file (YAML or JSON) adds your own styles without code changes:
+      kind: synthscale.prompt_set
+      name: my_styles
+      version: "1"
+      system: "Provide direct and detailed response ..."
+      recipes:
+        eli5:
+          steps:
+            - name: rewrite
+              max_new_tokens: 1024
+              target: {per_source_token: 1.0, min: 128}
+              user: "Explain this to a five-year-old: {document}"
+    Then: generation run --prompts my_styles.yaml --recipe eli5 ...
+    See generation/prompt_sets/paper.yaml for every key (audiences, repeated steps, filters).
+    """
+    from generation.prompts import PromptSetError, get_recipe, load_recipes
+
+    try:
+        if show:
+            recipe = get_recipe(show, list(prompt_sets))
+            click.echo(f"{recipe.name} ({recipe.prompt_version}, {recipe.set_path})")
+            if recipe.audiences:
+                click.echo(f"audiences: {', '.join(recipe.audiences)}")
+            click.echo(f"sampling: {recipe.sampling}")
+            for step in recipe.steps:
+                repeat = f", repeat {step.repeat}" if step.repeat else ""
+                click.echo(f"\n[{step.name}] max_new_tokens {step.max_new_tokens}{repeat}, target {step.target}")
+                if step.system:
+                    click.echo(f"system: {step.system}")
+                click.echo(f"user: {step.user}")
+            return
+        for name, recipe in sorted(load_recipes(list(prompt_sets)).items()):
+            steps = " -> ".join(s.name + (f" x{s.repeat}" if s.repeat else "") for s in recipe.steps)
+            click.echo(f"{name:12s} {recipe.prompt_version:14s} {steps:22s} {recipe.description}")
+    except PromptSetError as exc:
+        click.echo(f"generation recipes: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

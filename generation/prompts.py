@@ -1,0 +1,366 @@
+"""Prompt sets: the recipes as data (a versioned YAML or JSON file), and their rendering.
+
+A prompt set names recipes; a recipe is a list of steps. The first step reads the source chunk
+(`{document}`); a later step may read the output of an earlier one by its name (`{outline}`)
+and may be repeated (`repeat: 10`, index `{k}`). The output documents of a recipe are the
+outputs of its last step; earlier steps are intermediates (the textbook's outline).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+PROMPT_SET_KIND = "synthscale.prompt_set"
+BUILTIN_SETS = ("paper",)
+
+# {name} is a placeholder; {{name}} is the literal text {name}; any other brace is literal.
+_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def placeholders(template: str) -> set[str]:
+    return {m.group(2) for m in _PLACEHOLDER.finditer(template) if m.group(2)}
+
+FILTER_KEYS = {
+    "min_tokens": (int, float),
+    "max_target_factor": (int, float, type(None)),
+    "drop_truncated": (bool,),
+    "strip_preamble": (bool,),
+    "drop_refusals": (bool,),
+    "preamble_patterns": (list,),
+    "refusal_patterns": (list,),
+}
+SAMPLING_KEYS = {"temperature": (int, float), "top_p": (int, float)}
+
+
+class PromptSetError(ValueError):
+    """A prompt set file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    user: str
+    max_new_tokens: int
+    repeat: int | None = None  # None: once; N: N outputs with {k} = 1..N
+    target: dict = field(default_factory=dict)  # {tokens: N} or {per_source_token: r, min: m}
+    filters: dict = field(default_factory=dict)  # resolved (set, recipe, step merged)
+    system: str | None = None
+
+    def target_tokens(self, source_tokens: int) -> int | None:
+        if "tokens" in self.target:
+            return int(self.target["tokens"])
+        if "per_source_token" in self.target:
+            value = float(self.target["per_source_token"]) * source_tokens
+            return int(max(value, float(self.target.get("min", 0))))
+        return None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    steps: tuple[Step, ...]
+    audiences: tuple[str, ...] = ()
+    description: str = ""
+    sampling: dict = field(default_factory=dict)
+    set_name: str = ""
+    set_version: str = ""
+    set_sha256: str = ""
+    set_path: str = ""
+
+    @property
+    def prompt_version(self) -> str:
+        return f"{self.set_name}/{self.set_version}"
+
+    @property
+    def final(self) -> Step:
+        return self.steps[-1]
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def audience_for(self, index: int) -> str | None:
+        """The audience of the source at global input position `index`: round robin, so the
+        audiences are spread evenly and the same document always gets the same one."""
+        if not self.audiences:
+            return None
+        return self.audiences[index % len(self.audiences)]
+
+    def fingerprint(self) -> dict:
+        """What must not change between a run and its resumption."""
+        return {
+            "recipe": self.name,
+            "prompt_version": self.prompt_version,
+            "recipe_sha256": _sha256_json(self.to_dict()),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "audiences": list(self.audiences),
+            "sampling": self.sampling,
+            "steps": [
+                {
+                    "name": s.name,
+                    "user": s.user,
+                    "system": s.system,
+                    "max_new_tokens": s.max_new_tokens,
+                    "repeat": s.repeat,
+                    "target": s.target,
+                    "filters": s.filters,
+                }
+                for s in self.steps
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    version: str
+    path: str
+    sha256: str
+    recipes: dict[str, Recipe]
+    source: str = ""
+
+
+def _sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _check_types(where: str, mapping: dict, allowed: dict) -> None:
+    for key, value in mapping.items():
+        if key not in allowed:
+            raise PromptSetError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+        if not isinstance(value, allowed[key]) or (isinstance(value, bool) and bool not in allowed[key]):
+            raise PromptSetError(f"{where}.{key}: wrong type {type(value).__name__}")
+
+
+def _compile_patterns(where: str, patterns: list) -> None:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            raise PromptSetError(f"{where}: bad regular expression {pattern!r}: {exc}") from None
+
+
+def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
+    """Validate a loaded YAML/JSON document and build the PromptSet. Errors name the field."""
+    where = str(path)
+    if not isinstance(data, dict):
+        raise PromptSetError(f"{where}: a prompt set is a mapping, got {type(data).__name__}")
+    if data.get("kind", PROMPT_SET_KIND) != PROMPT_SET_KIND:
+        raise PromptSetError(f"{where}: kind must be {PROMPT_SET_KIND!r}, got {data.get('kind')!r}")
+    for key in ("name", "version", "recipes"):
+        if key not in data:
+            raise PromptSetError(f"{where}: missing required key {key!r}")
+    known = {"kind", "format", "name", "version", "source", "system", "sampling", "filters", "recipes", "description"}
+    for key in data:
+        if key not in known:
+            raise PromptSetError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+    name, version = str(data["name"]), str(data["version"])
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise PromptSetError(f"{where}: name {name!r} may use letters, digits, '.', '_' and '-' only")
+    set_system = data.get("system")
+    set_sampling = dict(data.get("sampling") or {})
+    _check_types(f"{where}: sampling", set_sampling, SAMPLING_KEYS)
+    set_filters = dict(data.get("filters") or {})
+    _check_types(f"{where}: filters", set_filters, FILTER_KEYS)
+    recipes_data = data["recipes"]
+    if not isinstance(recipes_data, dict) or not recipes_data:
+        raise PromptSetError(f"{where}: recipes must be a non-empty mapping of name -> recipe")
+
+    recipes: dict[str, Recipe] = {}
+    for rname, rdata in recipes_data.items():
+        rwhere = f"{where}: recipes.{rname}"
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", str(rname)):
+            raise PromptSetError(f"{rwhere}: a recipe name uses letters, digits, '_' and '-' only")
+        if not isinstance(rdata, dict):
+            raise PromptSetError(f"{rwhere}: a recipe is a mapping with 'steps'")
+        rknown = {"description", "audiences", "steps", "sampling", "filters", "system"}
+        for key in rdata:
+            if key not in rknown:
+                raise PromptSetError(f"{rwhere}: unknown key {key!r} (known: {', '.join(sorted(rknown))})")
+        audiences = rdata.get("audiences") or []
+        if not isinstance(audiences, list) or not all(isinstance(a, str) and a for a in audiences):
+            raise PromptSetError(f"{rwhere}.audiences: a list of non-empty strings")
+        sampling = dict(set_sampling)
+        rsampling = dict(rdata.get("sampling") or {})
+        _check_types(f"{rwhere}.sampling", rsampling, SAMPLING_KEYS)
+        sampling.update(rsampling)
+        sampling.setdefault("temperature", 0.7)
+        sampling.setdefault("top_p", 0.95)
+        rfilters = dict(rdata.get("filters") or {})
+        _check_types(f"{rwhere}.filters", rfilters, FILTER_KEYS)
+        steps_data = rdata.get("steps")
+        if not isinstance(steps_data, list) or not steps_data:
+            raise PromptSetError(f"{rwhere}.steps: a non-empty list of steps")
+        steps: list[Step] = []
+        for index, sdata in enumerate(steps_data):
+            swhere = f"{rwhere}.steps[{index}]"
+            if not isinstance(sdata, dict):
+                raise PromptSetError(f"{swhere}: a step is a mapping with 'name' and 'user'")
+            sknown = {"name", "user", "system", "max_new_tokens", "repeat", "target", "filters"}
+            for key in sdata:
+                if key not in sknown:
+                    raise PromptSetError(f"{swhere}: unknown key {key!r} (known: {', '.join(sorted(sknown))})")
+            sname = sdata.get("name")
+            if not isinstance(sname, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sname):
+                raise PromptSetError(f"{swhere}.name: an identifier (it becomes the placeholder {{NAME}})")
+            if any(s.name == sname for s in steps) or sname in ("document", "audience", "k"):
+                raise PromptSetError(f"{swhere}.name: {sname!r} is already used")
+            user = sdata.get("user")
+            if not isinstance(user, str) or not user.strip():
+                raise PromptSetError(f"{swhere}.user: the prompt text is required")
+            max_new = sdata.get("max_new_tokens", 2048)
+            if not isinstance(max_new, int) or isinstance(max_new, bool) or max_new <= 0:
+                raise PromptSetError(f"{swhere}.max_new_tokens: a positive integer, got {max_new!r}")
+            repeat = sdata.get("repeat")
+            if repeat is not None:
+                if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat <= 0:
+                    raise PromptSetError(f"{swhere}.repeat: a positive integer, got {repeat!r}")
+                if index != len(steps_data) - 1:
+                    raise PromptSetError(f"{swhere}.repeat: only the last step may repeat")
+            target = dict(sdata.get("target") or {})
+            for key, value in target.items():
+                if key not in ("tokens", "per_source_token", "min"):
+                    raise PromptSetError(f"{swhere}.target: unknown key {key!r} (tokens, per_source_token, min)")
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                    raise PromptSetError(f"{swhere}.target.{key}: a non-negative number")
+            sfilters = dict(sdata.get("filters") or {})
+            _check_types(f"{swhere}.filters", sfilters, FILTER_KEYS)
+            filters = {**set_filters, **rfilters, **sfilters}
+            for key in ("preamble_patterns", "refusal_patterns"):
+                _compile_patterns(f"{swhere}.filters.{key}", filters.get(key, []))
+            allowed = {"document"} | {s.name for s in steps}
+            if audiences:
+                allowed.add("audience")
+            if repeat is not None:
+                allowed.add("k")
+            used = placeholders(user)
+            unknown = used - allowed
+            if unknown:
+                raise PromptSetError(
+                    f"{swhere}.user: unknown placeholder(s) {', '.join('{' + u + '}' for u in sorted(unknown))}"
+                    f" (this step may use {', '.join('{' + a + '}' for a in sorted(allowed))})"
+                )
+            system = sdata.get("system", rdata.get("system", set_system))
+            if system is not None and not isinstance(system, str):
+                raise PromptSetError(f"{swhere}.system: a string or null")
+            steps.append(
+                Step(
+                    name=sname,
+                    user=user,
+                    max_new_tokens=max_new,
+                    repeat=repeat,
+                    target=target,
+                    filters=filters,
+                    system=system,
+                )
+            )
+        if not any("document" in placeholders(s.user) for s in steps):
+            raise PromptSetError(f"{rwhere}: no step uses {{document}}: the source would be ignored")
+        recipes[str(rname)] = Recipe(
+            name=str(rname),
+            steps=tuple(steps),
+            audiences=tuple(audiences),
+            description=str(rdata.get("description") or "").strip(),
+            sampling=sampling,
+            set_name=name,
+            set_version=version,
+            set_sha256=sha256,
+            set_path=str(path),
+        )
+    return PromptSet(name=name, version=version, path=str(path), sha256=sha256, recipes=recipes,
+                     source=str(data.get("source") or ""))
+
+
+def load_prompt_set(path_or_name: str | Path) -> PromptSet:
+    """Load a prompt set by file path (.yaml, .yml or .json) or by built-in name ('paper')."""
+    text: str
+    where: str
+    candidate = Path(path_or_name)
+    if str(path_or_name) in BUILTIN_SETS and not candidate.exists():
+        ref = resources.files("generation").joinpath("prompt_sets", f"{path_or_name}.yaml")
+        text = ref.read_text(encoding="utf-8")
+        where = f"builtin:{path_or_name}"
+    else:
+        if not candidate.is_file():
+            raise PromptSetError(f"prompt set {str(path_or_name)!r}: no such file (built-in sets: {', '.join(BUILTIN_SETS)})")
+        text = candidate.read_text(encoding="utf-8")
+        where = str(candidate)
+    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if where.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PromptSetError(f"{where}: not valid JSON: {exc}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PromptSetError(f"{where}: not valid YAML: {exc}") from None
+    return parse_prompt_set(data, where, sha256)
+
+
+def load_recipes(extra_sets: list[str] | tuple[str, ...] = ()) -> dict[str, Recipe]:
+    """All recipes: the user's sets first (in order), then the built-in ones they do not shadow."""
+    recipes: dict[str, Recipe] = {}
+    for spec in list(extra_sets) + list(BUILTIN_SETS):
+        for name, recipe in load_prompt_set(spec).recipes.items():
+            recipes.setdefault(name, recipe)
+    return recipes
+
+
+def get_recipe(name: str, extra_sets: list[str] | tuple[str, ...] = ()) -> Recipe:
+    recipes = load_recipes(extra_sets)
+    if name not in recipes:
+        raise PromptSetError(f"unknown recipe {name!r}; available: {', '.join(sorted(recipes))}")
+    return recipes[name]
+
+
+def render(template: str, values: dict[str, Any]) -> str:
+    """Substitute {name} placeholders that `values` knows; {{name}} gives the literal {name};
+    every other brace stays literal."""
+
+    def repl(match: re.Match) -> str:
+        if match.group(1):
+            return "{" + match.group(1) + "}"
+        key = match.group(2)
+        if key in values:
+            return str(values[key])
+        return match.group(0)
+
+    return _PLACEHOLDER.sub(repl, template)
+
+
+def build_messages(step: Step, values: dict[str, Any]) -> list[dict[str, str]]:
+    messages = []
+    if step.system:
+        messages.append({"role": "system", "content": step.system})
+    messages.append({"role": "user", "content": render(step.user, values)})
+    return messages
+
+
+def merge_system_into_user(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """For chat templates that refuse a system role (Mistral-Instruct v0.1/v0.2): put the system
+    prompt at the head of the first user turn instead."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], copy.deepcopy(messages[1:])
+    if rest and rest[0]["role"] == "user":
+        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+        return rest
+    return [{"role": "user", "content": system}] + rest

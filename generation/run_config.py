@@ -1,0 +1,153 @@
+"""The settings of a `generation run`: what the user asked for, and what it resolves to.
+
+`RunConfig` holds the command's options as given. `RunSettings.resolve()` loads the recipe and
+expands the input globs, fills what the user left out from the prompt set (sampling, max new
+tokens and post-filters per step) and refuses unknown step names. Its `fingerprint()` is what a
+resumed run must share with the run that started the output directory; `check_run_file()`
+compares it with the one recorded there (`state/TAG/run.json`) and refuses a mismatch with the
+list of differences.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from synthscale.files import expand_inputs, write_json_atomic
+
+from generation.filters import FilterConfig
+from generation.inputs import describe_inputs
+from generation.prompts import Recipe, get_recipe
+from generation.store import ShardStore
+
+
+class ConfigMismatchError(RuntimeError):
+    """The output directory holds a run started with other settings."""
+
+
+@dataclass
+class RunConfig:
+    recipe: str
+    inputs: list[str]
+    output: str
+    model: str
+    backend: str = "vllm"  # vllm | openai
+    prompt_sets: list[str] = field(default_factory=list)
+    tokenizer: str | None = None
+    generator_name: str | None = None  # recorded as `generator`; default: the model
+    seed: int = 0
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: dict[str, int] = field(default_factory=dict)  # step name or "*" -> tokens
+    chunk_tokens: int = 2000
+    shard: tuple[int, int] = (0, 1)
+    limit: int | None = None  # at most this many sources of this shard (a trial run)
+    filters: dict = field(default_factory=dict)  # overrides of the prompt set's filters, all steps
+    text_key: str = "text"
+    id_key: str = "id"
+    # vLLM engine
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    engine_kwargs: dict = field(default_factory=dict)
+    # OpenAI-compatible server
+    base_url: str | None = None
+    api_key: str | None = None
+    concurrency: int = 64
+    timeout: float = 600.0
+    retries: int = 5
+    backoff: float = 1.0
+    # pipeline
+    max_inflight: int | None = None
+    commit_every: int = 1000
+    commit_seconds: float = 30.0
+    docs_per_file: int = 100_000
+    retry_failed: bool = False
+    progress: bool | None = None  # None: when stderr is a terminal
+    quiet: bool = False
+
+
+def jsonable_config(config: RunConfig) -> dict:
+    """The config as recorded in the manifest (the API key masked)."""
+    data = asdict(config)
+    if data.get("api_key"):
+        data["api_key"] = "***"
+    data["shard"] = list(config.shard)
+    return data
+
+
+@dataclass
+class RunSettings:
+    """A `RunConfig` resolved against its recipe: the settings the run actually uses."""
+
+    config: RunConfig
+    recipe: Recipe
+    paths: list[Path]  # the input files the globs expand to
+    shard: tuple[int, int]
+    output: Path
+    sampling: dict  # temperature, top_p
+    max_new: dict[str, int]  # step name -> max new tokens
+    filters: dict[str, FilterConfig]  # step name -> post-filters
+    generator: str  # recorded as `generator` in every document
+
+    @classmethod
+    def resolve(cls, config: RunConfig) -> "RunSettings":
+        recipe = get_recipe(config.recipe, config.prompt_sets)
+        paths = expand_inputs(config.inputs)
+        sampling = {
+            "temperature": float(config.temperature if config.temperature is not None else recipe.sampling["temperature"]),
+            "top_p": float(config.top_p if config.top_p is not None else recipe.sampling["top_p"]),
+        }
+        max_new = {}
+        for step in recipe.steps:
+            max_new[step.name] = int(config.max_new_tokens.get(step.name, config.max_new_tokens.get("*", step.max_new_tokens)))
+        unknown = set(config.max_new_tokens) - {"*"} - {s.name for s in recipe.steps}
+        if unknown:
+            raise ValueError(f"--max-new-tokens: recipe {recipe.name!r} has no step {sorted(unknown)} "
+                             f"(steps: {', '.join(s.name for s in recipe.steps)})")
+        filters = {s.name: FilterConfig.from_dict(s.filters, config.filters) for s in recipe.steps}
+        return cls(config=config, recipe=recipe, paths=paths, shard=tuple(config.shard), output=Path(config.output),
+                   sampling=sampling, max_new=max_new, filters=filters,
+                   generator=config.generator_name or config.model)
+
+    def fingerprint(self, inputs: list[dict]) -> dict:
+        """What a resumed run must share with the run that started the output directory."""
+        c = self.config
+        return {
+            **self.recipe.fingerprint(),
+            "model": c.model,
+            "seed": c.seed,
+            "sampling": self.sampling,
+            "max_new_tokens": self.max_new,
+            "chunk_tokens": c.chunk_tokens,
+            "filters": {name: f.to_dict() for name, f in self.filters.items()},
+            "shard": list(self.shard),
+            "text_key": c.text_key,
+            "id_key": c.id_key,
+            "inputs": [{"path": d["path"], "sha256": d["sha256"]} for d in inputs],
+        }
+
+
+def check_run_file(store: ShardStore, settings: RunSettings) -> tuple[dict, list[dict]]:
+    """Compare the settings with those this worker's output was started with (refuse a
+    mismatch), then record them. Returns the fingerprint and the inputs (with sha256)."""
+    previous = None
+    if store.run_path.exists():
+        previous = json.loads(store.run_path.read_text(encoding="utf-8"))
+    cache = {d["path"]: d for d in (previous or {}).get("inputs", [])}
+    inputs = describe_inputs(settings.paths, cache)
+    fingerprint = settings.fingerprint(inputs)
+    if previous is not None:
+        old = previous.get("fingerprint", {})
+        diffs = [k for k in sorted(set(old) | set(fingerprint)) if old.get(k) != fingerprint.get(k)]
+        if diffs:
+            lines = [f"  {k}: was {json.dumps(old.get(k))[:200]}, now {json.dumps(fingerprint.get(k))[:200]}" for k in diffs]
+            raise ConfigMismatchError(
+                f"{settings.output} holds a run ({store.tag}) started with other settings; rerun with the "
+                "same ones to resume, or use another --output:\n" + "\n".join(lines)
+            )
+    write_json_atomic(store.run_path, {"fingerprint": fingerprint, "inputs": inputs,
+                                       "started_at": (previous or {}).get("started_at") or time.time()})
+    return fingerprint, inputs

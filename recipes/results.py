@@ -1,0 +1,166 @@
+"""`results.json` (one per run, docs/formats.md section 4) and the results table (section 5).
+
+Both backends write the same record through `build_result`; `gather_results` turns a runs
+folder into one row per completed run: run_id, model, N, D, mixture, synthetic_fraction,
+loss, and one `loss.<domain>` column per evaluation domain.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import math
+import platform
+from pathlib import Path
+
+from data_prep.blend_spec import BlendSpec
+from recipes.evaluation import token_weighted_loss
+from recipes.run_spec import RESULTS_FILE, RunSpec
+from synthscale.files import atomic_paths, write_json_atomic
+from synthscale.provenance import provenance
+
+REQUIRED_KEYS = (
+    "run_id", "model", "N", "D", "mixture", "synthetic_fraction", "blend", "eval", "loss",
+    "train_loss_curve", "wall_time_s", "tokens_per_s", "versions",
+)
+TABLE_COLUMNS = ("run_id", "model", "N", "D", "mixture", "synthetic_fraction", "loss")
+VERSIONED_PACKAGES = (
+    "synthscale", "torch", "transformers", "megatron-core", "megatron-bridge", "transformer-engine",
+    "nemo-run", "numpy",
+)
+
+
+def software_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_result(
+    spec: RunSpec,
+    blend: BlendSpec,
+    per_domain: dict[str, dict],
+    train_loss_curve: list[list],
+    wall_time_s: float,
+    train_time_s: float,
+    extra: dict | None = None,
+) -> dict:
+    """The results.json record; `per_domain` is {domain: {loss, tokens}}."""
+    if set(per_domain) != set(spec.eval_domains):
+        raise ValueError(f"evaluated domains {sorted(per_domain)} != the run's {sorted(spec.eval_domains)}")
+    for name, scores in per_domain.items():
+        if not math.isfinite(scores["loss"]) or scores["tokens"] <= 0:
+            raise ValueError(f"eval domain {name!r}: bad score {scores}")
+    record = {
+        "kind": "synthscale.run_result",
+        "version": 1,
+        "run_id": spec.run_id,
+        "backend": spec.backend,
+        "model": spec.shape.name,
+        "N": spec.shape.non_embedding_params,
+        "D": spec.plan.tokens,
+        "D_requested": spec.plan.tokens_requested,
+        "mixture": blend.name,
+        "synthetic_fraction": blend.synthetic_fraction,
+        "blend": {
+            "name": blend.name,
+            "path": spec.blend_path,
+            "sha256": spec.blend_sha256,
+            "weights": blend.weights,
+            "data_path": blend.data_path,
+            "sources": {
+                s.name: {"prefix": s.prefix, "manifest_sha256": s.manifest_sha256, "synthetic": s.synthetic}
+                for s in blend.sources
+            },
+        },
+        "shape": spec.shape.to_dict(),
+        "recipe": spec.recipe.to_dict(),
+        "plan": spec.plan.to_dict(),
+        "layout": spec.layout,
+        "eval": {
+            name: {"loss": float(s["loss"]), "tokens": int(s["tokens"]), "prefix": spec.eval_domains[name]}
+            for name, s in per_domain.items()
+        },
+        "loss": token_weighted_loss(per_domain),
+        "final_train_loss": train_loss_curve[-1][1] if train_loss_curve else None,
+        "train_loss_curve": [[int(step), float(loss)] for step, loss in train_loss_curve],
+        "wall_time_s": float(wall_time_s),
+        "train_time_s": float(train_time_s),
+        "tokens_per_s": spec.plan.tokens / train_time_s if train_time_s > 0 else None,
+        "versions": software_versions(),
+        "provenance": provenance(config=spec.to_dict()),
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def write_result(run_dir: str | Path, record: dict) -> Path:
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"results record for {run_dir} lacks {missing}")
+    path = Path(run_dir) / RESULTS_FILE
+    write_json_atomic(path, record)
+    return path
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / RESULTS_FILE).is_file()
+
+
+def load_result(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"{path}: not a run result, missing {missing}")
+    return record
+
+
+def gather_results(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
+    """(rows, columns) for every `*/results.json` under runs_dir, sorted by mixture, N, D."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"no runs folder at {str(runs_dir)!r}")
+    rows, domains = [], set()
+    for path in sorted(runs_dir.glob(f"*/{RESULTS_FILE}")):
+        record = load_result(path)
+        row = {key: record[key] for key in TABLE_COLUMNS}
+        for domain, scores in record["eval"].items():
+            row[f"loss.{domain}"] = scores["loss"]
+            domains.add(domain)
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no completed runs (*/{RESULTS_FILE}) under {str(runs_dir)!r}")
+    rows.sort(key=lambda r: (str(r["mixture"]), r["N"], r["D"], r["run_id"]))
+    columns = list(TABLE_COLUMNS) + [f"loss.{d}" for d in sorted(domains)]
+    return rows, columns
+
+
+def write_table(rows: list[dict], columns: list[str], output: str | Path) -> Path:
+    """CSV, or Parquet when the name ends in .parquet; written atomically."""
+    output = Path(output)
+    if output.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+        with atomic_paths(output) as (temp,):
+            pq.write_table(table, temp)
+    elif output.suffix == ".csv":
+        with atomic_paths(output) as (temp,):
+            with open(temp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+    else:
+        raise ValueError(f"--output {str(output)!r}: use a .csv or .parquet name")
+    return output

@@ -1,0 +1,223 @@
+"""One training run, fully specified: shape, recipe, token budget, blend, evaluation, backend.
+
+A run lives in `RUNS_DIR/<run_id>/` with `run.json` (this spec), the launcher, checkpoints
+and finally `results.json`. The run id is deterministic: a readable prefix plus a hash of
+what determines the trained model (shape, D, the blend file's sha256, the training recipe
+without its execution-only fields, the backend). Where and how it runs (executor, GPU count,
+micro batch, checkpoint interval) and what it is evaluated on are not part of the id, so a
+rerun on another cluster finds and skips completed runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.blend_spec import BlendSpec
+from recipes.recipe import TrainingRecipe, TrainPlan, plan_training
+from recipes.shapes import ModelShape
+from synthscale.files import sha256_file, write_json_atomic
+from synthscale.units import format_count
+
+BACKENDS = ("cpu", "bridge")
+RUN_SPEC_FILE = "run.json"
+RESULTS_FILE = "results.json"
+
+
+class RunRefused(ValueError):
+    """A run that must not start (too few steps, a source repeated too often, a mismatch)."""
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+# Recipe fields that change how a run executes, not the model it trains: not part of the id.
+EXECUTION_ONLY_FIELDS = ("checkpoint_interval", "micro_batch_size")
+
+
+def make_run_id(shape: ModelShape, tokens: int, blend_sha256: str, recipe: TrainingRecipe, backend: str) -> str:
+    trained = {k: v for k, v in recipe.to_dict().items() if k not in EXECUTION_ONLY_FIELDS}
+    identity = {
+        "shape": shape.to_dict(),
+        "tokens": tokens,
+        "blend_sha256": blend_sha256,
+        "recipe": trained,
+        "backend": backend,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{_safe(shape.name)}-{format_count(tokens)}-{digest}"
+
+
+def parse_eval_domains(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`NAME=PREFIX` pairs (PREFIX of a .bin/.idx pair) -> {name: absolute prefix}."""
+    domains: dict[str, str] = {}
+    for item in items:
+        name, sep, prefix = item.partition("=")
+        if not sep or not name or not prefix:
+            raise ValueError(f"--eval {item!r}: expected NAME=PREFIX (PREFIX of PREFIX.bin/PREFIX.idx)")
+        if name in domains:
+            raise ValueError(f"--eval {item!r}: domain {name!r} named twice")
+        path = Path(prefix).expanduser().resolve()
+        missing = [s for s in (".bin", ".idx") if not Path(str(path) + s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"--eval {item!r}: no {' or '.join(str(path) + s for s in missing)}")
+        domains[name] = str(path)
+    if not domains:
+        raise ValueError("at least one --eval NAME=PREFIX is needed: each run is scored per evaluation domain")
+    return domains
+
+
+def check_blend_for_run(blend: BlendSpec, recipe: TrainingRecipe, plan: TrainPlan) -> None:
+    """Refuse a run the blend cannot feed: wrong sequence length or vocabulary, or a source
+    read more than max_epochs times (tokens needed = weight x D > tokens_available x max_epochs)."""
+    where = blend.path or blend.name
+    if blend.seq_length != recipe.seq_length:
+        raise RunRefused(
+            f"blend {where}: seq_length={blend.seq_length} but recipe {recipe.name!r} trains at "
+            f"seq_length={recipe.seq_length}; remake the blend with --seq-length {recipe.seq_length} "
+            f"or pass --seq-length {blend.seq_length}"
+        )
+    vocab = int(blend.tokenizer.get("vocab_size", 0))
+    if recipe.vocab_size is not None and vocab != recipe.vocab_size:
+        raise RunRefused(
+            f"blend {where}: tokenizer {blend.tokenizer.get('spec')!r} has vocab_size={vocab} but recipe "
+            f"{recipe.name!r} expects {recipe.vocab_size} (the Llama 3 tokenizer); tokenize with it or use "
+            f"another recipe"
+        )
+    for source in blend.active_sources:
+        needed = source.weight * plan.tokens
+        limit = source.tokens_available * blend.max_epochs
+        if needed > limit * (1 + 1e-9):
+            raise RunRefused(
+                f"blend {where}: D={plan.tokens} ({format_count(plan.tokens)}) x weight {source.weight:g} needs "
+                f"{needed:.0f} tokens of source {source.name!r}, which has {source.tokens_available} "
+                f"(max_epochs={blend.max_epochs:g} allows {limit:.0f}); largest D this blend allows: "
+                f"{int(min(s.tokens_available * blend.max_epochs / s.weight for s in blend.active_sources))}"
+            )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    backend: str
+    shape: ModelShape
+    recipe: TrainingRecipe
+    plan: TrainPlan
+    blend_path: str
+    blend_sha256: str
+    eval_domains: dict[str, str]
+    eval_max_tokens: int | None = None
+    layout: dict | None = None  # parallel layout (bridge backend)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not self.eval_domains:
+            raise ValueError("eval_domains: at least one evaluation domain is needed")
+        if self.eval_max_tokens is not None and self.eval_max_tokens <= 0:
+            raise ValueError(f"eval_max_tokens must be positive, got {self.eval_max_tokens}")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        shape: ModelShape,
+        recipe: TrainingRecipe,
+        tokens: int,
+        blend: BlendSpec,
+        backend: str,
+        eval_domains: dict[str, str],
+        eval_max_tokens: int | None = None,
+        layout: dict | None = None,
+    ) -> "RunSpec":
+        if blend.path is None:
+            raise ValueError("blend: load it from a file (BlendSpec.load) so the run can name and hash it")
+        try:
+            plan = plan_training(tokens, recipe)
+        except ValueError as exc:
+            raise RunRefused(f"shape {shape.name}: {exc}") from None
+        check_blend_for_run(blend, recipe, plan)
+        blend_sha = sha256_file(blend.path)
+        return cls(
+            run_id=make_run_id(shape, tokens, blend_sha, recipe, backend) + f"-{_safe(blend.name)}",
+            backend=backend,
+            shape=shape,
+            recipe=recipe,
+            plan=plan,
+            blend_path=str(Path(blend.path).resolve()),
+            blend_sha256=blend_sha,
+            eval_domains=dict(eval_domains),
+            eval_max_tokens=eval_max_tokens,
+            layout=layout,
+        )
+
+    def load_blend(self) -> BlendSpec:
+        blend = BlendSpec.load(self.blend_path)
+        actual = sha256_file(self.blend_path)
+        if actual != self.blend_sha256:
+            raise RunRefused(
+                f"blend {self.blend_path} changed since run {self.run_id} was planned "
+                f"(sha256 {actual[:12]} != {self.blend_sha256[:12]}); plan the sweep again"
+            )
+        return blend
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "synthscale.run",
+            "version": 1,
+            "run_id": self.run_id,
+            "backend": self.backend,
+            "shape": self.shape.to_dict(),
+            "recipe": self.recipe.to_dict(),
+            "plan": self.plan.to_dict(),
+            "blend": {"path": self.blend_path, "sha256": self.blend_sha256},
+            "eval_domains": self.eval_domains,
+            "eval_max_tokens": self.eval_max_tokens,
+            "layout": self.layout,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSpec":
+        if data.get("kind") != "synthscale.run":
+            raise ValueError("not a synthscale run spec (kind must be 'synthscale.run')")
+        shape_fields = dict(data["shape"])
+        shape_fields.pop("non_embedding_params", None)
+        recipe_fields = dict(data["recipe"])
+        recipe_fields.pop("min_lr", None)
+        shape = ModelShape(**shape_fields)
+        recipe = TrainingRecipe(**recipe_fields)
+        plan = plan_training(int(data["plan"]["tokens_requested"]), recipe)
+        return cls(
+            run_id=data["run_id"],
+            backend=data["backend"],
+            shape=shape,
+            recipe=recipe,
+            plan=plan,
+            blend_path=data["blend"]["path"],
+            blend_sha256=data["blend"]["sha256"],
+            eval_domains=dict(data["eval_domains"]),
+            eval_max_tokens=data.get("eval_max_tokens"),
+            layout=data.get("layout"),
+            extra=data.get("extra") or {},
+        )
+
+    def save(self, run_dir: str | Path) -> Path:
+        path = Path(run_dir) / RUN_SPEC_FILE
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "RunSpec":
+        path = Path(run_dir) / RUN_SPEC_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no {RUN_SPEC_FILE} in {str(run_dir)!r}: not a run directory")
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None

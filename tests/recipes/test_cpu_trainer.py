@@ -1,0 +1,155 @@
+"""The CPU backend on a real blend: the loss falls, results.json and the table, skips, refusals,
+and resume after a real kill (SIGKILL) to the same result as an uninterrupted run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.recipes.helpers import invoke, sweep_args
+from recipes.cpu_trainer import CHECKPOINT, run_cpu
+from recipes.results import REQUIRED_KEYS, TABLE_COLUMNS
+from recipes.shapes import get_shape
+
+
+@pytest.fixture(scope="module")
+def runs(workspace, tmp_path_factory):
+    """Two completed tiny-xs runs (40 and 20 steps of 8 x 64 tokens) on the 33%-synthetic blend."""
+    output = tmp_path_factory.mktemp("cpu_runs") / "runs"
+    result = invoke(sweep_args(workspace, output, "tiny-xs", "20480,10240"))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("done  ") == 2
+    return output
+
+
+def _records(runs_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/results.json"))]
+
+
+def test_loss_falls_on_a_real_blend(runs, workspace):
+    records = {r["D"]: r for r in _records(runs)}
+    assert set(records) == {40 * 512, 20 * 512}
+    record = records[40 * 512]
+    curve = [loss for _, loss in record["train_loss_curve"]]
+    assert [s for s, _ in record["train_loss_curve"]] == list(range(1, 41))
+    assert math.isclose(curve[0], math.log(300), rel_tol=0.05)  # a fresh model guesses uniformly
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.3
+    for domain in ("wiki", "news"):
+        assert record["eval"][domain]["loss"] < math.log(300) - 0.3
+        assert record["eval"][domain]["tokens"] == 63 * 64  # 4096 tokens -> 63 windows of 64
+    # the longer run learned more
+    assert record["loss"] < records[20 * 512]["loss"]
+
+
+def test_results_json_schema(runs, workspace):
+    for record in _records(runs):
+        assert set(REQUIRED_KEYS) <= set(record)
+        assert record["model"] == "tiny-xs" and record["N"] == get_shape("tiny-xs").non_embedding_params
+        assert record["mixture"] == "hq_33" and record["synthetic_fraction"] == 0.33
+        assert record["blend"]["weights"] == {"natural": 0.67, "synth": 0.33}
+        assert len(record["blend"]["sha256"]) == 64
+        total = sum(d["tokens"] for d in record["eval"].values())
+        mean = sum(d["loss"] * d["tokens"] for d in record["eval"].values()) / total
+        assert math.isclose(record["loss"], mean)
+        assert record["tokens_per_s"] > 0 and record["wall_time_s"] >= record["train_time_s"] > 0
+        assert {"torch", "transformers", "megatron-core"} <= set(record["versions"])
+        assert record["recipe"]["adam_beta2"] == 0.95 and record["recipe"]["seq_length"] == 64
+
+
+def test_results_table_csv_and_parquet(runs, tmp_path):
+    import pyarrow.parquet as pq
+
+    csv_path, parquet_path = tmp_path / "results.csv", tmp_path / "results.parquet"
+    assert invoke(["results", str(runs), "--output", str(csv_path)]).exit_code == 0
+    assert invoke(["results", str(runs), "--output", str(parquet_path)]).exit_code == 0
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    expected_columns = list(TABLE_COLUMNS) + ["loss.news", "loss.wiki"]
+    assert list(rows[0]) == expected_columns
+    by_id = {r["run_id"]: r for r in _records(runs)}
+    assert [int(r["D"]) for r in rows] == [10240, 20480]  # sorted by mixture, N, D
+    for row in rows:
+        record = by_id[row["run_id"]]
+        assert float(row["loss"]) == pytest.approx(record["loss"])
+        assert float(row["loss.wiki"]) == pytest.approx(record["eval"]["wiki"]["loss"])
+        assert int(row["N"]) == record["N"]
+    table = pq.read_table(parquet_path)
+    assert table.column_names == expected_columns and table.num_rows == 2
+
+
+def test_rerun_skips_completed_runs(runs, workspace):
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/results.json")}
+    result = invoke(sweep_args(workspace, runs, "tiny-xs", "20480,10240"))
+    assert result.exit_code == 0
+    assert result.output.count("skip  ") == 2 and "done  " not in result.output
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/results.json")} == stamps
+
+
+def test_refusals_write_nothing(workspace, tmp_path):
+    output = tmp_path / "refused"
+    too_few = invoke(sweep_args(workspace, output, "tiny-xs", "4000"))
+    assert too_few.exit_code == 1 and "buys 7 train iterations" in too_few.output and "tokens >= 5120" in too_few.output
+    # natural has 217,449 tokens: 0.67 x 400,384 needs more than one epoch of it
+    repeat = invoke(sweep_args(workspace, output, "tiny-xs", "400000"))
+    assert repeat.exit_code == 1
+    assert "source 'natural', which has 217449" in repeat.output and "max_epochs=1" in repeat.output
+    big = invoke(sweep_args(workspace, output, "1B", "20480"))
+    assert big.exit_code == 1 and "too large for the CPU backend" in big.output
+    default_seq = [a for a in sweep_args(workspace, output, "tiny-xs", "20480") if a not in ("--seq-length", "64")]
+    long_seq = invoke(default_seq)
+    assert long_seq.exit_code == 1 and "seq_length=64 but recipe 'cpu-tiny' trains at seq_length=128" in long_seq.output
+    assert not output.exists()
+
+
+def _train_in_subprocess(run_dir: Path) -> subprocess.Popen:
+    env = dict(os.environ, SYNTHSCALE_TORCH_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "recipes.cli", "train", str(run_dir), "--checkpoint-interval", "5", "--no-progress"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def test_resume_after_kill_reaches_the_uninterrupted_result(workspace, tmp_path):
+    planned = invoke(sweep_args(workspace, tmp_path / "plan", "tiny-xs", "30720", "--dry-run"))
+    assert planned.exit_code == 0, planned.output
+    (run_dir,) = [p for p in (tmp_path / "plan").iterdir() if p.is_dir()]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    shutil.copytree(run_dir, killed)
+    shutil.copytree(run_dir, straight)
+
+    process = _train_in_subprocess(killed)
+    checkpoint = killed / CHECKPOINT
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    saved = torch.load(checkpoint, weights_only=False)
+    assert 5 <= saved["step"] < 60 and saved["step"] % 5 == 0
+    assert not (killed / "results.json").exists()
+
+    resumed = run_cpu(killed, progress=False, checkpoint_interval=5)
+    uninterrupted = run_cpu(straight, progress=False, checkpoint_interval=5)
+    assert [s for s, _ in resumed["train_loss_curve"]] == list(range(1, 61))
+    for (_, a), (_, b) in zip(resumed["train_loss_curve"], uninterrupted["train_loss_curve"]):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    for domain in ("wiki", "news"):
+        assert resumed["eval"][domain]["loss"] == pytest.approx(uninterrupted["eval"][domain]["loss"], rel=1e-5)
+    weights_a = torch.load(killed / CHECKPOINT, weights_only=False)["model"]
+    weights_b = torch.load(straight / CHECKPOINT, weights_only=False)["model"]
+    for name, tensor in weights_a.items():
+        torch.testing.assert_close(tensor, weights_b[name], rtol=1e-5, atol=1e-6)
