@@ -62,8 +62,13 @@ def build_tiny_model(
     num_heads: int = 4,
     num_layers: int = 2,
     max_position_embeddings: int = 4096,
+    tokenizer_corpus: str | Path | None = None,
 ) -> Path:
-    """Write a tiny Llama (weights, config, tokenizer with chat template) to `path`."""
+    """Write a tiny Llama (weights, config, tokenizer with chat template) to `path`.
+
+    The tokenizer is trained on `tokenizer_corpus` (a text file) when given, so that real
+    text of that kind tokenizes compactly; else on text written here.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -71,7 +76,9 @@ def build_tiny_model(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     corpus = path / "tokenizer_corpus.txt"
-    corpus.write_text(sample_text(3000, seed) + "\n" + " ".join(_WORDS) + "\n", encoding="utf-8")
+    own_text = sample_text(3000, seed) + "\n" + " ".join(_WORDS) + "\n"
+    extra = Path(tokenizer_corpus).read_text(encoding="utf-8") if tokenizer_corpus else ""
+    corpus.write_text(own_text + extra, encoding="utf-8")
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
 from study.pipeline import Study, StudyConfig
 
+DEFAULTS = {f.name: f.default for f in fields(StudyConfig) if f.name != "workdir"}
+
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _joined(values) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--workdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--recipes", default="hq,qa", show_default=True, help="Synthetic styles to generate.")
-@click.option("--generate-docs", default=160, show_default=True, help="Natural documents rephrased per recipe.")
-@click.option("--sizes", default="tiny-xs,tiny-s", show_default=True, help="Model shapes (see `recipes shapes`).")
-@click.option("--budgets", default="48K,96K,192K", show_default=True, help="Training tokens D per run.")
-@click.option("--ratios", default="0,33,67", show_default=True, help="Synthetic percentages.")
+@click.option("--recipes", default=_joined(DEFAULTS["recipes"]), show_default=True, help="Synthetic styles to generate.")
+@click.option("--generate-docs", default=DEFAULTS["generate_docs"], show_default=True, help="Natural documents rephrased per recipe.")
+@click.option("--sizes", default=_joined(DEFAULTS["sizes"]), show_default=True, help="Model shapes (see `recipes shapes`).")
+@click.option("--budgets", default=_joined(DEFAULTS["budgets"]), show_default=True, help="Training tokens D per run.")
+@click.option("--ratios", default=_joined(DEFAULTS["ratios_pct"]), show_default=True, help="Synthetic percentages.")
 def main(workdir, recipes, generate_docs, sizes, budgets, ratios):
     """Run the whole study at tiny scale: natural text -> synthetic corpora (vLLM) ->
     Megatron datasets and blends -> CPU training over sizes x budgets x mixtures ->
@@ -27,12 +34,15 @@ def main(workdir, recipes, generate_docs, sizes, budgets, ratios):
 
     \b
     Example:
-      python -m study --workdir demo_out --budgets 48K,96K,192K --ratios 0,33,67
+      python -m study --workdir demo_out --sizes tiny-xs,tiny-s --ratios 0,33,67
     """
-    config = StudyConfig(
-        workdir=Path(workdir), recipes=_csv(recipes), generate_docs=generate_docs, sizes=_csv(sizes),
-        budgets=_csv(budgets), ratios_pct=tuple(float(r) for r in _csv(ratios)),
-    )
+    try:
+        config = StudyConfig(
+            workdir=Path(workdir), recipes=_csv(recipes), generate_docs=generate_docs, sizes=_csv(sizes),
+            budgets=_csv(budgets), ratios_pct=tuple(float(r) for r in _csv(ratios)),
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     Study(config)()
 
 

@@ -32,11 +32,13 @@ class StudyConfig:
     generate_docs: int = 160           # natural documents rephrased per recipe
     max_new_tokens: int = 160
     sizes: tuple[str, ...] = ("tiny-xs", "tiny-s")
-    budgets: tuple[str, ...] = ("48K", "96K", "192K")
+    budgets: tuple[str, ...] = ("16K", "32K", "64K", "128K")
     ratios_pct: tuple[float, ...] = (0, 33, 67)
     seq_length: int = 128
-    max_epochs: float = 8.0            # tiny corpora: allow repeats the paper did not need
+    global_batch_size: int = 8         # 1,024 tokens a step: the smallest budget still takes 16 steps
+    max_epochs: float = 4.0            # tiny corpora: allow repeats the paper did not need
     heldout_fraction: float = 0.05
+    eval_tokens: str = "32K"           # held-out tokens each run is evaluated on
     seed: int = 0
     workers: int = 2
 
@@ -45,8 +47,8 @@ class StudyConfig:
             raise ValueError("recipes: name at least one (hq, qa, textbook)")
         if not 0 < self.heldout_fraction < 0.5:
             raise ValueError(f"heldout_fraction: must be in (0, 0.5), got {self.heldout_fraction}")
-        if len(self.budgets) < 2:
-            raise ValueError(f"budgets: a data-scaling fit needs several, got {self.budgets}")
+        if len(self.budgets) < 4:
+            raise ValueError(f"budgets: a data-scaling fit (3 parameters) needs 4 or more, got {self.budgets}")
 
 
 @dataclass
@@ -84,7 +86,7 @@ class Study:
             self.log(f"split: {len(lines) - n_heldout:,} training, {n_heldout:,} held-out documents")
         return train, heldout
 
-    def generator(self) -> Path:
+    def generator(self, train: Path) -> Path:
         """A tiny random Llama for vLLM: the demo's stand-in for Mistral-7B-Instruct.
 
         No model hub is reachable here, so its text is gibberish; the pipeline around it
@@ -94,8 +96,11 @@ class Study:
         if not (path / "config.json").exists():
             from generation.tiny import build_tiny_model
 
-            build_tiny_model(path, seed=self.config.seed)
-            self.log(f"generator: random tiny Llama (hidden 128, 2 layers) -> {path}")
+            texts = [json.loads(line)["text"] for line in train.read_text(encoding="utf-8").splitlines()[:500]]
+            corpus = self.root / "generator-tokenizer-corpus.txt"
+            write_text_atomic(corpus, "\n".join(texts) + "\n")
+            build_tiny_model(path, seed=self.config.seed, vocab_size=4096, tokenizer_corpus=corpus)
+            self.log(f"generator: random tiny Llama (hidden 128, 2 layers, 4,096-id BPE) -> {path}")
         return path
 
     def synthetic(self, train: Path, generator: Path) -> dict[str, Path]:
@@ -106,6 +111,8 @@ class Study:
                 self.run("run", "--recipe", recipe, "--input", train, "--model", generator,
                          "--output", target, "--limit", self.config.generate_docs,
                          "--max-new-tokens", self.config.max_new_tokens, "--min-tokens", 8,
+                         # a random model never stops by itself: keep what hits the limit
+                         "--keep-truncated",
                          "--seed", self.config.seed, "--engine-arg", "kv_cache_memory_bytes=134217728",
                          "--no-progress", stage="generation", env=VLLM_CPU_ENV)
             out[recipe] = target
@@ -136,12 +143,15 @@ class Study:
     def train(self, blends: list[Path], evals: dict[str, Path]) -> Path:
         runs = self.root / "runs"
         args = ["sweep", "--sizes", ",".join(self.config.sizes), "--tokens", ",".join(self.config.budgets),
-                "--seq-length", self.config.seq_length]
+                "--seq-length", self.config.seq_length, "--global-batch-size", self.config.global_batch_size,
+                "--micro-batch-size", self.config.global_batch_size]
         for blend in blends:
             args += ["--blends", blend]
         for name, prefix in evals.items():
             args += ["--eval", f"{name}={prefix}"]
-        self.run(*args, "--backend", "cpu", "--output", runs, stage="recipes")
+        # One torch thread: tiny matrices gain little from two, and lose 4x when a core is busy.
+        self.run(*args, "--eval-max-tokens", self.config.eval_tokens, "--backend", "cpu", "--output", runs,
+                 stage="recipes", env={"SYNTHSCALE_TORCH_THREADS": "1"})
         table = self.root / "results.csv"
         self.run("results", runs, "--output", table, stage="recipes")
         return table
@@ -159,7 +169,7 @@ class Study:
         self.root.mkdir(parents=True, exist_ok=True)
         train, heldout = self.natural()
         tokenizer = train_demo_tokenizer(train, self.root / "tokenizer", log=self.log)
-        generator = self.generator()
+        generator = self.generator(train)
         synthetic_dirs = self.synthetic(train, generator)
         natural = self.tokenize("natural", [str(train)], tokenizer)
         heldout_prefix = self.tokenize("heldout", [str(heldout)], tokenizer)

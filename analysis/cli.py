@@ -1,0 +1,233 @@
+"""`analysis`: scaling-law fits, findings, unigram diagnostics and the report."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from analysis.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from analysis.config import AnalysisConfig
+from analysis.table import TableError, read_results
+from analysis.unigram import DEFAULT_SMOOTHING, UnigramError
+from analysis.units import UnfittableError
+from synthscale.files import write_json_atomic
+from synthscale.units import format_count, parse_count
+
+
+def _counts(values: tuple[str, ...], what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(parse_count(v, what)) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _named_prefixes(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, prefix = value.partition("=")
+        if not sep or not name or not prefix:
+            raise click.BadParameter(f"expected NAME=PREFIX, got {value!r}", param_hint="--unigram-train/--train")
+        if name in out:
+            raise click.BadParameter(f"training set name {name!r} given twice", param_hint="--unigram-train/--train")
+        out[name] = prefix
+    return out
+
+
+def fit_options(func):
+    """Options shared by `fit` and `report`."""
+    options = [
+        click.option("--target", default="loss", show_default=True, help="Column to fit: loss or loss.<domain>."),
+        click.option("--bootstrap", "bootstrap", type=int, default=DEFAULT_RESAMPLES, show_default=True,
+                     help="Bootstrap resamples of runs (0: no intervals)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap."),
+        click.option("--confidence", type=float, default=DEFAULT_CONFIDENCE, show_default=True,
+                     help="Coverage of the percentile intervals."),
+        click.option("--workers", type=int, default=1, show_default=True,
+                     help="Worker processes for the grid fits and the bootstrap (0: all cores)."),
+        click.option("--shared-exponents", is_flag=True, help="Also fit each law with exponents shared across mixtures."),
+        click.option("--grid", "grid", type=click.Choice(["full", "coarse"]), default="full", show_default=True,
+                     help="Starting grid: full (Hoffmann et al., 4,500 joint starts) or coarse (243, a quick look)."),
+        click.option("--skip-unfittable", is_flag=True,
+                     help="List fits lacking points and go on, instead of stopping with an error."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load(results: str, target: str):
+    try:
+        table = read_results(results, target)
+    except TableError as exc:
+        raise click.ClickException(str(exc)) from None
+    for e in table.excluded:
+        click.echo(f"warning: excluded row {e['row']} (run {e['run_id']}): {e['reason']}", err=True)
+    for d in table.duplicates:
+        click.echo(f"warning: dropped row {d['row']} (run {d['run_id']}): {d['reason']} (row {d['duplicate_of_row']})", err=True)
+    for r in table.repeated:
+        click.echo(f"note: {len(r['run_ids'])} runs of {r['mixture']} at N={format_count(r['N'])}, "
+                   f"D={format_count(r['D'])} (all kept): {', '.join(r['run_ids'])}", err=True)
+    return table
+
+
+def _run(table, config):
+    from analysis.pipeline import run_analysis
+
+    try:
+        return run_analysis(table, config)
+    except UnfittableError as exc:
+        raise click.ClickException(f"{exc}\n(use --skip-unfittable to fit the rest and list these)") from None
+
+
+def _config(grid: str = "full", **kwargs) -> AnalysisConfig:
+    from analysis.fit import COARSE_GRID, FitSettings
+
+    try:
+        return AnalysisConfig(fit=FitSettings(grid=COARSE_GRID if grid == "coarse" else None), **kwargs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """Scaling-law analysis of synthscale results (or any CSV/JSONL/Parquet with mixture, N, D, loss).
+
+    Example: analysis report results.csv --output report/
+    """
+
+
+@main.command()
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--law", "laws", type=click.Choice(["data", "model", "joint"]), multiple=True, default=("joint",),
+              show_default=True, help="Law(s) to fit: data L(D) at each N, model L(N) at each D, joint L(N, D).")
+@click.option("--holdout/--no-holdout", default=True, show_default=True,
+              help="Refit without the largest D (data, joint) or N (model) and report the error on those runs.")
+@click.option("--predict-N", "predict_n", multiple=True, help="Extrapolate to this size (e.g. 400B); repeatable.")
+@click.option("--predict-D", "predict_d", multiple=True, help="Extrapolate to this budget (e.g. 8T); repeatable.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write every number to this JSON file.")
+@fit_options
+def fit(results, laws, holdout, predict_n, predict_d, json_out, target, bootstrap, seed, confidence, workers,
+        shared_exponents, grid, skip_unfittable):
+    """Fit scaling laws to a results table and print the parameters with intervals.
+
+    Example: analysis fit results.csv --law data --law joint --bootstrap 200 --predict-D 8T
+    """
+    from analysis.report import fits_document, fmt, interval_text
+
+    config = _config(grid, laws=tuple(laws), bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
+                     shared_exponents=shared_exponents, skip_unfittable=skip_unfittable, target=target,
+                     holdout=holdout, holdout_joint=holdout and "joint" in laws,
+                     extrapolate_N=_counts(predict_n, "--predict-N"), extrapolate_D=_counts(predict_d, "--predict-D"))
+    table = _load(results, target)
+    analysis = _run(table, config)
+    for problem in analysis.not_fitted:
+        click.echo(f"not fitted: {problem}", err=True)
+    for law_fits in (*analysis.fits.values(), *analysis.shared.values()):
+        for fitted in law_fits:
+            click.echo(f"{fitted.unit.label}: {fitted.fit.law.formula}, {fitted.unit.n_points} runs")
+            if not fitted.fit.converged:
+                click.echo(f"  {fitted.fit.message}")
+                continue
+            for mixture in fitted.unit.mixtures:
+                intervals = fitted.samples.param_intervals(mixture, confidence) if fitted.samples else {}
+                values = "  ".join(f"{k}={fmt(v)} {interval_text(intervals.get(k))}" for k, v in fitted.fit.params(mixture).items())
+                click.echo(f"  {mixture + ': ' if fitted.unit.shared else ''}{values}")
+    for law, summary in analysis.to_json()["holdout"].items():
+        rmae = summary["summary"]["rmae"]
+        click.echo(f"holdout {law}: RMAE {fmt(rmae * 100 if rmae is not None else None, 3)} % on "
+                   f"{summary['summary']['held_out_runs']} held-out runs ({summary['summary']['skipped']} fits skipped)")
+    for e in analysis.extrapolations:
+        click.echo(f"predicted {e['law']} {e['mixture']} N={format_count(e['N'])} D={format_count(e['D'])}: "
+                   f"{fmt(e['predicted_loss'])} {interval_text(e['interval'])}")
+    if json_out:
+        write_json_atomic(json_out, fits_document(analysis, None))
+        click.echo(f"wrote {json_out}", err=True)
+
+
+@main.command()
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the report.")
+@click.option("--law", "laws", type=click.Choice(["data", "model", "joint"]), multiple=True,
+              default=("data", "model", "joint"), show_default=True, help="Laws to fit.")
+@click.option("--baseline", help="Baseline mixture (default: the one with synthetic_fraction 0).")
+@click.option("--speedup-law", type=click.Choice(["data", "joint"]), default="data", show_default=True,
+              help="Speed-ups from the per-N data-law fits (the paper) or the joint fits.")
+@click.option("--extrapolate-N", "extrapolate_n", multiple=True, help="Size to predict at (e.g. 400B); repeatable.")
+@click.option("--extrapolate-D", "extrapolate_d", multiple=True, help="Budget to predict at (e.g. 8T); repeatable.")
+@click.option("--holdout-joint", is_flag=True, help="Also validate the joint law on the largest D (a full grid fit per mixture).")
+@click.option("--unigram-train", multiple=True, metavar="NAME=PREFIX", help="Training set for unigram diagnostics; repeatable.")
+@click.option("--unigram-test", metavar="PREFIX", help="Test set for unigram diagnostics.")
+@click.option("--smoothing", type=float, default=DEFAULT_SMOOTHING, show_default=True, help="Additive smoothing of KL.")
+@fit_options
+def report(results, output, laws, baseline, speedup_law, extrapolate_n, extrapolate_d, holdout_joint,
+           unigram_train, unigram_test, smoothing, target, bootstrap, seed, confidence, workers,
+           shared_exponents, grid, skip_unfittable):
+    """Write report.html (self-contained), report.md with figures/, and fits.json to OUTPUT.
+
+    Example: analysis report results.csv --output report/ --extrapolate-D 8T --workers 0
+    """
+    from analysis.report import write_report
+
+    if bool(unigram_train) != bool(unigram_test):
+        raise click.UsageError("--unigram-train and --unigram-test go together")
+    trains = _named_prefixes(unigram_train)
+    config = _config(grid, laws=tuple(laws), bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
+                     shared_exponents=shared_exponents, skip_unfittable=skip_unfittable, target=target,
+                     baseline=baseline, speedup_law=speedup_law, holdout_joint=holdout_joint,
+                     extrapolate_N=_counts(extrapolate_n, "--extrapolate-N"),
+                     extrapolate_D=_counts(extrapolate_d, "--extrapolate-D"))
+    table = _load(results, target)
+    if baseline is not None and baseline not in table.mixtures:
+        raise click.BadParameter(f"{baseline!r} is not a mixture of the table; mixtures: {table.mixtures}",
+                                 param_hint="--baseline")
+    unigram = _unigram(trains, unigram_test, smoothing) if trains else None
+    analysis = _run(table, config)
+    paths = write_report(analysis, output, unigram)
+    for note in analysis.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {paths['html']}, {paths['markdown']}, {paths['json']}")
+
+
+def _unigram(trains, test, smoothing, **kwargs):
+    from analysis.unigram import unigram_diagnostics
+
+    try:
+        return unigram_diagnostics(trains, test, smoothing=smoothing, **kwargs)
+    except UnigramError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--train", "trains", multiple=True, required=True, metavar="NAME=PREFIX",
+              help="Training set (.bin/.idx prefix); repeatable.")
+@click.option("--test", "test", required=True, metavar="PREFIX", help="Test set (.bin/.idx prefix).")
+@click.option("--smoothing", type=float, default=DEFAULT_SMOOTHING, show_default=True,
+              help="Additive smoothing alpha of the training distribution in KL(test||train).")
+@click.option("--top", type=int, default=20, show_default=True, help="Tokens listed as frequent in test, rare in train.")
+@click.option("--min-test-count", type=int, default=5, show_default=True, help="Test count for a token to be listed.")
+@click.option("--keep-eod", is_flag=True, help="Count the end-of-document id (left out by default).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the diagnostics to this JSON file.")
+def unigram(trains, test, smoothing, top, min_test_count, keep_eod, json_out):
+    """Unigram statistics of tokenized datasets: Zipf fit, coverage, KL(test||train), surprising tokens.
+
+    Example: analysis unigram --train natural=data/natural --train hq=data/hq --test data/heldout
+    """
+    from analysis.report import fmt, jsonable
+
+    result = _unigram(_named_prefixes(trains), test, smoothing, top=top, min_test_count=min_test_count, keep_eod=keep_eod)
+    data = result.to_dict()
+    click.echo(f"test {test}: {data['test']['tokens']} tokens, {data['test']['types']} types, "
+               f"Zipf s={fmt(data['zipf']['test'].get('exponent'), 3)}; smoothing alpha={smoothing:g} over V={result.vocab_size}")
+    for name, v in data["per_train"].items():
+        click.echo(f"{name}: token coverage {fmt(v['token_coverage'])}, type coverage {fmt(v['type_coverage'])}, "
+                   f"KL(test||train) {fmt(v['kl_test_train_nats'])} nats, Zipf s={fmt(data['zipf'][name].get('exponent'), 3)}")
+        rare = ", ".join(f"{t['token_id']} ({t['test_count']} vs {t['train_count']})" for t in v["frequent_in_test_rare_in_train"][:10])
+        click.echo(f"  frequent in test, rare in {name} (test vs train count): {rare or 'none'}")
+    if json_out:
+        write_json_atomic(json_out, jsonable(data))
+        click.echo(f"wrote {json_out}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

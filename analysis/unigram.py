@@ -1,0 +1,225 @@
+"""Unigram diagnostics straight from Megatron .bin/.idx datasets.
+
+Token counts are streamed with megatron-core's `IndexedDataset`, a block of whole documents at
+a time (about `chunk_tokens` tokens), never the whole file. From the counts:
+
+- Zipf fit: least squares of log10 relative frequency on log10 rank over the ranks with a
+  non-zero count (up to `max_rank`); reported as the exponent s in f(r) ~ r^-s, and R^2.
+- Coverage of the test set by a training set: the share of test token occurrences whose token
+  occurs in the training set (token coverage), and the share of distinct test tokens that do
+  (type coverage).
+- KL(test || train) in nats, with the test distribution p = c_test / T_test (unsmoothed) and the
+  training distribution smoothed additively, q = (c_train + alpha) / (T_train + alpha V), where
+  V is the vocabulary size, so that every test token has q > 0.
+- Tokens frequent in test but rare in train: among tokens seen at least `min_test_count` times in
+  test, the largest ratios p / q (same smoothing).
+
+The end-of-document id from PREFIX.manifest.json (docs/formats.md section 2) is left out of the
+counts unless asked otherwise; what was left out is stated in the result.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+DEFAULT_SMOOTHING = 1.0
+DEFAULT_CHUNK_TOKENS = 1 << 24
+
+
+class UnigramError(ValueError):
+    pass
+
+
+@dataclass
+class TokenCounts:
+    name: str
+    prefix: str
+    counts: np.ndarray  # int64, indexed by token id
+    documents: int
+    excluded: dict[int, int] = field(default_factory=dict)  # token id -> occurrences left out
+
+    @property
+    def tokens(self) -> int:
+        return int(self.counts.sum())
+
+    def padded(self, size: int) -> np.ndarray:
+        return np.pad(self.counts, (0, max(0, size - self.counts.size)))
+
+
+def read_manifest(prefix: str | Path) -> dict | None:
+    path = Path(f"{prefix}.manifest.json")
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UnigramError(f"manifest {str(path)!r} is not valid JSON: {exc}") from exc
+
+
+def count_tokens(
+    prefix: str | Path,
+    name: str | None = None,
+    exclude_ids: tuple[int, ...] = (),
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> TokenCounts:
+    """Count every token id of PREFIX.bin/.idx, reading blocks of whole documents."""
+    with warnings.catch_warnings():  # megatron-core warns about optional GPU kernels on import
+        warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*")
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    prefix = str(prefix)
+    if not IndexedDataset.exists(prefix):
+        raise UnigramError(f"no Megatron dataset at prefix {prefix!r} (expected {prefix}.bin and {prefix}.idx)")
+    if chunk_tokens < 1:
+        raise UnigramError(f"chunk_tokens: must be positive, got {chunk_tokens}")
+    dataset = IndexedDataset(prefix)  # kept alive while its memory map is read
+    ends = np.cumsum(dataset.sequence_lengths, dtype=np.int64)
+    counts = np.zeros(0, dtype=np.int64)
+    start, n = 0, len(dataset)
+    while start < n:
+        done = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + chunk_tokens, side="right")))
+        stop = min(stop, n)
+        block = np.concatenate(dataset[start:stop]) if stop > start else np.empty(0, np.int64)
+        if block.size and block.min() < 0:
+            raise UnigramError(f"{prefix!r}: negative token id {int(block.min())} in documents {start}..{stop - 1}")
+        block_counts = np.bincount(block.astype(np.int64, copy=False))
+        if block_counts.size > counts.size:
+            counts = np.pad(counts, (0, block_counts.size - counts.size))
+        counts[: block_counts.size] += block_counts
+        start = stop
+    excluded = {}
+    for token in exclude_ids:
+        if 0 <= token < counts.size:
+            excluded[int(token)] = int(counts[token])
+            counts[token] = 0
+    return TokenCounts(name or Path(prefix).name, prefix, counts, n, excluded)
+
+
+def zipf_fit(counts: np.ndarray, max_rank: int | None = None) -> dict:
+    """Fit log10 f = c - s log10 r over the non-zero ranks (the top `max_rank` if given)."""
+    freq = np.sort(counts[counts > 0])[::-1].astype(float)
+    if max_rank is not None:
+        freq = freq[:max_rank]
+    if freq.size < 3:
+        return {"exponent": None, "note": f"only {freq.size} distinct token(s): no Zipf fit"}
+    freq = freq / counts.sum()
+    log_rank = np.log10(np.arange(1, freq.size + 1))
+    fit = stats.linregress(log_rank, np.log10(freq))
+    return {
+        "exponent": float(-fit.slope),
+        "log10_intercept": float(fit.intercept),
+        "r_squared": float(fit.rvalue**2),
+        "ranks_used": int(freq.size),
+    }
+
+
+def coverage(test: np.ndarray, train: np.ndarray) -> dict:
+    seen = train > 0
+    in_test = test > 0
+    return {
+        "token_coverage": float(test[seen].sum() / test.sum()) if test.sum() else None,
+        "type_coverage": float((in_test & seen).sum() / in_test.sum()) if in_test.any() else None,
+        "test_types": int(in_test.sum()),
+        "test_types_unseen_in_train": int((in_test & ~seen).sum()),
+    }
+
+
+def smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    return (counts + smoothing) / (counts.sum() + smoothing * counts.size)
+
+
+def kl_divergence(test: np.ndarray, train: np.ndarray, smoothing: float = DEFAULT_SMOOTHING) -> float:
+    """KL(p_test || q_train) in nats, q additively smoothed over the len(train) token ids."""
+    if smoothing <= 0:
+        raise UnigramError(f"smoothing: must be positive (q must not be 0 where p is not), got {smoothing}")
+    p = test / test.sum()
+    q = smoothed(train, smoothing)
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def frequent_in_test_rare_in_train(test: np.ndarray, train: np.ndarray, smoothing: float = DEFAULT_SMOOTHING,
+                                   top: int = 20, min_test_count: int = 5) -> list[dict]:
+    p = test / test.sum()
+    q = smoothed(train, smoothing)
+    candidates = np.flatnonzero(test >= min_test_count)
+    ratio = p[candidates] / q[candidates]
+    order = candidates[np.argsort(-ratio, kind="stable")][:top]
+    return [
+        {"token_id": int(t), "test_count": int(test[t]), "test_freq": float(p[t]),
+         "train_count": int(train[t]), "train_freq": float(train[t] / train.sum()) if train.sum() else 0.0,
+         "ratio": float(p[t] / q[t])}
+        for t in order
+    ]
+
+
+@dataclass
+class UnigramResult:
+    test: TokenCounts
+    trains: list[TokenCounts]
+    vocab_size: int
+    smoothing: float
+    per_train: dict[str, dict]
+    zipf: dict[str, dict]
+
+    def to_dict(self) -> dict:
+        def describe(c: TokenCounts) -> dict:
+            return {"name": c.name, "prefix": c.prefix, "documents": c.documents, "tokens": c.tokens,
+                    "types": int((c.counts > 0).sum()), "excluded_ids": c.excluded}
+
+        return {
+            "test": describe(self.test),
+            "train": [describe(c) for c in self.trains],
+            "vocab_size": self.vocab_size,
+            "smoothing": {"kind": "additive", "alpha": self.smoothing, "over_types": self.vocab_size,
+                          "applied_to": "training distribution q (test distribution p unsmoothed)"},
+            "zipf": self.zipf,
+            "per_train": self.per_train,
+        }
+
+
+def unigram_diagnostics(
+    train: dict[str, str], test: str, smoothing: float = DEFAULT_SMOOTHING, top: int = 20,
+    min_test_count: int = 5, keep_eod: bool = False, vocab_size: int | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS, zipf_max_rank: int | None = None,
+) -> UnigramResult:
+    """All diagnostics for test PREFIX against each named training PREFIX."""
+    if not train:
+        raise UnigramError("name at least one training set (NAME=PREFIX)")
+    prefixes = {"test": test, **train}
+    manifests = {name: read_manifest(p) for name, p in prefixes.items()}
+    eod = set()
+    for manifest in manifests.values():
+        tokenizer = (manifest or {}).get("tokenizer") or {}
+        if not keep_eod and tokenizer.get("eod_id") is not None:
+            eod.add(int(tokenizer["eod_id"]))
+        if vocab_size is None and tokenizer.get("vocab_size"):
+            vocab_size = int(tokenizer["vocab_size"])
+    exclude = tuple(sorted(eod))
+    test_counts = count_tokens(test, "test", exclude, chunk_tokens)
+    train_counts = [count_tokens(p, name, exclude, chunk_tokens) for name, p in train.items()]
+    largest = max(c.counts.size for c in [test_counts, *train_counts])
+    if vocab_size is None or vocab_size < largest:
+        vocab_size = largest
+    t = test_counts.padded(vocab_size)
+    if t.sum() == 0:
+        raise UnigramError(f"test set {test!r} has no tokens to compare (after leaving out ids {list(exclude)})")
+    per_train, zipf = {}, {"test": zipf_fit(t, zipf_max_rank)}
+    for counts in train_counts:
+        q = counts.padded(vocab_size)
+        if q.sum() == 0:
+            raise UnigramError(f"training set {counts.name!r} ({counts.prefix!r}) has no tokens")
+        zipf[counts.name] = zipf_fit(q, zipf_max_rank)
+        per_train[counts.name] = {
+            **coverage(t, q),
+            "kl_test_train_nats": kl_divergence(t, q, smoothing),
+            "frequent_in_test_rare_in_train": frequent_in_test_rare_in_train(t, q, smoothing, top, min_test_count),
+        }
+    return UnigramResult(test_counts, train_counts, vocab_size, smoothing, per_train, zipf)

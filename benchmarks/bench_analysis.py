@@ -1,0 +1,97 @@
+"""Benchmark of the analysis fits on about 250 simulated runs (the issue's targets).
+
+- the full starting-grid fit of the joint law (4,500 L-BFGS-B starts), on 2 worker processes;
+- 1,000 bootstrap resamples of runs (warm-started refits), on 2 worker processes;
+each repeated and reported as medians, with the single-process figure beside it for the ratio.
+Targets: grid fit within 20 s, bootstrap within 60 s.
+
+Run: .venv/bin/python benchmarks/bench_analysis.py [--repeats 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+from analysis.bootstrap import bootstrap_fits
+from analysis.fit import FitSettings, fit_unit
+from analysis.laws import LAWS
+from analysis.simulate import TrueLaw
+from analysis.units import FitUnit
+from analysis.workers import worker_pool
+
+TRUE = TrueLaw(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)  # Hoffmann et al.'s fit
+
+
+def simulated_unit(n_sizes: int = 10, n_budgets: int = 25, noise: float = 0.005, seed: int = 0) -> FitUnit:
+    rng = np.random.default_rng(seed)
+    N = np.repeat(np.geomspace(1e7, 3e9, n_sizes), n_budgets)
+    D = np.tile(np.geomspace(1e8, 3e11, n_budgets), n_sizes)
+    loss = TRUE.loss(N, D) * np.exp(rng.normal(0.0, noise, N.size))
+    return FitUnit(LAWS["joint"], ("simulated",), None, N, D, loss, np.arange(N.size).astype(str),
+                   np.zeros(N.size, dtype=np.intp))
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def cpu_timed(fn):
+    """(wall seconds, CPU seconds of this process, result): CPU time is the work itself, which a
+    busy shared machine stretches less than the wall clock."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+
+    unit = simulated_unit()
+    settings = FitSettings()
+    print(f"points: {unit.n_points}; joint law; starting grid 4,500 points; {args.resamples} resamples")
+
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    serial_grid, grid_cpu, fit = cpu_timed(lambda: fit_unit(unit, settings))
+    serial_boot, boot_cpu, _ = cpu_timed(lambda: bootstrap_fits([fit], args.resamples, seed=0, settings=settings))
+    p = fit.params()
+    print(f"fit: A={p['A']:.4g} B={p['B']:.4g} E={p['E']:.4g} alpha={p['alpha']:.4g} beta={p['beta']:.4g} "
+          f"(true {TRUE}); converged={fit.converged}, {fit.n_succeeded}/{fit.n_starts} starts succeeded")
+
+    start = time.perf_counter()
+    with worker_pool(args.workers) as pool:
+        if pool is not None:  # start every worker (imports included) before timing
+            list(pool.map(time.sleep, [0.5] * args.workers))
+        pool_start = time.perf_counter() - start
+        grid_times, boot_times, failed = [], [], []
+        for _ in range(args.repeats):
+            seconds, fit = timed(lambda: fit_unit(unit, settings, pool=pool))
+            grid_times.append(seconds)
+            seconds, samples = timed(lambda: bootstrap_fits([fit], args.resamples, seed=0, settings=settings, pool=pool))
+            boot_times.append(seconds)
+            failed.append(samples[0].n_failed)
+    grid, boot = statistics.median(grid_times), statistics.median(boot_times)
+    print(f"pool of {args.workers} workers started in {pool_start:.2f} s (not in the figures below)")
+    print(f"grid fit:  median {grid:.2f} s on {args.workers} workers (runs: {', '.join(f'{t:.2f}' for t in grid_times)}); "
+          f"1 process {serial_grid:.2f} s; ratio {serial_grid / grid:.2f}x; target 20 s: {'met' if grid <= 20 else 'MISSED'}")
+    print(f"bootstrap: median {boot:.2f} s on {args.workers} workers (runs: {', '.join(f'{t:.2f}' for t in boot_times)}); "
+          f"1 process {serial_boot:.2f} s; ratio {serial_boot / boot:.2f}x; target 60 s: {'met' if boot <= 60 else 'MISSED'}; "
+          f"failed resamples {failed[0]}")
+    print(f"work (CPU seconds, 1 process): grid fit {grid_cpu:.2f} s, bootstrap {boot_cpu:.2f} s; "
+          f"on {args.workers} idle cores the wall time would be about {grid_cpu / args.workers:.2f} s and "
+          f"{boot_cpu / args.workers:.2f} s")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
