@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import click
 
+from synthscale.cli import friendly_errors
 from synthscale.units import parse_count
-
-
-def _friendly_errors(func):
-    """Bad input is the user's to fix: print one clear line, exit 1, no traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 def _count(ctx, param, value):
@@ -55,7 +42,7 @@ def main():
 @click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes (use the number of cores for speed).")
 @click.option("--skip-invalid", is_flag=True, help="Skip and count bad records instead of stopping at the first one.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@_friendly_errors
+@friendly_errors
 def tokenize(inputs, output, tokenizer, text_key, workers, skip_invalid, no_progress):
     """Tokenize JSONL (.jsonl, .gz, .zst) and Parquet INPUTS (paths or globs).
 
@@ -95,7 +82,7 @@ def _datasets(data: tuple[str, ...]):
 @click.option("--name", default=None, help="Blend name (default: the output file's stem).")
 @click.option("--max-epochs", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Refuse a source read more times than this.")
 @click.option("--normalize", is_flag=True, help="Rescale weights that do not sum to 1.")
-@_friendly_errors
+@friendly_errors
 def blend(data, weights, synthetic, tokens, seq_length, output, name, max_epochs, normalize):
     """Write a blend: which datasets training reads, in what token proportions.
 
@@ -127,7 +114,7 @@ def _echo_accounting(spec, output) -> None:
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the blend files.")
 @click.option("--ratios", default=None, help="Synthetic percentages, comma-separated [default: the paper's 0,0.5,1,2,5,10,15,20,33,50,67,100].")
 @click.option("--max-epochs", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@_friendly_errors
+@friendly_errors
 def grid(natural, synthetic, tokens, seq_length, output_dir, ratios, max_epochs):
     """Write one blend per synthetic ratio of the paper's grid (and per synthetic corpus).
 
@@ -157,7 +144,7 @@ def grid(natural, synthetic, tokens, seq_length, output_dir, ratios, max_epochs)
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Samples to draw [default: tokens / seq_length].")
 @click.option("--tolerance", default=0.005, show_default=True, help="Allowed absolute share error.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
-@_friendly_errors
+@friendly_errors
 def blend_check(blend_file, samples, tolerance, as_json):
     """Build BLEND_FILE with megatron-core and compare realised to requested token shares.
 

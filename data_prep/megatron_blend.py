@@ -74,7 +74,7 @@ def build_gpt_dataset(spec: BlendSpec, num_samples: int, seq_length: int | None 
     logger = logging.getLogger("megatron.core")
     level = logger.level
     if quiet:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             train, _, _ = BlendedMegatronDatasetBuilder(

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import warnings
 
 import click
 
-from recipes.parallelism import ParallelismError
-from recipes.run_spec import RunRefused
+from synthscale.cli import friendly_errors
 from synthscale.units import format_count, parse_count
-
-
-def _friendly_errors(func):
-    """Bad input is the user's to fix: one clear message, exit 1, no traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, RunRefused, ParallelismError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 def _quiet_library_notices() -> None:
@@ -118,7 +103,7 @@ def shapes(as_json):
 @click.option("--slurm-time", default="04:00:00", show_default=True)
 @click.option("--mount", "mounts", multiple=True, metavar="SRC:DST", help="Extra container mount (repeat).")
 @click.option("--dry-run", is_flag=True, help="Write the run folders and print what would launch (sbatch scripts for Slurm); launch nothing.")
-@_friendly_errors
+@friendly_errors
 def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, seq_length, global_batch_size,
           micro_batch_size, checkpoint_interval, eval_max_tokens, nodes, gpus_per_node, tensor_parallel,
           pipeline_parallel, container_image, slurm_account, slurm_partition, slurm_time, mounts, dry_run):
@@ -178,7 +163,7 @@ def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, 
 @click.option("--checkpoint-interval", type=click.IntRange(min=1), default=None, help="Override the run's checkpoint interval.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's, or $SYNTHSCALE_TORCH_THREADS].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@_friendly_errors
+@friendly_errors
 def train(run_dir, checkpoint_interval, threads, no_progress):
     """Train (or resume after a kill) and evaluate one CPU run folder; writes results.json.
 
@@ -198,7 +183,7 @@ def train(run_dir, checkpoint_interval, threads, no_progress):
 @main.command()
 @click.argument("runs_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="results.csv or results.parquet")
-@_friendly_errors
+@friendly_errors
 def results(runs_dir, output):
     """Gather every run's results.json into one table (one row per run).
 
