@@ -59,13 +59,16 @@ def end_to_end(corpus: Path, workdir: Path, workers: int) -> tuple[float, int]:
 RSS_CHILD = """
 import json, resource, sys
 from data_prep.tokenize import TokenizeConfig, tokenize
-m = tokenize(TokenizeConfig((sys.argv[1],), sys.argv[2], sys.argv[3], show_progress=False))
-print(json.dumps({"tokens": m["tokens"], "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+m = tokenize(TokenizeConfig((sys.argv[1],), sys.argv[2], sys.argv[3], workers=int(sys.argv[4]), show_progress=False))
+print(json.dumps({"tokens": m["tokens"],
+                  "main_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "worker_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
 
 
-def peak_rss(corpus: Path, prefix: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(corpus), str(prefix), SPEC],
+def peak_rss(corpus: Path, prefix: Path, workers: int) -> dict:
+    """Peak RSS of the main process and of its largest worker, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(corpus), str(prefix), SPEC, str(workers)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -100,11 +103,15 @@ def main() -> None:
 
         build_corpus(sources, 1, tmp / "x1.jsonl")
         build_corpus(sources, 10, tmp / "x10.jsonl")
-        small = peak_rss(tmp / "x1.jsonl", tmp / "r1")
-        large = peak_rss(tmp / "x10.jsonl", tmp / "r10")
-        print(f"peak RSS, 1x input  ({small['tokens']:>10,} tokens): {small['peak_rss_kib'] / 1024:7.1f} MiB")
-        print(f"peak RSS, 10x input ({large['tokens']:>10,} tokens): {large['peak_rss_kib'] / 1024:7.1f} MiB")
-        print(f"peak RSS ratio 10x / 1x                : {large['peak_rss_kib'] / small['peak_rss_kib']:6.2f}  (target ~1.0)")
+        for workers in (1, 2):
+            small = peak_rss(tmp / "x1.jsonl", tmp / "r1", workers)
+            large = peak_rss(tmp / "x10.jsonl", tmp / "r10", workers)
+            for label, r in (("1x ", small), ("10x", large)):
+                worker = f", largest worker {r['worker_kib'] / 1024:6.1f} MiB" if workers > 1 else ""
+                print(f"peak RSS, {workers} worker(s), {label} input ({r['tokens']:>10,} tokens): "
+                      f"main {r['main_kib'] / 1024:6.1f} MiB{worker}")
+            print(f"peak RSS ratio 10x / 1x, {workers} worker(s), main : "
+                  f"{large['main_kib'] / small['main_kib']:6.2f}  (target ~1.0)")
 
 
 if __name__ == "__main__":

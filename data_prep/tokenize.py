@@ -14,7 +14,7 @@ import gzip
 import itertools
 import multiprocessing as mp
 import sys
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +34,7 @@ from synthscale.provenance import provenance
 
 MANIFEST_KIND = "synthscale.tokenized"
 BATCH_DOCS = 256
+IN_FLIGHT = 4  # batches read ahead per worker
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,15 @@ def _encoded_batches(config: TokenizeConfig, tokenizer: Tokenizer, paths: list[P
         pool = mp.get_context("spawn").Pool(config.workers, initializer=_init_worker,
                                             initargs=(config.tokenizer, config.text_key, dtype.name))
     with pool:
-        # imap keeps order; memory stays bounded because batches are small.
-        yield from pool.imap(_encode_batch, batches, chunksize=1)
+        # At most IN_FLIGHT batches per worker are read ahead (Pool.imap would read the whole
+        # input into its queue), and results come back in input order.
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_encode_batch, (batch,)))
+            if len(pending) >= IN_FLIGHT * config.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 def _progress(config: TokenizeConfig):

@@ -91,6 +91,7 @@ def shapes(as_json):
 @click.option("--seq-length", type=click.IntRange(min=1), default=None, help="Override the recipe's sequence length.")
 @click.option("--global-batch-size", type=click.IntRange(min=1), default=None, help="Override the recipe's global batch (sequences).")
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=None, help="Override the recipe's micro batch.")
+@click.option("--peak-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the recipe's peak learning rate (tiny models learn faster at ~1e-3).")
 @click.option("--checkpoint-interval", type=click.IntRange(min=1), default=None, help="Optimizer steps between checkpoints.")
 @click.option("--eval-max-tokens", default=None, help="Evaluate on at most this many tokens per domain.")
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes (Slurm).")
@@ -105,7 +106,7 @@ def shapes(as_json):
 @click.option("--dry-run", is_flag=True, help="Write the run folders and print what would launch (sbatch scripts for Slurm); launch nothing.")
 @friendly_errors
 def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, seq_length, global_batch_size,
-          micro_batch_size, checkpoint_interval, eval_max_tokens, nodes, gpus_per_node, tensor_parallel,
+          micro_batch_size, peak_lr, checkpoint_interval, eval_max_tokens, nodes, gpus_per_node, tensor_parallel,
           pipeline_parallel, container_image, slurm_account, slurm_partition, slurm_time, mounts, dry_run):
     """Plan, write and launch one run per (size, tokens, blend); completed runs are skipped.
 
@@ -128,6 +129,7 @@ def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, 
         seq_length=seq_length,
         global_batch_size=global_batch_size,
         micro_batch_size=micro_batch_size,
+        peak_lr=peak_lr,
         checkpoint_interval=checkpoint_interval,
     )
     settings = ExecutorSettings(

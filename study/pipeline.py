@@ -36,6 +36,7 @@ class StudyConfig:
     ratios_pct: tuple[float, ...] = (0, 33, 67)
     seq_length: int = 128
     global_batch_size: int = 8         # 1,024 tokens a step: the smallest budget still takes 16 steps
+    peak_lr: float = 2e-3              # tiny models learn in few steps at ~1e-3 (the paper's 3e-4 is for 100M+)
     max_epochs: float = 4.0            # tiny corpora: allow repeats the paper did not need
     heldout_fraction: float = 0.05
     eval_tokens: str = "32K"           # held-out tokens each run is evaluated on
@@ -144,7 +145,7 @@ class Study:
         runs = self.root / "runs"
         args = ["sweep", "--sizes", ",".join(self.config.sizes), "--tokens", ",".join(self.config.budgets),
                 "--seq-length", self.config.seq_length, "--global-batch-size", self.config.global_batch_size,
-                "--micro-batch-size", self.config.global_batch_size]
+                "--micro-batch-size", self.config.global_batch_size, "--peak-lr", self.config.peak_lr]
         for blend in blends:
             args += ["--blends", blend]
         for name, prefix in evals.items():

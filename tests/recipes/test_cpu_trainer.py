@@ -153,3 +153,14 @@ def test_resume_after_kill_reaches_the_uninterrupted_result(workspace, tmp_path)
     weights_b = torch.load(straight / CHECKPOINT, weights_only=False)["model"]
     for name, tensor in weights_a.items():
         torch.testing.assert_close(tensor, weights_b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_peak_lr_override_reaches_the_run_and_its_id(workspace, tmp_path):
+    output = tmp_path / "lr"
+    assert invoke(sweep_args(workspace, output, "tiny-xs", "20480", "--dry-run")).exit_code == 0
+    assert invoke(sweep_args(workspace, output, "tiny-xs", "20480", "--peak-lr", "0.002", "--dry-run")).exit_code == 0
+    specs = [json.loads(p.read_text()) for p in sorted(output.glob("*/run.json"))]
+    assert len(specs) == 2  # a different learning rate is a different run
+    assert sorted(s["recipe"]["peak_lr"] for s in specs) == [0.0003, 0.002]
+    bad = invoke(sweep_args(workspace, output, "tiny-xs", "20480", "--peak-lr", "-1"))
+    assert bad.exit_code == 2 and "--peak-lr" in bad.output
