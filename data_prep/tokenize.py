@@ -10,6 +10,7 @@ leaves nothing that looks complete.
 
 from __future__ import annotations
 
+import array
 import gzip
 import itertools
 import multiprocessing as mp
@@ -114,8 +115,10 @@ def _encode_batch(batch: tuple[int, list[tuple[int, object]]]):
         pieces.append(ids)
         docs.append((line_no, doc_id))
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-    tokens = np.fromiter(itertools.chain.from_iterable(pieces), dtype=_WORKER["dtype"], count=int(lengths.sum()))
-    return input_index, tokens, lengths, docs, errors
+    buffer = array.array(_WORKER["dtype"].char)  # list -> typed buffer: the fastest route here
+    for piece in pieces:
+        buffer.fromlist(piece)
+    return input_index, np.frombuffer(buffer, dtype=_WORKER["dtype"]), lengths, docs, errors
 
 
 # --- main side -------------------------------------------------------------------------

@@ -135,6 +135,7 @@ PAPER_SHAPES: dict[str, ModelShape] = {
 TINY_SHAPES: dict[str, ModelShape] = {
     s.name: s
     for s in (
+        _shape("tiny-2xs", 32, 2, 1, head_dim=32, cpu=True),
         _shape("tiny-xs", 64, 2, 2, head_dim=32, cpu=True),
         _shape("tiny-s", 128, 4, 4, head_dim=32, cpu=True),
         _shape("tiny-m", 256, 4, 4, head_dim=64, cpu=True),

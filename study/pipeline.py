@@ -31,7 +31,7 @@ class StudyConfig:
     recipes: tuple[str, ...] = ("hq", "qa")
     generate_docs: int = 160           # natural documents rephrased per recipe
     max_new_tokens: int = 160
-    sizes: tuple[str, ...] = ("tiny-xs", "tiny-s")
+    sizes: tuple[str, ...] = ("tiny-2xs", "tiny-xs", "tiny-s")
     budgets: tuple[str, ...] = ("16K", "32K", "64K", "128K")
     ratios_pct: tuple[float, ...] = (0, 33, 67)
     seq_length: int = 128
@@ -48,6 +48,8 @@ class StudyConfig:
             raise ValueError("recipes: name at least one (hq, qa, textbook)")
         if not 0 < self.heldout_fraction < 0.5:
             raise ValueError(f"heldout_fraction: must be in (0, 0.5), got {self.heldout_fraction}")
+        if len(self.sizes) < 3:
+            raise ValueError(f"sizes: the joint law L(N, D) needs 3 or more, got {self.sizes}")
         if len(self.budgets) < 4:
             raise ValueError(f"budgets: a data-scaling fit (3 parameters) needs 4 or more, got {self.budgets}")
 
@@ -159,7 +161,8 @@ class Study:
 
     def report(self, table: Path, train_sets: dict[str, Path], heldout: Path) -> Path:
         out = self.root / "report"
-        args = ["report", table, "--output", out, "--bootstrap", 200]
+        # L(N) at fixed D needs 4 sizes: the demo fits L(D) per size and the joint L(N, D).
+        args = ["report", table, "--output", out, "--bootstrap", 200, "--law", "data", "--law", "joint"]
         for name, prefix in train_sets.items():
             args += ["--unigram-train", f"{name}={prefix}"]
         self.run(*args, "--unigram-test", heldout, stage="analysis")
