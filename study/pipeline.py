@@ -162,7 +162,8 @@ class Study:
     def report(self, table: Path, train_sets: dict[str, Path], heldout: Path) -> Path:
         out = self.root / "report"
         # L(N) at fixed D needs 4 sizes: the demo fits L(D) per size and the joint L(N, D).
-        args = ["report", table, "--output", out, "--bootstrap", 200, "--law", "data", "--law", "joint"]
+        args = ["report", table, "--output", out, "--bootstrap", 200, "--law", "data", "--law", "joint",
+                "--workers", 0]
         for name, prefix in train_sets.items():
             args += ["--unigram-train", f"{name}={prefix}"]
         self.run(*args, "--unigram-test", heldout, stage="analysis")
