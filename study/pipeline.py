@@ -32,10 +32,10 @@ class StudyConfig:
     generate_docs: int = 160           # natural documents rephrased per recipe
     max_new_tokens: int = 160
     sizes: tuple[str, ...] = ("tiny-2xs", "tiny-xs", "tiny-s")
-    budgets: tuple[str, ...] = ("16K", "32K", "64K", "128K")
+    budgets: tuple[str, ...] = ("12K", "16K", "32K", "64K", "128K")
     ratios_pct: tuple[float, ...] = (0, 33, 67)
     seq_length: int = 128
-    global_batch_size: int = 8         # 1,024 tokens a step: the smallest budget still takes 16 steps
+    global_batch_size: int = 8         # 1,024 tokens a step: the smallest budget still takes 11 steps
     peak_lr: float = 2e-3              # tiny models learn in few steps at ~1e-3 (the paper's 3e-4 is for 100M+)
     max_epochs: float = 4.0            # tiny corpora: allow repeats the paper did not need
     heldout_fraction: float = 0.05
@@ -50,8 +50,9 @@ class StudyConfig:
             raise ValueError(f"heldout_fraction: must be in (0, 0.5), got {self.heldout_fraction}")
         if len(self.sizes) < 3:
             raise ValueError(f"sizes: the joint law L(N, D) needs 3 or more, got {self.sizes}")
-        if len(self.budgets) < 4:
-            raise ValueError(f"budgets: a data-scaling fit (3 parameters) needs 4 or more, got {self.budgets}")
+        if len(self.budgets) < 5:
+            raise ValueError(f"budgets: L(D) has 3 parameters, so a fit needs 4 and its holdout check 5, "
+                             f"got {self.budgets}")
 
 
 @dataclass
