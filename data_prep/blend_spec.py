@@ -3,10 +3,18 @@
 A blend says which tokenized datasets a training run reads and in what token
 proportions, with the accounting that shows no source is repeated beyond its limit.
 Training reads `data_path` (Megatron's `[w1, prefix1, w2, prefix2, ...]`) with no conversion.
+
+Each source says what it is: its role (natural or synthetic), its family (the synthetic
+recipe, `hq`, `qa`, `textbook` or a user's own; `natural` for natural text) and the generator
+that wrote it. Downstream stages group runs by these fields, never by parsing names.
+A blend's `identity_sha256` hashes what it means for training (data_path, each source's
+manifest sha256, the weights, tokens and seq_length), not its bytes: regenerating a blend
+from the same inputs keeps it, and so keeps every run id made from it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -17,7 +25,10 @@ import yaml
 from synthscale.files import sha256_file, write_text_atomic
 
 BLEND_KIND = "synthscale.blend"
+BLEND_VERSION = 2
 WEIGHT_TOLERANCE = 1e-6
+ROLES = ("natural", "synthetic")
+NATURAL_FAMILY = "natural"
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,9 @@ class BlendSource:
     prefix: str
     manifest: str
     manifest_sha256: str
-    synthetic: bool
+    role: str  # natural | synthetic
+    family: str  # hq, qa, textbook, a user's own; "natural" for natural text
+    generator: str | None  # what wrote a synthetic source ("<name>@<sha256[:12]>"); None if unknown
     weight: float
     tokens_requested: int
     tokens_available: int
@@ -35,12 +48,20 @@ class BlendSource:
     def __post_init__(self):
         if not self.name:
             raise ValueError("sources[].name: must not be empty")
+        if self.role not in ROLES:
+            raise ValueError(f"sources[{self.name}].role: must be one of {ROLES}, got {self.role!r}")
+        if not self.family or "+" in self.family:
+            raise ValueError(f"sources[{self.name}].family: must be a non-empty name without '+', got {self.family!r}")
         if not (math.isfinite(self.weight) and self.weight >= 0):
             raise ValueError(f"sources[{self.name}].weight: must be >= 0, got {self.weight}")
         if self.tokens_available <= 0:
             raise ValueError(
                 f"sources[{self.name}].tokens_available: must be positive, got {self.tokens_available}"
             )
+
+    @property
+    def synthetic(self) -> bool:
+        return self.role == "synthetic"
 
 
 @dataclass(frozen=True)
@@ -85,6 +106,35 @@ class BlendSpec:
     def synthetic_fraction(self) -> float:
         return round(sum(s.weight for s in self.sources if s.synthetic), 12)
 
+    def _synthetic_field(self, key: str) -> str | None:
+        values = sorted({getattr(s, key) for s in self.active_sources if s.synthetic and getattr(s, key)})
+        return "+".join(values) if values else None
+
+    @property
+    def family(self) -> str | None:
+        """The synthetic family of the blend (`+`-joined if several); None for natural text only."""
+        return self._synthetic_field("family")
+
+    @property
+    def generator(self) -> str | None:
+        """The generator(s) of the blend's synthetic sources; None for natural text only, or when unknown."""
+        return self._synthetic_field("generator")
+
+    @property
+    def identity(self) -> dict:
+        """What the blend means for training: the fields its run ids are made from."""
+        return {
+            "data_path": self.data_path,
+            "manifest_sha256": [s.manifest_sha256 for s in self.active_sources],
+            "weights": [s.weight for s in self.active_sources],
+            "tokens": self.tokens,
+            "seq_length": self.seq_length,
+        }
+
+    @property
+    def identity_sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
+
     @property
     def active_sources(self) -> tuple[BlendSource, ...]:
         """Sources with a positive weight: what training actually reads."""
@@ -106,7 +156,7 @@ class BlendSpec:
     def to_dict(self) -> dict:
         return {
             "kind": BLEND_KIND,
-            "version": 1,
+            "version": BLEND_VERSION,
             "name": self.name,
             "tokens": self.tokens,
             "seq_length": self.seq_length,
@@ -115,6 +165,9 @@ class BlendSpec:
             "sources": [asdict(s) for s in self.sources],
             "data_path": self.data_path,
             "synthetic_fraction": self.synthetic_fraction,
+            "family": self.family,
+            "generator": self.generator,
+            "identity_sha256": self.identity_sha256,
             "provenance": self.provenance,
         }
 
@@ -128,13 +181,13 @@ class BlendSpec:
         where = path or "blend"
         if not isinstance(data, dict) or data.get("kind") != BLEND_KIND:
             raise ValueError(f"{where}: not a synthscale blend (kind must be {BLEND_KIND!r})")
-        if data.get("version") != 1:
-            raise ValueError(f"{where}: version {data.get('version')!r} is not supported (expected 1)")
+        if data.get("version") not in (1, BLEND_VERSION):
+            raise ValueError(f"{where}: version {data.get('version')!r} is not supported (expected {BLEND_VERSION})")
         missing = [k for k in ("name", "tokens", "seq_length", "max_epochs", "tokenizer", "sources") if k not in data]
         if missing:
             raise ValueError(f"{where}: missing fields {missing}")
         try:
-            sources = tuple(BlendSource(**s) for s in data["sources"])
+            sources = tuple(BlendSource(**_source_fields(s)) for s in data["sources"])
             spec = cls(
                 name=str(data["name"]),
                 tokens=int(data["tokens"]),
@@ -161,6 +214,17 @@ class BlendSpec:
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML: {exc}") from None
         return cls.from_dict(data, str(path.resolve()))
+
+
+def _source_fields(raw: dict) -> dict:
+    """A source's fields; version-1 blends had a `synthetic` flag instead of role/family/generator."""
+    fields = dict(raw)
+    if "synthetic" in fields and "role" not in fields:
+        synthetic = bool(fields.pop("synthetic"))
+        fields["role"] = "synthetic" if synthetic else "natural"
+        fields.setdefault("family", fields["name"] if synthetic else NATURAL_FAMILY)
+        fields.setdefault("generator", None)
+    return fields
 
 
 def _plain(obj):

@@ -66,6 +66,28 @@ def tokenize(inputs, output, tokenizer, text_key, workers, skip_invalid, no_prog
     )
 
 
+def _named_values(values: tuple[str, ...], option: str) -> dict[str, str]:
+    from data_prep.blend import parse_named
+
+    out: dict[str, str] = {}
+    for value in values:
+        name, text = parse_named(value, option)
+        if name in out:
+            raise ValueError(f"{option}: {name!r} is given twice")
+        out[name] = text
+    return out
+
+
+def identity_options(func):
+    """--family and --generator: set what the manifests say a source is (shared by blend and grid)."""
+    func = click.option("--generator", "generators", multiple=True, metavar="NAME=GENERATOR",
+                        help="Set the generator recorded for a synthetic source [default: from its manifest].")(func)
+    func = click.option("--family", "families", multiple=True, metavar="NAME=FAMILY",
+                        help="Set a synthetic source's family (hq, qa, textbook, ...) [default: the recipe its "
+                             "manifest records].")(func)
+    return func
+
+
 def _datasets(data: tuple[str, ...]):
     from data_prep.blend import open_tokenized, parse_named
 
@@ -75,15 +97,18 @@ def _datasets(data: tuple[str, ...]):
 @main.command()
 @click.option("--data", "data", multiple=True, required=True, metavar="NAME=PREFIX", help="A tokenized dataset (repeat).")
 @click.option("--weights", multiple=True, required=True, metavar="NAME=W[,NAME=W...]", help="Token fractions, summing to 1.")
-@click.option("--synthetic", multiple=True, metavar="NAME", help="Mark a source as synthetic (repeat).")
+@click.option("--synthetic", multiple=True, metavar="NAME", help="Mark a source as synthetic (repeat) [default: sources whose documents name a generator].")
+@click.option("--natural", multiple=True, metavar="NAME", help="Mark a source as natural text (repeat).")
 @click.option("--tokens", required=True, callback=_count, help="Training tokens D: 5e9, 5B, 200M.")
 @click.option("--seq-length", required=True, type=click.IntRange(min=1), help="Training sequence length.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="BLEND.yaml to write.")
 @click.option("--name", default=None, help="Blend name (default: the output file's stem).")
 @click.option("--max-epochs", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Refuse a source read more times than this.")
 @click.option("--normalize", is_flag=True, help="Rescale weights that do not sum to 1.")
+@identity_options
 @friendly_errors
-def blend(data, weights, synthetic, tokens, seq_length, output, name, max_epochs, normalize):
+def blend(data, weights, synthetic, natural, tokens, seq_length, output, name, max_epochs, normalize, families,
+          generators):
     """Write a blend: which datasets training reads, in what token proportions.
 
     \b
@@ -94,7 +119,8 @@ def blend(data, weights, synthetic, tokens, seq_length, output, name, max_epochs
     from data_prep.blend import make_blend, parse_weights
 
     spec = make_blend(name or Path(output).stem, _datasets(data), parse_weights(weights), tokens,
-                      seq_length, set(synthetic), max_epochs, normalize)
+                      seq_length, set(synthetic), max_epochs, normalize, set(natural),
+                      _named_values(families, "--family"), _named_values(generators, "--generator"))
     spec.save(output)
     _echo_accounting(spec, output)
 
@@ -102,8 +128,9 @@ def blend(data, weights, synthetic, tokens, seq_length, output, name, max_epochs
 def _echo_accounting(spec, output) -> None:
     click.echo(f"{output}: {spec.name}, {spec.tokens:,} tokens, synthetic {spec.synthetic_fraction:.1%}")
     for s in spec.sources:
+        what = s.role if not s.synthetic else f"{s.family} by {s.generator or 'an unknown generator'}"
         click.echo(f"  {s.name:<16} weight {s.weight:.4f}  {s.tokens_requested:>15,} of "
-                   f"{s.tokens_available:>15,} tokens  ({s.epochs:.3f} epochs)")
+                   f"{s.tokens_available:>15,} tokens  ({s.epochs:.3f} epochs)  {what}")
 
 
 @main.command()
@@ -114,8 +141,9 @@ def _echo_accounting(spec, output) -> None:
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the blend files.")
 @click.option("--ratios", default=None, help="Synthetic percentages, comma-separated [default: the paper's 0,0.5,1,2,5,10,15,20,33,50,67,100].")
 @click.option("--max-epochs", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@identity_options
 @friendly_errors
-def grid(natural, synthetic, tokens, seq_length, output_dir, ratios, max_epochs):
+def grid(natural, synthetic, tokens, seq_length, output_dir, ratios, max_epochs, families, generators):
     """Write one blend per synthetic ratio of the paper's grid (and per synthetic corpus).
 
     \b
@@ -132,11 +160,18 @@ def grid(natural, synthetic, tokens, seq_length, output_dir, ratios, max_epochs)
         except ValueError:
             raise ValueError(f"--ratios: expected comma-separated percentages, got {ratios!r}") from None
     natural_ds, = _datasets((natural,))
-    blends = make_grid(natural_ds, _datasets(synthetic), tokens, seq_length, ratio_list, max_epochs)
+    synthetic_ds = _datasets(synthetic)
+    families, generators = _named_values(families, "--family"), _named_values(generators, "--generator")
+    known = {d.name for d in synthetic_ds}
+    for option, given in (("--family", families), ("--generator", generators)):
+        if set(given) - known:
+            raise ValueError(f"{option}: no --synthetic for {sorted(set(given) - known)} (synthetic: {sorted(known)})")
+    blends = make_grid(natural_ds, synthetic_ds, tokens, seq_length, ratio_list, max_epochs, families, generators)
     for spec in blends:
         path = Path(output_dir) / f"{spec.name}.yaml"
         spec.save(path)
-        click.echo(f"{path}: synthetic {spec.synthetic_fraction:.1%}")
+        what = f", {spec.family} by {spec.generator or 'an unknown generator'}" if spec.family else ""
+        click.echo(f"{path}: synthetic {spec.synthetic_fraction:.1%}{what}")
 
 
 @main.command("blend-check")

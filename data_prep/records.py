@@ -2,7 +2,9 @@
 
 Reading is split in two so that parsing can run in worker processes:
 `iter_raw_records` streams (line number, payload) cheaply in the main process, and
-`parse_record` turns a payload into (id, text) or raises `RecordError` with a reason.
+`parse_record` turns a payload into (id, text, origin) or raises `RecordError` with a reason.
+`origin` holds the record's `recipe` and `generator` fields (what `generation run` writes on
+every synthetic document), so a tokenized dataset can say what made its documents.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from synthscale.files import open_binary
 
 # Why a record was skipped; the manifest counts each.
 SKIP_REASONS = ("empty", "malformed_json", "missing_text_key", "text_not_string", "invalid_utf8")
+# Record fields that say what made a document (written by `generation run`), counted per value.
+ORIGIN_KEYS = ("recipe", "generator")
 
 
 class RecordError(ValueError):
@@ -58,7 +62,8 @@ def _iter_parquet_rows(path, text_key: str) -> Iterator[tuple[int, dict]]:
         raise InvalidInputError(
             str(path), 0, RecordError("missing_text_key", f"no column {text_key!r} (columns: {names})")
         )
-    columns = [text_key] + (["id"] if "id" in names and text_key != "id" else [])
+    wanted = ["id", *ORIGIN_KEYS]
+    columns = [text_key] + [c for c in wanted if c in names and c != text_key]
     row_no = 0
     for batch in parquet.iter_batches(columns=columns, batch_size=1024):
         for row in batch.to_pylist():
@@ -66,8 +71,11 @@ def _iter_parquet_rows(path, text_key: str) -> Iterator[tuple[int, dict]]:
             yield row_no, row
 
 
-def parse_record(payload: object, text_key: str) -> tuple[str | None, str]:
-    """(id or None, text) of one record; raises RecordError for anything unusable."""
+def parse_record(payload: object, text_key: str) -> tuple[str | None, str, tuple[str | None, ...]]:
+    """(id or None, text, origin) of one record; raises RecordError for anything unusable.
+
+    `origin` has one entry per ORIGIN_KEYS: the field's value when it is a string, else None.
+    """
     if isinstance(payload, bytes):
         try:
             decoded = payload.decode("utf-8")
@@ -89,4 +97,5 @@ def parse_record(payload: object, text_key: str) -> tuple[str | None, str]:
     if not text.strip():
         raise RecordError("empty", f"{text_key!r} is empty")
     doc_id = record.get("id")
-    return (None if doc_id is None else str(doc_id)), text
+    origin = tuple(value if isinstance(value := record.get(key), str) else None for key in ORIGIN_KEYS)
+    return (None if doc_id is None else str(doc_id)), text, origin

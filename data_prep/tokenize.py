@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from data_prep.records import (
+    ORIGIN_KEYS,
     SKIP_REASONS,
     InvalidInputError,
     RecordError,
@@ -72,6 +73,12 @@ class InputAccount:
     tokens: int = 0
     with_id: int = 0
     skipped: dict = field(default_factory=dict)
+    origin: dict = field(default_factory=lambda: {key: {} for key in ORIGIN_KEYS})
+
+    def count_origin(self, origin: tuple) -> None:
+        for key, value in zip(ORIGIN_KEYS, origin):
+            if value is not None:
+                self.origin[key][value] = self.origin[key].get(value, 0) + 1
 
 
 def output_paths(prefix: str | Path) -> dict[str, Path]:
@@ -102,18 +109,18 @@ def _encode_batch(batch: tuple[int, list[tuple[int, object]]]):
     tokenizer: Tokenizer = _WORKER["tokenizer"]
     text_key = _WORKER["text_key"]
     pieces: list[list[int]] = []
-    docs: list[tuple[int, str | None]] = []  # (line, id) of each encoded document
+    docs: list[tuple[int, str | None, tuple]] = []  # (line, id, origin) of each encoded document
     errors: list[tuple[int, str, str]] = []  # (line, reason, detail)
     for line_no, payload in records:
         try:
-            doc_id, text = parse_record(payload, text_key)
+            doc_id, text, origin = parse_record(payload, text_key)
         except RecordError as err:
             errors.append((line_no, err.reason, err.detail))
             continue
         ids = tokenizer.encode(text)
         ids.append(tokenizer.eod_id)
         pieces.append(ids)
-        docs.append((line_no, doc_id))
+        docs.append((line_no, doc_id, origin))
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
     buffer = array.array(_WORKER["dtype"].char)  # list -> typed buffer: the fastest route here
     for piece in pieces:
@@ -199,12 +206,13 @@ def tokenize(config: TokenizeConfig) -> dict:
                         raise InvalidInputError(account.path, line_no, RecordError(reason, detail))
                     account.skipped[reason] = account.skipped.get(reason, 0) + 1
                 offset = 0
-                for (line_no, doc_id), length in zip(docs, lengths.tolist()):
+                for (line_no, doc_id, origin), length in zip(docs, lengths.tolist()):
                     builder.add_document(tokens[offset : offset + length], [length])
                     offset += length
                     ids_file.write(f"{n_docs}\t{input_index}\t{line_no}\t{'' if doc_id is None else doc_id}\n")
                     n_docs += 1
                     account.with_id += doc_id is not None
+                    account.count_origin(origin)
                 account.documents += len(docs)
                 account.tokens += offset
                 n_tokens += offset
@@ -223,8 +231,11 @@ def tokenize(config: TokenizeConfig) -> dict:
 
 def _manifest(config, out, tokenizer, dtype, accounts, n_docs, n_tokens, hashes) -> dict:
     skipped = Counter({reason: 0 for reason in SKIP_REASONS})
+    origin: dict[str, Counter] = {key: Counter() for key in ORIGIN_KEYS}
     for account in accounts:
         skipped.update(account.skipped)
+        for key in ORIGIN_KEYS:
+            origin[key].update(account.origin[key])
     return {
         "kind": MANIFEST_KIND,
         "version": 1,
@@ -235,6 +246,8 @@ def _manifest(config, out, tokenizer, dtype, accounts, n_docs, n_tokens, hashes)
         "tokenizer": tokenizer.describe(),
         "inputs": [asdict(a) for a in accounts],
         "skipped": dict(skipped),
+        # documents per value of the records' `recipe` and `generator` fields (synthetic corpora)
+        "origin": {key: dict(sorted(counts.items())) for key, counts in origin.items()},
         "doc_ids": {"path": str(out["doc_ids"].resolve()), "sha256": sha256_file(out["doc_ids"])},
         **hashes,
         "provenance": provenance(config=asdict(config)),

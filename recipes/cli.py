@@ -40,7 +40,8 @@ def main():
     domains), launch.sh and launcher.<executor>.txt, bridge/*.yaml (Bridge backend),
     checkpoints/, and at the end results.json, the same for both backends: run_id, backend,
     model, N (non-embedding parameters), D (tokens trained), D_requested, mixture,
-    synthetic_fraction, blend {name, path, sha256, weights, data_path, sources}, eval {domain:
+    synthetic_fraction, family, generator, recipe_hash, seed, eval_domains, blend {name, path,
+    identity_sha256, weights, data_path, sources {role, family, generator}}, eval {domain:
     {loss, tokens, prefix}}, loss (token-weighted mean over domains), final_train_loss,
     train_loss_curve [[step, loss], ...], wall_time_s, train_time_s, tokens_per_s, versions,
     shape, recipe, plan, layout, provenance.
@@ -103,27 +104,33 @@ def shapes(as_json):
 @click.option("--slurm-partition", default=None)
 @click.option("--slurm-time", default="04:00:00", show_default=True)
 @click.option("--mount", "mounts", multiple=True, metavar="SRC:DST", help="Extra container mount (repeat).")
+@click.option("--seeds", default=None, help="Train every run once per seed, e.g. 1,2,3 [default: the recipe's seed].")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="CPU runs at once, each in its own process.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per CPU run [default: 1 with --jobs > 1, else torch's or $SYNTHSCALE_TORCH_THREADS].")
 @click.option("--dry-run", is_flag=True, help="Write the run folders and print what would launch (sbatch scripts for Slurm); launch nothing.")
 @friendly_errors
 def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, seq_length, global_batch_size,
           micro_batch_size, peak_lr, checkpoint_interval, eval_max_tokens, nodes, gpus_per_node, tensor_parallel,
-          pipeline_parallel, container_image, slurm_account, slurm_partition, slurm_time, mounts, dry_run):
+          pipeline_parallel, container_image, slurm_account, slurm_partition, slurm_time, mounts, seeds, jobs, threads,
+          dry_run):
     """Plan, write and launch one run per (size, tokens, blend); completed runs are skipped.
 
     Train iterations = tokens / (global batch x sequence length); a run is refused when that is
-    under 10 steps or when the blend would read a source more than its max_epochs. The blend's
+    under 50 steps or when the blend would read a source more than its max_epochs. The blend's
     seq_length must be the recipe's (cpu-tiny: 128, paper: 4096) or --seq-length. With --dry-run
     the run folders (run.json, Bridge YAML, launch.sh, launcher.*.txt) are written, nothing runs.
+    A rerun skips completed runs, and scores them on any --eval domain added since (CPU backend,
+    from the final checkpoint, no retraining).
 
     \b
-    Example (a blend made with `data_prep blend ... --seq-length 128`):
+    Example (a blend made with `data_prep blend ... --seq-length 128`), 2 runs at a time:
       recipes sweep --sizes tiny-xs --tokens 1M --blends blends/hq_33.yaml \\
-          --eval wiki=data/wiki_eval --output runs
+          --eval wiki=data/wiki_eval --output runs --jobs 2
     """
     from recipes.launchers import DEFAULT_CONTAINER, ExecutorSettings
     from recipes.recipe import get_recipe
     from recipes.run_spec import parse_eval_domains
-    from recipes.sweep import SweepRequest, execute_sweep
+    from recipes.sweep import RunFailed, SweepRequest, execute_sweep
 
     recipe = get_recipe(recipe_name or ("cpu-tiny" if backend == "cpu" else "paper")).with_overrides(
         seq_length=seq_length,
@@ -155,9 +162,27 @@ def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, 
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
         micro_batch_size=micro_batch_size,
+        seeds=_seeds(seeds),
+        jobs=jobs,
+        threads=threads,
     )
-    planned = execute_sweep(request, dry_run_only=dry_run, echo=click.echo)
+    try:
+        planned = execute_sweep(request, dry_run_only=dry_run, echo=click.echo)
+    except RunFailed as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{len(planned)} runs in {output}")
+
+
+def _seeds(value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        seeds = tuple(int(v) for v in _split((value,)))
+    except ValueError:
+        raise ValueError(f"--seeds: expected comma-separated integers, got {value!r}") from None
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds: seeds must be >= 0, got {value!r}")
+    return seeds
 
 
 @main.command()
@@ -189,7 +214,8 @@ def train(run_dir, checkpoint_interval, threads, no_progress):
 def results(runs_dir, output):
     """Gather every run's results.json into one table (one row per run).
 
-    Columns: run_id, model, N, D, mixture, synthetic_fraction, loss, loss.<domain>...
+    Columns: run_id, model, N, D, mixture, synthetic_fraction, family, generator, backend,
+    recipe_hash, seed, loss, loss.<domain>...
 
     \b
     Example:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from recipes.cpu_model import adamw_param_groups, build_model, token_losses
 from recipes.evaluation import evaluate_domains
 from recipes.recipe import learning_rate
-from recipes.results import build_result, is_complete, load_result, write_result
+from recipes.results import add_domain_scores, build_result, is_complete, load_result, write_result
 from recipes.run_spec import RESULTS_FILE, RunSpec
 from synthscale.files import atomic_paths
 
@@ -225,3 +225,26 @@ def run_cpu(
     write_result(run_dir, record)
     return record
 
+
+
+def evaluate_added_domains(run_dir: str | Path, domains: dict[str, str], threads: int | None = None) -> dict:
+    """Score a completed CPU run on more domains from its final checkpoint: no retraining.
+
+    The domains are added to results.json (eval, eval_domains and the mean loss) and to run.json.
+    """
+    run_dir = Path(run_dir).resolve()
+    if threads:
+        torch.set_num_threads(int(threads))
+    trainer = CpuTrainer(run_dir)
+    if not trainer.resume() or trainer.step != trainer.spec.plan.train_iters:
+        raise FileNotFoundError(
+            f"run {trainer.spec.run_id}: no final checkpoint in {run_dir / CHECKPOINT} to evaluate "
+            f"{', '.join(domains)} on (it was deleted?); retrain the run to score it"
+        )
+    spec = trainer.spec.with_eval_domains({**trainer.spec.eval_domains, **domains})
+    recipe = spec.recipe
+    scores = evaluate_domains(trainer.model, domains, recipe.seq_length, recipe.micro_batch_size, spec.eval_max_tokens)
+    record = add_domain_scores(load_result(run_dir / RESULTS_FILE), spec, scores)
+    spec.save(run_dir)
+    write_result(run_dir, record)
+    return record

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, replace
 
 from synthscale.units import format_count
 
-MIN_TRAIN_ITERS = 10  # below this, 10% warmup is under one step: refuse
+MIN_TRAIN_ITERS = 50  # fewer steps measure warmup, not training: refuse (the loss of a run this short
+# is too far from converged behaviour for a scaling-law fit)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Both backends write the same record through `build_result`; `gather_results` turns a runs
 folder into one row per completed run: run_id, model, N, D, mixture, synthetic_fraction,
-loss, and one `loss.<domain>` column per evaluation domain.
+family, generator, backend, recipe_hash, seed, loss, and one `loss.<domain>` column per
+evaluation domain. `family` and `generator` come from the blend's sources (empty for natural
+text only), `recipe_hash` from the training recipe without its seed: `analysis` groups runs by
+these fields, never by parsing the mixture's name.
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ from pathlib import Path
 
 from data_prep.blend_spec import BlendSpec
 from recipes.evaluation import token_weighted_loss
-from recipes.run_spec import RESULTS_FILE, RunSpec
+from recipes.run_spec import RESULTS_FILE, RunSpec, recipe_hash
 from synthscale.files import atomic_paths, write_json_atomic
 from synthscale.provenance import provenance
 
 REQUIRED_KEYS = (
-    "run_id", "model", "N", "D", "mixture", "synthetic_fraction", "blend", "eval", "loss",
-    "train_loss_curve", "wall_time_s", "tokens_per_s", "versions",
+    "run_id", "model", "N", "D", "mixture", "synthetic_fraction", "family", "generator", "backend",
+    "recipe_hash", "seed", "eval_domains", "blend", "eval", "loss", "train_loss_curve", "wall_time_s",
+    "tokens_per_s", "versions",
 )
-TABLE_COLUMNS = ("run_id", "model", "N", "D", "mixture", "synthetic_fraction", "loss")
+TABLE_COLUMNS = ("run_id", "model", "N", "D", "mixture", "synthetic_fraction", "family", "generator", "backend",
+                 "recipe_hash", "seed", "loss")
 VERSIONED_PACKAGES = (
     "synthscale", "torch", "transformers", "megatron-core", "megatron-bridge", "transformer-engine",
     "nemo-run", "numpy",
@@ -67,14 +72,20 @@ def build_result(
         "D_requested": spec.plan.tokens_requested,
         "mixture": blend.name,
         "synthetic_fraction": blend.synthetic_fraction,
+        "family": blend.family,
+        "generator": blend.generator,
+        "recipe_hash": recipe_hash(spec.recipe),
+        "seed": spec.recipe.seed,
+        "eval_domains": sorted(per_domain),
         "blend": {
             "name": blend.name,
             "path": spec.blend_path,
-            "sha256": spec.blend_sha256,
+            "identity_sha256": spec.blend_identity,
             "weights": blend.weights,
             "data_path": blend.data_path,
             "sources": {
-                s.name: {"prefix": s.prefix, "manifest_sha256": s.manifest_sha256, "synthetic": s.synthetic}
+                s.name: {"prefix": s.prefix, "manifest_sha256": s.manifest_sha256, "role": s.role,
+                         "family": s.family, "generator": s.generator}
                 for s in blend.sources
             },
         },
@@ -100,6 +111,18 @@ def build_result(
     return record
 
 
+def add_domain_scores(record: dict, spec: RunSpec, per_domain: dict[str, dict]) -> dict:
+    """`record` with newly evaluated domains added (eval, eval_domains, loss); the rest kept."""
+    for name, scores in per_domain.items():
+        if not math.isfinite(scores["loss"]) or scores["tokens"] <= 0:
+            raise ValueError(f"eval domain {name!r}: bad score {scores}")
+        record["eval"][name] = {"loss": float(scores["loss"]), "tokens": int(scores["tokens"]),
+                                "prefix": spec.eval_domains[name]}
+    record["eval_domains"] = sorted(record["eval"])
+    record["loss"] = token_weighted_loss(record["eval"])
+    return record
+
+
 def write_result(run_dir: str | Path, record: dict) -> Path:
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
@@ -111,6 +134,11 @@ def write_result(run_dir: str | Path, record: dict) -> Path:
 
 def is_complete(run_dir: str | Path) -> bool:
     return (Path(run_dir) / RESULTS_FILE).is_file()
+
+
+def scored_domains(run_dir: str | Path) -> list[str]:
+    """The evaluation domains a completed run's results.json holds."""
+    return sorted(load_result(Path(run_dir) / RESULTS_FILE)["eval"])
 
 
 def load_result(path: str | Path) -> dict:
@@ -133,7 +161,7 @@ def gather_results(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
     rows, domains = [], set()
     for path in sorted(runs_dir.glob(f"*/{RESULTS_FILE}")):
         record = load_result(path)
-        row = {key: record[key] for key in TABLE_COLUMNS}
+        row = {key: ("" if record[key] is None else record[key]) for key in TABLE_COLUMNS}
         for domain, scores in record["eval"].items():
             row[f"loss.{domain}"] = scores["loss"]
             domains.add(domain)

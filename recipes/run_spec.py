@@ -2,10 +2,12 @@
 
 A run lives in `RUNS_DIR/<run_id>/` with `run.json` (this spec), the launcher, checkpoints
 and finally `results.json`. The run id is deterministic: a readable prefix plus a hash of
-what determines the trained model (shape, D, the blend file's sha256, the training recipe
-without its execution-only fields, the backend). Where and how it runs (executor, GPU count,
-micro batch, checkpoint interval) and what it is evaluated on are not part of the id, so a
-rerun on another cluster finds and skips completed runs.
+what determines the trained model (shape, D, the blend's meaning -- `BlendSpec.identity_sha256`:
+data_path, manifests' sha256, weights, tokens, seq_length; not the file's bytes, which hold a
+timestamp -- the training recipe without its execution-only fields, the backend). Where and how
+it runs (executor, GPU count, micro batch, checkpoint interval) and what it is evaluated on are
+not part of the id, so a rerun on another cluster, or after the blends were regenerated from the
+same inputs, finds and skips completed runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from data_prep.blend_spec import BlendSpec
 from recipes.recipe import TrainingRecipe, TrainPlan, plan_training
 from recipes.shapes import ModelShape
-from synthscale.files import sha256_file, write_json_atomic
+from synthscale.files import write_json_atomic
 from synthscale.units import format_count
 
 BACKENDS = ("cpu", "bridge")
@@ -39,12 +41,20 @@ def _safe(text: str) -> str:
 EXECUTION_ONLY_FIELDS = ("checkpoint_interval", "micro_batch_size")
 
 
-def make_run_id(shape: ModelShape, tokens: int, blend_sha256: str, recipe: TrainingRecipe, backend: str) -> str:
+def recipe_hash(recipe: TrainingRecipe) -> str:
+    """A short hash of how a recipe trains (optimizer, schedule, peak LR, batch, sequence length,
+    precision, vocabulary), without its name, seed or execution-only fields: runs that differ only
+    by seed share it, and `analysis` fits runs together only when it is the same."""
+    trained = {k: v for k, v in recipe.to_dict().items() if k not in (*EXECUTION_ONLY_FIELDS, "name", "seed")}
+    return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def make_run_id(shape: ModelShape, tokens: int, blend_identity: str, recipe: TrainingRecipe, backend: str) -> str:
     trained = {k: v for k, v in recipe.to_dict().items() if k not in EXECUTION_ONLY_FIELDS}
     identity = {
         "shape": shape.to_dict(),
         "tokens": tokens,
-        "blend_sha256": blend_sha256,
+        "blend_identity": blend_identity,
         "recipe": trained,
         "backend": backend,
     }
@@ -108,7 +118,7 @@ class RunSpec:
     recipe: TrainingRecipe
     plan: TrainPlan
     blend_path: str
-    blend_sha256: str
+    blend_identity: str  # BlendSpec.identity_sha256
     eval_domains: dict[str, str]
     eval_max_tokens: int | None = None
     layout: dict | None = None  # parallel layout (bridge backend)
@@ -142,15 +152,15 @@ class RunSpec:
         except ValueError as exc:
             raise RunRefused(f"shape {shape.name}: {exc}") from None
         check_blend_for_run(blend, recipe, plan)
-        blend_sha = sha256_file(blend.path)
+        identity = blend.identity_sha256
         return cls(
-            run_id=make_run_id(shape, tokens, blend_sha, recipe, backend) + f"-{_safe(blend.name)}",
+            run_id=make_run_id(shape, tokens, identity, recipe, backend) + f"-{_safe(blend.name)}",
             backend=backend,
             shape=shape,
             recipe=recipe,
             plan=plan,
             blend_path=str(Path(blend.path).resolve()),
-            blend_sha256=blend_sha,
+            blend_identity=identity,
             eval_domains=dict(eval_domains),
             eval_max_tokens=eval_max_tokens,
             layout=layout,
@@ -158,13 +168,16 @@ class RunSpec:
 
     def load_blend(self) -> BlendSpec:
         blend = BlendSpec.load(self.blend_path)
-        actual = sha256_file(self.blend_path)
-        if actual != self.blend_sha256:
+        if blend.identity_sha256 != self.blend_identity:
             raise RunRefused(
-                f"blend {self.blend_path} changed since run {self.run_id} was planned "
-                f"(sha256 {actual[:12]} != {self.blend_sha256[:12]}); plan the sweep again"
+                f"blend {self.blend_path} changed meaning since run {self.run_id} was planned (its data, "
+                f"weights, tokens or seq_length: identity {blend.identity_sha256[:12]} != "
+                f"{self.blend_identity[:12]}); plan the sweep again"
             )
         return blend
+
+    def with_eval_domains(self, domains: dict[str, str]) -> "RunSpec":
+        return RunSpec(**{**self.__dict__, "eval_domains": dict(domains)})
 
     def to_dict(self) -> dict:
         return {
@@ -175,7 +188,7 @@ class RunSpec:
             "shape": self.shape.to_dict(),
             "recipe": self.recipe.to_dict(),
             "plan": self.plan.to_dict(),
-            "blend": {"path": self.blend_path, "sha256": self.blend_sha256},
+            "blend": {"path": self.blend_path, "identity_sha256": self.blend_identity},
             "eval_domains": self.eval_domains,
             "eval_max_tokens": self.eval_max_tokens,
             "layout": self.layout,
@@ -200,7 +213,7 @@ class RunSpec:
             recipe=recipe,
             plan=plan,
             blend_path=data["blend"]["path"],
-            blend_sha256=data["blend"]["sha256"],
+            blend_identity=data["blend"]["identity_sha256"],
             eval_domains=dict(data["eval_domains"]),
             eval_max_tokens=data.get("eval_max_tokens"),
             layout=data.get("layout"),

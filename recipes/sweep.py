@@ -5,11 +5,15 @@ run) if any run cannot go: an unknown or non-CPU shape on the CPU backend, fewer
 MIN_TRAIN_ITERS steps, a blend that would read a source more than its max_epochs, a
 parallel layout that cannot work. `prepare_run` writes the run folder (run.json, the Bridge
 YAMLs, launch.sh and the launcher as NeMo-Run would submit it); `execute_sweep` skips runs
-that already have results.json and launches the rest.
+that already have results.json (scoring them on any evaluation domain added since, from their
+final checkpoint, with no retraining) and launches the rest. CPU runs go `jobs` at a time, each
+in its own process with `threads` torch threads: the same losses as one at a time.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import multiprocessing as mp
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +24,7 @@ from recipes.bridge_config import write_bridge_configs
 from recipes.launchers import ExecutorSettings, dry_run, launch
 from recipes.parallelism import ParallelismError, plan_layout
 from recipes.recipe import TrainingRecipe
-from recipes.results import is_complete
+from recipes.results import is_complete, scored_domains
 from recipes.run_spec import RunRefused, RunSpec
 from recipes.shapes import get_shape
 from synthscale.files import write_text_atomic
@@ -40,11 +44,18 @@ class SweepRequest:
     tensor_parallel: int | None = None
     pipeline_parallel: int | None = None
     micro_batch_size: int | None = None
+    seeds: tuple[int, ...] = ()  # one run per seed (default: the recipe's own seed)
+    jobs: int = 1  # CPU runs at once
+    threads: int | None = None  # torch threads per CPU run (default: 1 with jobs > 1, else torch's)
 
     def __post_init__(self) -> None:
         for key in ("sizes", "tokens", "blends"):
             if not getattr(self, key):
                 raise ValueError(f"sweep: --{key} needs at least one value")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"sweep: --seeds repeats a seed: {list(self.seeds)}")
+        if self.jobs < 1:
+            raise ValueError(f"sweep: --jobs must be at least 1, got {self.jobs}")
         if self.backend == "cpu" and self.executor.kind == "local" and self.executor.num_nodes != 1:
             raise ValueError("the CPU backend runs on one machine")
 
@@ -89,23 +100,23 @@ def plan_sweep(request: SweepRequest) -> list[PlannedRun]:
             except ParallelismError as exc:
                 problems.append(f"shape {size}: {exc}")
                 continue
-        for tokens in request.tokens:
-            for blend in blends:
-                try:
-                    spec = RunSpec.create(
-                        shape=shape,
-                        recipe=request.recipe,
-                        tokens=tokens,
-                        blend=blend,
-                        backend=request.backend,
-                        eval_domains=request.eval_domains,
-                        eval_max_tokens=request.eval_max_tokens,
-                        layout=layout,
-                    )
-                except RunRefused as exc:
-                    problems.append(f"shape {size}, D={tokens}, blend {blend.name}: {exc}")
-                    continue
-                planned.append(PlannedRun(spec=spec, blend=blend, run_dir=runs_dir / spec.run_id))
+        recipes = [request.recipe.with_overrides(seed=seed) for seed in request.seeds] or [request.recipe]
+        for tokens, blend, recipe in ((t, b, r) for t in request.tokens for b in blends for r in recipes):
+            try:
+                spec = RunSpec.create(
+                    shape=shape,
+                    recipe=recipe,
+                    tokens=tokens,
+                    blend=blend,
+                    backend=request.backend,
+                    eval_domains=request.eval_domains,
+                    eval_max_tokens=request.eval_max_tokens,
+                    layout=layout,
+                )
+            except RunRefused as exc:
+                problems.append(f"shape {size}, D={tokens}, blend {blend.name}, seed {recipe.seed}: {exc}")
+                continue
+            planned.append(PlannedRun(spec=spec, blend=blend, run_dir=runs_dir / spec.run_id))
     if problems:
         raise RunRefused("sweep refused, nothing was written:\n  - " + "\n  - ".join(problems))
     return planned
@@ -155,22 +166,80 @@ def execute_sweep(
 ) -> list[PlannedRun]:
     planned = plan_sweep(request)
     settings = request.executor
+    in_process: list[PlannedRun] = []
     for item in planned:
         spec = item.spec
         label = f"{spec.run_id}  (model {spec.shape.name}, N={spec.shape.N}, D={spec.plan.tokens}, blend {item.blend.name})"
         if item.complete:
-            echo(f"skip  {label}: completed")
+            missing = sorted(set(spec.eval_domains) - set(scored_domains(item.run_dir)))
+            if not missing:
+                echo(f"skip  {label}: completed")
+            elif dry_run_only:
+                echo(f"would score  {label} on {', '.join(missing)} (completed; no retraining)")
+            else:
+                add_eval_domains(item, missing, echo)
             continue
         text = prepare_run(item, settings)
         if dry_run_only:
             echo(f"would run  {label}, {spec.plan.train_iters} steps\n{text}")
-            continue
-        echo(f"run   {label}, {spec.plan.train_iters} steps")
-        if spec.backend == "cpu" and settings.kind == "local":
-            if run_cpu_fn is None:
-                from recipes.cpu_trainer import run_cpu as run_cpu_fn
-            record = run_cpu_fn(item.run_dir)
-            echo(f"done  {spec.run_id}: loss {record['loss']:.4f} ({record['tokens_per_s']:.0f} tokens/s)")
+        elif spec.backend == "cpu" and settings.kind == "local":
+            echo(f"run   {label}, {spec.plan.train_iters} steps")
+            in_process.append(item)
         else:
+            echo(f"run   {label}, {spec.plan.train_iters} steps")
             launch(spec, item.run_dir, settings, item.blend)
+    if in_process:
+        run_cpu_runs(in_process, request.jobs, request.threads, echo, run_cpu_fn)
     return planned
+
+
+def add_eval_domains(item: PlannedRun, missing: list[str], echo: Callable[[str], None]) -> None:
+    """Score a completed run on domains added to the sweep since it finished, from its final checkpoint."""
+    spec = item.spec
+    if spec.backend != "cpu":
+        raise RunRefused(
+            f"run {spec.run_id} is complete but not scored on {', '.join(missing)}: adding domains to finished "
+            f"{spec.backend} runs is not supported yet; sweep into a new --output to evaluate them there"
+        )
+    from recipes.cpu_trainer import evaluate_added_domains
+
+    record = evaluate_added_domains(item.run_dir, {d: spec.eval_domains[d] for d in missing})
+    scores = ", ".join(f"{d} {record['eval'][d]['loss']:.4f}" for d in missing)
+    echo(f"score {spec.run_id}: {scores} (completed run; no retraining)")
+
+
+def run_cpu_runs(items: list[PlannedRun], jobs: int, threads: int | None, echo: Callable[[str], None],
+                 run_cpu_fn: Callable | None = None) -> None:
+    """Train CPU runs in this process (jobs=1) or `jobs` worker processes; report every failure at the end."""
+    if run_cpu_fn is None:
+        from recipes.cpu_trainer import run_cpu as run_cpu_fn
+    threads = threads or (1 if jobs > 1 else None)
+    failures: list[str] = []
+
+    def finished(item: PlannedRun, record: dict | None, error: BaseException | None) -> None:
+        if error is not None:
+            failures.append(f"{item.spec.run_id}: {type(error).__name__}: {error}")
+            echo(f"FAIL  {item.spec.run_id}: {error}")
+        else:
+            echo(f"done  {item.spec.run_id}: loss {record['loss']:.4f} ({record['tokens_per_s']:.0f} tokens/s)")
+
+    if jobs == 1:
+        for item in items:
+            try:
+                finished(item, run_cpu_fn(item.run_dir, progress=None, threads=threads), None)
+            except Exception as exc:  # noqa: BLE001 -- one failed run must not stop the others
+                finished(item, None, exc)
+    else:
+        context = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_cpu_fn, item.run_dir, False, None, threads): item for item in items}
+            for future in cf.as_completed(futures):
+                error = future.exception()
+                finished(futures[future], None if error else future.result(), error)
+    if failures:
+        raise RunFailed(f"{len(failures)} of {len(items)} runs failed (the others are complete; rerun the "
+                        f"sweep to retry):\n  - " + "\n  - ".join(failures))
+
+
+class RunFailed(RuntimeError):
+    """One or more runs of a sweep failed; the message lists them."""

@@ -47,7 +47,8 @@ def test_blend_records_accounting_and_megatron_data_path(tmp_path, datasets):
     available = json.loads(open(str(datasets["cc"]) + ".manifest.json").read())["tokens"]
     assert cc["tokens_requested"] == 40_200 and cc["tokens_available"] == available
     assert cc["epochs"] == pytest.approx(40_200 / available)
-    assert hq["synthetic"] is True and cc["synthetic"] is False
+    assert (hq["role"], hq["family"]) == ("synthetic", "hq") and (cc["role"], cc["family"]) == ("natural", "natural")
+    assert data["family"] == "hq" and data["generator"] is None and len(data["identity_sha256"]) == 64
     assert len(cc["manifest_sha256"]) == 64
     # Megatron's own parser accepts the list as is.
     from megatron.core.datasets.utils import get_blend_from_list
@@ -198,3 +199,67 @@ def test_help_shows_examples():
     for command in ([], ["tokenize"], ["blend"], ["grid"], ["blend-check"]):
         code, output = cli(*command, "--help")
         assert code == 0 and "Example" in output
+
+
+def _generated_corpus(path, recipe: str, generator: str, n: int = 400, seed: int = 5):
+    """Documents shaped as `generation run` writes them: text plus recipe and generator fields."""
+    docs = [{**d, "recipe": recipe, "generator": generator, "source_id": d["id"]} for d in make_docs(n, seed=seed)]
+    return write_jsonl(path, docs)
+
+
+def test_source_identity_comes_from_the_manifests(tmp_path, datasets, hf_tokenizer_path):
+    """A corpus whose documents name a generator is synthetic, of its recipe's family, without flags."""
+    generated = _generated_corpus(tmp_path / "gen.jsonl", "qa", "SmolLM2-135M-Instruct@0123456789ab")
+    manifest = tokenize(TokenizeConfig((str(generated),), str(tmp_path / "gen"), f"hf:{hf_tokenizer_path}",
+                                       show_progress=False))
+    assert manifest["origin"] == {"recipe": {"qa": 400}, "generator": {"SmolLM2-135M-Instruct@0123456789ab": 400}}
+    assert json.loads(open(str(datasets["cc"]) + ".manifest.json").read())["origin"] == {"recipe": {}, "generator": {}}
+    out = tmp_path / "grid"
+    code, output = cli("grid", "--natural", f"cc={datasets['cc']}", "--synthetic", f"gen={tmp_path / 'gen'}",
+                       "--synthetic", f"hq={datasets['hq']}", "--family", "hq=hq", "--generator", "hq=by-hand",
+                       "--tokens", "20K", "--seq-length", "64", "--ratios", "0,33", "--output-dir", out)
+    assert code == 0, output
+    specs = {p.stem: BlendSpec.load(p) for p in out.glob("*.yaml")}
+    assert (specs["gen-33pct"].family, specs["gen-33pct"].generator) == ("qa", "SmolLM2-135M-Instruct@0123456789ab")
+    assert (specs["hq-33pct"].family, specs["hq-33pct"].generator) == ("hq", "by-hand")  # set by flags
+    assert specs["cc"].family is None and specs["cc"].generator is None and specs["cc"].synthetic_fraction == 0
+    assert "qa by SmolLM2-135M-Instruct@0123456789ab" in output
+    # flags naming no source are refused by name
+    code, output = cli("grid", "--natural", f"cc={datasets['cc']}", "--synthetic", f"hq={datasets['hq']}",
+                       "--family", "hx=hq", "--tokens", "20K", "--seq-length", "64", "--output-dir", tmp_path / "g2")
+    assert code != 0 and "--family" in output and "hx" in output
+    code, output = cli("blend", "--data", f"cc={datasets['cc']}", "--synthetic", "cc", "--natural", "cc",
+                       "--weights", "cc=1", "--tokens", "1K", "--seq-length", "64", "--output", tmp_path / "x.yaml")
+    assert code != 0 and "--synthetic and --natural both name 'cc'" in output
+
+
+def test_identity_ignores_bytes_and_follows_meaning(tmp_path, datasets):
+    members = [open_tokenized("cc", datasets["cc"]), open_tokenized("hq", datasets["hq"])]
+    a = make_blend("a", members, {"cc": 0.67, "hq": 0.33}, tokens=60_000, seq_length=128, synthetic={"hq"})
+    b = make_blend("b", members, {"cc": 0.67, "hq": 0.33}, tokens=60_000, seq_length=128, synthetic={"hq"})
+    assert a.provenance != b.provenance or a.name != b.name
+    assert a.identity_sha256 == b.identity_sha256
+    saved = a.save(tmp_path / "a.yaml")
+    assert saved.identity_sha256 == a.identity_sha256
+    for changed in (make_blend("a", members, {"cc": 0.5, "hq": 0.5}, tokens=60_000, seq_length=128),
+                    make_blend("a", members, {"cc": 0.67, "hq": 0.33}, tokens=50_000, seq_length=128),
+                    make_blend("a", members, {"cc": 0.67, "hq": 0.33}, tokens=60_000, seq_length=64)):
+        assert changed.identity_sha256 != a.identity_sha256
+
+
+def test_version_1_blends_still_load(tmp_path, datasets):
+    members = [open_tokenized("cc", datasets["cc"]), open_tokenized("hq", datasets["hq"])]
+    spec = make_blend("old", members, {"cc": 0.67, "hq": 0.33}, tokens=60_000, seq_length=128, synthetic={"hq"})
+    data = spec.to_dict()
+    data["version"] = 1
+    for key in ("family", "generator", "identity_sha256"):
+        data.pop(key)
+    for source in data["sources"]:
+        synthetic = source.pop("role") == "synthetic"
+        source.pop("family"), source.pop("generator")
+        source["synthetic"] = synthetic
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    old = BlendSpec.load(path)
+    assert old.synthetic_fraction == pytest.approx(0.33) and old.family == "hq" and old.generator is None
+    assert old.identity_sha256 == spec.identity_sha256

@@ -73,7 +73,9 @@ def paper_blend(path: Path, data_dir: Path, tokens: int = 10**11) -> Path:
                 prefix=str(data_dir / name),
                 manifest=str(data_dir / f"{name}.manifest.json"),
                 manifest_sha256="0" * 64,
-                synthetic=synthetic,
+                role="synthetic" if synthetic else "natural",
+                family="hq" if synthetic else "natural",
+                generator="Mistral-7B-Instruct-v0.2" if synthetic else None,
                 weight=weight,
                 tokens_requested=int(weight * tokens),
                 tokens_available=tokens,
@@ -93,13 +95,14 @@ def paper_blend(path: Path, data_dir: Path, tokens: int = 10**11) -> Path:
     return path
 
 
-TINY_ARGS = ["--seq-length", "64", "--global-batch-size", "8", "--micro-batch-size", "4", "--eval-max-tokens", "4096"]
+TINY_ARGS = ["--seq-length", "64", "--global-batch-size", "4", "--micro-batch-size", "4", "--eval-max-tokens", "4096"]
 
 
-def sweep_args(workspace: Workspace, output: Path, sizes: str, tokens: str, *extra: str, blend: Path | None = None) -> list[str]:
+def sweep_args(workspace: Workspace, output: Path, sizes: str, tokens: str, *extra: str, blend: Path | None = None,
+               evals: tuple[str, ...] = ("wiki", "news")) -> list[str]:
     args = ["sweep", "--sizes", sizes, "--tokens", tokens, "--blends", str(blend or workspace.blend), "--output", str(output)]
-    for name, prefix in workspace.evals.items():
-        args += ["--eval", f"{name}={prefix}"]
+    for name in evals:
+        args += ["--eval", f"{name}={workspace.evals[name]}"]
     return args + TINY_ARGS + list(extra)
 
 

@@ -25,9 +25,9 @@ from recipes.shapes import get_shape
 
 @pytest.fixture(scope="module")
 def runs(workspace, tmp_path_factory):
-    """Two completed tiny-xs runs (40 and 20 steps of 8 x 64 tokens) on the 33%-synthetic blend."""
+    """Two completed tiny-xs runs (80 and 50 steps of 4 x 64 tokens) on the 33%-synthetic blend."""
     output = tmp_path_factory.mktemp("cpu_runs") / "runs"
-    result = invoke(sweep_args(workspace, output, "tiny-xs", "20480,10240"))
+    result = invoke(sweep_args(workspace, output, "tiny-xs", "20480,12800"))
     assert result.exit_code == 0, result.output
     assert result.output.count("done  ") == 2
     return output
@@ -39,17 +39,17 @@ def _records(runs_dir: Path) -> list[dict]:
 
 def test_loss_falls_on_a_real_blend(runs, workspace):
     records = {r["D"]: r for r in _records(runs)}
-    assert set(records) == {40 * 512, 20 * 512}
-    record = records[40 * 512]
+    assert set(records) == {80 * 256, 50 * 256}
+    record = records[80 * 256]
     curve = [loss for _, loss in record["train_loss_curve"]]
-    assert [s for s, _ in record["train_loss_curve"]] == list(range(1, 41))
+    assert [s for s, _ in record["train_loss_curve"]] == list(range(1, 81))
     assert math.isclose(curve[0], math.log(300), rel_tol=0.05)  # a fresh model guesses uniformly
     assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.3
     for domain in ("wiki", "news"):
         assert record["eval"][domain]["loss"] < math.log(300) - 0.3
         assert record["eval"][domain]["tokens"] == 63 * 64  # 4096 tokens -> 63 windows of 64
     # the longer run learned more
-    assert record["loss"] < records[20 * 512]["loss"]
+    assert record["loss"] < records[50 * 256]["loss"]
 
 
 def test_results_json_schema(runs, workspace):
@@ -58,7 +58,12 @@ def test_results_json_schema(runs, workspace):
         assert record["model"] == "tiny-xs" and record["N"] == get_shape("tiny-xs").non_embedding_params
         assert record["mixture"] == "hq_33" and record["synthetic_fraction"] == 0.33
         assert record["blend"]["weights"] == {"natural": 0.67, "synth": 0.33}
-        assert len(record["blend"]["sha256"]) == 64
+        assert len(record["blend"]["identity_sha256"]) == 64
+        # what the mixture is, from the blend's sources (never from its name)
+        assert record["family"] == "synth" and record["generator"] is None  # a corpus no generator wrote
+        assert record["blend"]["sources"]["natural"]["role"] == "natural"
+        assert record["backend"] == "cpu" and record["seed"] == 1234 and len(record["recipe_hash"]) == 10
+        assert record["eval_domains"] == ["news", "wiki"]
         total = sum(d["tokens"] for d in record["eval"].values())
         mean = sum(d["loss"] * d["tokens"] for d in record["eval"].values()) / total
         assert math.isclose(record["loss"], mean)
@@ -78,7 +83,7 @@ def test_results_table_csv_and_parquet(runs, tmp_path):
     expected_columns = list(TABLE_COLUMNS) + ["loss.news", "loss.wiki"]
     assert list(rows[0]) == expected_columns
     by_id = {r["run_id"]: r for r in _records(runs)}
-    assert [int(r["D"]) for r in rows] == [10240, 20480]  # sorted by mixture, N, D
+    assert [int(r["D"]) for r in rows] == [12800, 20480]  # sorted by mixture, N, D
     for row in rows:
         record = by_id[row["run_id"]]
         assert float(row["loss"]) == pytest.approx(record["loss"])
@@ -90,7 +95,7 @@ def test_results_table_csv_and_parquet(runs, tmp_path):
 
 def test_rerun_skips_completed_runs(runs, workspace):
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/results.json")}
-    result = invoke(sweep_args(workspace, runs, "tiny-xs", "20480,10240"))
+    result = invoke(sweep_args(workspace, runs, "tiny-xs", "20480,12800"))
     assert result.exit_code == 0
     assert result.output.count("skip  ") == 2 and "done  " not in result.output
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/results.json")} == stamps
@@ -99,14 +104,14 @@ def test_rerun_skips_completed_runs(runs, workspace):
 def test_refusals_write_nothing(workspace, tmp_path):
     output = tmp_path / "refused"
     too_few = invoke(sweep_args(workspace, output, "tiny-xs", "4000"))
-    assert too_few.exit_code == 1 and "buys 7 train iterations" in too_few.output and "tokens >= 5120" in too_few.output
+    assert too_few.exit_code == 1 and "buys 15 train iterations" in too_few.output and "tokens >= 12800" in too_few.output
     # natural has 217,449 tokens: 0.67 x 400,384 needs more than one epoch of it
     repeat = invoke(sweep_args(workspace, output, "tiny-xs", "400000"))
     assert repeat.exit_code == 1
     assert "source 'natural', which has 217449" in repeat.output and "max_epochs=1" in repeat.output
     big = invoke(sweep_args(workspace, output, "1B", "20480"))
     assert big.exit_code == 1 and "too large for the CPU backend" in big.output
-    default_seq = [a for a in sweep_args(workspace, output, "tiny-xs", "20480") if a not in ("--seq-length", "64")]
+    default_seq = [a for a in sweep_args(workspace, output, "tiny-xs", "25600") if a not in ("--seq-length", "64")]
     long_seq = invoke(default_seq)
     assert long_seq.exit_code == 1 and "seq_length=64 but recipe 'cpu-tiny' trains at seq_length=128" in long_seq.output
     assert not output.exists()
@@ -121,7 +126,7 @@ def _train_in_subprocess(run_dir: Path) -> subprocess.Popen:
 
 
 def test_resume_after_kill_reaches_the_uninterrupted_result(workspace, tmp_path):
-    planned = invoke(sweep_args(workspace, tmp_path / "plan", "tiny-xs", "30720", "--dry-run"))
+    planned = invoke(sweep_args(workspace, tmp_path / "plan", "tiny-xs", "15360", "--dry-run"))
     assert planned.exit_code == 0, planned.output
     (run_dir,) = [p for p in (tmp_path / "plan").iterdir() if p.is_dir()]
     killed, straight = tmp_path / "killed", tmp_path / "straight"

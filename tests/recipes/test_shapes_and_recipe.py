@@ -94,8 +94,8 @@ def test_train_iterations_arithmetic():
     assert plan.warmup_iters == round(0.1 * 4768) == 477
     assert plan.tokens == 4768 * 1_048_576 <= 5_000_000_000
     assert plan.num_samples == 4768 * 256
-    exact = plan_training(20 * 1_048_576, PAPER)
-    assert (exact.train_iters, exact.warmup_iters, exact.tokens) == (20, 2, 20 * 1_048_576)
+    exact = plan_training(60 * 1_048_576, PAPER)
+    assert (exact.train_iters, exact.warmup_iters, exact.tokens) == (60, 6, 60 * 1_048_576)
 
 
 def test_too_few_steps_is_refused_with_the_smallest_budget_that_works():
