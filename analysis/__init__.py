@@ -4,14 +4,20 @@ Reads results only through files: the results table (docs/formats.md section 5) 
 for unigram diagnostics, Megatron .bin/.idx datasets. Where things are:
 
 - table.py       reading and cleaning the results table (bad rows excluded and listed)
+- labels.py      family, generator and condition of each run, from the table's fields only
+- grouping.py    conditions, (family, generator) groups, seed repeats and their spread
 - laws.py        the three laws and the Huber objective with its analytic gradient
 - units.py       what one fit is fitted on, and the "too few points" checks
 - fit.py         L-BFGS-B from the starting grid, best kept; shared-exponent starts
+- identify.py    converged vs identified: bounds, E driven to zero, intervals over a decade
 - bootstrap.py   resampling runs, percentile intervals
 - validation.py  holdout validation (RMAE) and extrapolation
-- findings.py    speed-up, crossings, best ratio
-- pipeline.py    one analysis start to end (`run_analysis`)
+- findings.py    speed-up, crossings, best ratio (the formulas)
+- derive.py      the findings of one analysis, from identified fits only
+- pipeline.py    one analysis (one condition, one loss column) start to end (`run_analysis`)
+- multi.py       every condition, the mean loss and each domain (`run_all`)
+- summary.py     the five-line summary and the per-domain findings
 - unigram.py     token statistics streamed from .bin/.idx
-- plots.py, report.py   figures and the HTML/Markdown/JSON report
+- plots.py, sections.py, textfmt.py, report.py   figures and the HTML/Markdown/JSON report
 - cli.py         the `analysis` command (fit, report, unigram)
 """

@@ -12,8 +12,6 @@ Every number is computed for the point fit and for each bootstrap resample (inte
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from scipy.optimize import brentq
 
@@ -81,27 +79,22 @@ def crossing_summary(law, theta_mix, theta_base, samples_mix, samples_base, D_ra
     return out
 
 
-_FAMILY = re.compile(r"^(?P<family>.+?)[_-]?(?P<pct>\d+(\.\d+)?)$")
+def ratio_families(labels: dict[str, tuple[float, str, str]]) -> dict[tuple[str, str], dict[str, float]]:
+    """The ratio axes: {(family, generator): {mixture: synthetic_fraction}}, from the table's fields.
 
-
-def ratio_families(fractions: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Group mixtures into families {family: {mixture: synthetic_fraction}} for the ratio grid.
-
-    A family is the name without its trailing percentage (`hq_33` -> `hq`, as `data_prep grid`
-    names blends); names without one form the family "mixtures". Mixtures with fraction 0
-    (natural text) belong to every family.
+    `labels` is {mixture: (synthetic_fraction, family, generator)} of one condition. Mixtures of
+    one (family, generator) pair form a family; natural-text mixtures (fraction 0) belong to
+    every family. Names are never parsed. Families with fewer than two mixtures are left out.
     """
-    families: dict[str, dict[str, float]] = {}
-    natural = {m: f for m, f in fractions.items() if f == 0}
-    for mixture, fraction in fractions.items():
+    families: dict[tuple[str, str], dict[str, float]] = {}
+    natural = {m: f for m, (f, _, _) in labels.items() if f == 0}
+    for mixture, (fraction, family, generator) in labels.items():
         if fraction == 0 or not np.isfinite(fraction):
             continue
-        match = _FAMILY.match(mixture)
-        family = match.group("family") if match else "mixtures"
-        families.setdefault(family, {})[mixture] = fraction
+        families.setdefault((family, generator), {})[mixture] = fraction
     for members in families.values():
         members.update(natural)
-    return {f: dict(sorted(m.items(), key=lambda kv: kv[1])) for f, m in sorted(families.items()) if len(m) >= 2}
+    return {k: dict(sorted(m.items(), key=lambda kv: (kv[1], kv[0]))) for k, m in sorted(families.items()) if len(m) >= 2}
 
 
 def best_ratio(law: Law, thetas: dict[str, np.ndarray], fractions: dict[str, float],
@@ -123,4 +116,11 @@ def best_ratio(law: Law, thetas: dict[str, np.ndarray], fractions: dict[str, flo
             entry["interval"] = percentile_interval(stack[:, j], confidence)
             entry["share_of_resamples_best"] = float(np.mean(winners == j)) if winners.size else None
         out["resamples_valid"] = int(ok.sum())
+        # The best ratio is a choice among the family's ratios: its interval is the percentile
+        # interval of the ratio that wins in each resample.
+        ratios = np.array([fractions[m] for m in mixtures])[winners]
+        tail = (1.0 - confidence) / 2.0 * 100.0
+        out["best_ratio_interval"] = (
+            [float(np.percentile(ratios, tail, method="lower")), float(np.percentile(ratios, 100 - tail, method="higher"))]
+            if winners.size >= 2 else None)
     return out

@@ -20,6 +20,9 @@ import numpy as np
 
 HUBER_DELTA = 1e-3
 EXPONENT_BOUNDS = (0.0, 10.0)
+# Bounds of the log-scale parameters a, b, e: far from any curve with a floor (E = exp(-50) is
+# 2e-22), there so that a runaway optimum stops on a bound, where `identify` reports it.
+LOG_SCALE_BOUNDS = (-50.0, 300.0)
 
 
 @dataclass(frozen=True)
@@ -155,10 +158,10 @@ class HuberObjective:
         self.features = np.ascontiguousarray(np.stack(rows))
         self.features_t = np.ascontiguousarray(self.features.T)
 
-    def bounds(self) -> list[tuple[float | None, float | None]]:
-        """Exponents are kept in EXPONENT_BOUNDS (a falling loss); a, b, e are free."""
-        free = [(None, None)] * (self.n_groups * self.k_group)
-        return free + [EXPONENT_BOUNDS] * len(self.law.exponent_names)
+    def bounds(self) -> list[tuple[float, float]]:
+        """Exponents are kept in EXPONENT_BOUNDS (a falling loss); a, b, e in LOG_SCALE_BOUNDS."""
+        scales = [LOG_SCALE_BOUNDS] * (self.n_groups * self.k_group)
+        return scales + [EXPONENT_BOUNDS] * len(self.law.exponent_names)
 
     def _terms(self, theta: np.ndarray):
         """Per-point logits of each term and, for the gradient, the owner of each column."""

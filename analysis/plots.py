@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from analysis.labels import slug  # noqa: E402
 from analysis.pipeline import Analysis  # noqa: E402
 from analysis.unigram import UnigramResult  # noqa: E402
 from synthscale.units import format_count  # noqa: E402
@@ -49,6 +50,11 @@ def _quiet_minor_ticks(axis) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
+def _where(analysis: Analysis) -> str:
+    """The condition in titles, when a report holds several."""
+    return f" [{analysis.condition}]" if analysis.prefix and analysis.condition else ""
+
+
 def _colors(n: int):
     return plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(n, 1)))
 
@@ -73,7 +79,9 @@ def scaling_figure(analysis: Analysis, law: str, mixture: str) -> Figure | None:
         label = f"{fixed_col}={format_count(fixed)}"
         if fitted.fit.converged:
             kw = {"D": grid} if law == "data" else {"N": grid}
-            ax.plot(grid, fitted.fit.predict(**kw), color=color, lw=1.4, label=label)
+            identified = fitted.identified
+            ax.plot(grid, fitted.fit.predict(**kw), color=color, lw=1.4 if identified else 1.0,
+                    ls="-" if identified else ":", label=label + ("" if identified else " (not identified)"))
         else:
             ax.plot([], [], color=color, lw=0, label=label + " (fit did not converge)")
         if holdout is not None and holdout.usable:
@@ -85,16 +93,17 @@ def scaling_figure(analysis: Analysis, law: str, mixture: str) -> Figure | None:
     _quiet_minor_ticks(ax.xaxis)
     ax.set_xlabel(f"{x_col} ({'training tokens' if x_col == 'D' else 'non-embedding parameters'})")
     ax.set_ylabel(f"{analysis.table.target}")
-    ax.set_title(f"{'Data' if law == 'data' else 'Model'} scaling: {mixture}")
+    ax.set_title(f"{'Data' if law == 'data' else 'Model'} scaling: {mixture}{_where(analysis)}", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     formula = fits[0].fit.law.formula
     caption = (
         f"{formula} fitted separately at each {fixed_col} on the runs of mixture {mixture!r} at that "
         f"{fixed_col} (dots). Solid: fit on all those runs. Dashed: the holdout fit, made without the "
-        f"runs at the largest {x_col}; hollow circles: those held-out runs."
+        f"runs at the largest {x_col}; hollow circles: those held-out runs. Dotted: a fit that converged "
+        f"but is not identified (its parameters are not reported)."
     )
-    return Figure(f"{law}_scaling_{mixture}", f"{'Data' if law == 'data' else 'Model'} scaling, {mixture}",
-                  caption, _render(fig))
+    return Figure(f"{analysis.prefix}{law}_scaling_{slug(mixture)}",
+                  f"{'Data' if law == 'data' else 'Model'} scaling, {mixture}{_where(analysis)}", caption, _render(fig))
 
 
 def predicted_vs_observed_figure(analysis: Analysis) -> Figure | None:
@@ -124,18 +133,19 @@ def predicted_vs_observed_figure(analysis: Analysis) -> Figure | None:
     ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls=":")
     ax.set_xlabel(f"observed {analysis.table.target}")
     ax.set_ylabel("predicted")
-    ax.set_title(f"Predicted vs observed ({law} law)")
+    ax.set_title(f"Predicted vs observed ({law} law){_where(analysis)}", fontsize=10)
     ax.legend(fontsize=7)
     caption = (
         f"Each dot: a run, predicted by the {law}-law fit of its mixture made on all runs of that "
         f"mixture{' at its fixed size or budget' if law != 'joint' else ''}. Crosses: runs at the "
         "largest D predicted by data-law fits made without them. Dotted: y = x."
     )
-    return Figure("predicted_vs_observed", "Predicted vs observed", caption, _render(fig))
+    return Figure(f"{analysis.prefix}predicted_vs_observed", f"Predicted vs observed{_where(analysis)}", caption,
+                  _render(fig))
 
 
 def irreducible_figure(analysis: Analysis) -> Figure | None:
-    rows = [r for r in analysis.irreducible if r["fit"] == "joint"]
+    rows = [r for r in analysis.irreducible if r["fit"] == "joint" and r["identified"]]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6.0, 0.5 + 0.45 * len(rows) + 1.5))
@@ -146,26 +156,28 @@ def irreducible_figure(analysis: Analysis) -> Figure | None:
     ax.errorbar(E, y, xerr=[E - lo, hi - E], fmt="o", capsize=4, color="navy")
     ax.set_yticks(y, [f"{r['mixture']}" + (f" ({r['synthetic_fraction']:.0%} synthetic)" if np.isfinite(r["synthetic_fraction"]) else "") for r in rows])
     ax.set_xlabel("irreducible loss E")
-    ax.set_title("Irreducible loss per mixture")
+    ax.set_title(f"Irreducible loss per mixture{_where(analysis)}", fontsize=10)
     c = analysis.config
     caption = (f"E of the joint law {analysis.fits['joint'][0].fit.law.formula} fitted per mixture on all its runs; "
                f"bars: {c.confidence:.0%} bootstrap percentile intervals ({c.bootstrap} resamples of runs)"
                if c.bootstrap else "E of the joint law per mixture (no bootstrap: no intervals)")
-    return Figure("irreducible_loss", "Irreducible loss E", caption + ".", _render(fig))
+    caption += ". Mixtures whose fit is not identified are left out."
+    return Figure(f"{analysis.prefix}irreducible_loss", f"Irreducible loss E{_where(analysis)}", caption, _render(fig))
 
 
 def speedup_figure(analysis: Analysis) -> Figure | None:
-    if not analysis.speedups:
+    speedups = [s for s in analysis.speedups if s["identified"]]
+    if not speedups:
         return None
-    sizes = sorted({s["N"] for s in analysis.speedups})
+    sizes = sorted({s["N"] for s in speedups})
     cols = min(3, len(sizes))
     rows = (len(sizes) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
-    mixtures = sorted({s["mixture"] for s in analysis.speedups})
+    mixtures = sorted({s["mixture"] for s in speedups})
     colors = dict(zip(mixtures, _colors(len(mixtures))))
     largest_run = float(analysis.table.runs["D"].max())
     for ax, N in zip(axes.ravel(), sizes):
-        entries = [s for s in analysis.speedups if s["N"] == N]
+        entries = [s for s in speedups if s["N"] == N]
         values = np.concatenate([np.asarray(s["curve"]["speedup"], float) for s in entries])
         values = values[np.isfinite(values) & (values > 0)]
         for s in entries:
@@ -197,15 +209,17 @@ def speedup_figure(analysis: Analysis) -> Figure | None:
         f"{law}-law fits ({'per N, on the runs at that N' if law == 'data' else 'per mixture, on all its runs'}); "
         f"bands: {analysis.config.confidence:.0%} bootstrap intervals; dotted lines: budgets where the fitted "
         "curves cross (speed-up 1); grey: budgets beyond the largest run (extrapolated). Above 1 the mixture "
-        "reaches a loss the baseline needs more tokens for."
+        "reaches a loss the baseline needs more tokens for. Pairs whose fits are not identified are left out."
     )
-    return Figure("speedup", "Speed-up over the baseline", caption, _render(fig))
+    return Figure(f"{analysis.prefix}speedup", f"Speed-up over the baseline{_where(analysis)}", caption, _render(fig))
 
 
 def best_ratio_figures(analysis: Analysis) -> list[Figure]:
     figures = []
-    for family in sorted({r["family"] for r in analysis.best_ratios}):
-        rows = [r for r in analysis.best_ratios if r["family"] == family]
+    identified = [r for r in analysis.best_ratios if r["identified"]]
+    for family, generator in sorted({(r["family"], r["generator"]) for r in identified}):
+        rows = [r for r in identified if r["family"] == family and r["generator"] == generator]
+        name = f"{family}/{generator}" if generator else family
         sizes = sorted({r["N"] for r in rows})
         budgets = sorted({r["D"] for r in rows})
         grid = np.full((len(sizes), len(budgets)), np.nan)
@@ -223,7 +237,7 @@ def best_ratio_figures(analysis: Analysis) -> list[Figure]:
         ax.set_yticks(range(len(sizes)), [format_count(n) for n in sizes], fontsize=7)
         ax.set_xlabel("D (tokens)")
         ax.set_ylabel("N (parameters)")
-        ax.set_title(f"Best synthetic ratio ({family})")
+        ax.set_title(f"Best synthetic ratio ({name}){_where(analysis)}", fontsize=9)
         fig.colorbar(image, ax=ax, label="synthetic fraction")
         N = sizes[-1]
         for color, D in zip(_colors(len(budgets)), budgets):
@@ -240,11 +254,13 @@ def best_ratio_figures(analysis: Analysis) -> list[Figure]:
         ax2.legend(fontsize=7)
         caption = (
             f"Left: the synthetic fraction with the lowest predicted loss at each (N, D), over the "
-            f"mixtures of family {family!r} ({', '.join(f'{x:.0%}' for x in ratios)}), each predicted by its "
+            f"mixtures of family {family!r} from generator {generator!r} and the natural mixture "
+            f"({', '.join(f'{x:.0%}' for x in ratios)}), each predicted by its "
             "joint-law fit on all its runs (cells beyond the table's N and D are extrapolations). "
             "Right: predicted loss across the ratios at the largest N, with bootstrap intervals."
         )
-        figures.append(Figure(f"best_ratio_{family}", f"Best synthetic ratio, {family}", caption, _render(fig)))
+        figures.append(Figure(f"{analysis.prefix}best_ratio_{slug(family)}" + (f"_{slug(generator)}" if generator else ""),
+                              f"Best synthetic ratio, {name}{_where(analysis)}", caption, _render(fig)))
     return figures
 
 

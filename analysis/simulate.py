@@ -1,7 +1,8 @@
 """Results tables simulated from known laws, for tests, benchmarks and trying the report.
 
 Each mixture follows L(N, D) = A / N^alpha + B / D^beta + E exactly, times log-normal noise
-of relative size `noise`. The table has the columns of docs/formats.md section 5.
+of relative size `noise`. The table has the columns of docs/formats.md section 5; the
+labelling columns (family, generator, backend, recipe_hash, seed) are written when asked for.
 """
 
 from __future__ import annotations
@@ -33,21 +34,47 @@ def simulate_table(
     noise: float = 0.005,
     seed: int = 0,
     fractions: dict[str, float] | None = None,
+    labels: dict[str, tuple[str, str]] | None = None,
+    condition: tuple[str, str] | None = None,
+    repeats: dict[tuple[str, float, float], int] | None = None,
+    domains: dict[str, dict[str, TrueLaw]] | None = None,
 ) -> pd.DataFrame:
-    """One run per (mixture, N, D); `fractions` gives each mixture's synthetic_fraction."""
+    """One run per (mixture, N, D), training seed 0.
+
+    - `fractions`: each mixture's synthetic_fraction;
+    - `labels`: {mixture: (family, generator)}, ("", "") for natural text: writes the family,
+      generator and seed columns;
+    - `condition`: (backend, recipe_hash) of every run: writes those columns;
+    - `repeats`: {(mixture, N, D): k}: that configuration trained with seeds 0..k-1;
+    - `domains`: {domain: {mixture: law}}: a `loss.<domain>` column per domain, and `loss`
+      their mean (as `recipes results` weighs domains by tokens, here equal).
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for mixture, law in laws.items():
         for N in N_values:
             for D in D_values:
-                loss = float(law.loss(N, D) * np.exp(rng.normal(0.0, noise)))
-                rows.append({
-                    "run_id": f"{mixture}-N{N:.3g}-D{D:.3g}",
-                    "model": f"n{N:.3g}",
-                    "N": float(N),
-                    "D": float(D),
-                    "mixture": mixture,
-                    "synthetic_fraction": (fractions or {}).get(mixture, np.nan),
-                    "loss": loss,
-                })
+                for train_seed in range((repeats or {}).get((mixture, N, D), 1)):
+                    row = {
+                        "run_id": f"{mixture}-N{N:.3g}-D{D:.3g}" + (f"-s{train_seed}" if train_seed else ""),
+                        "model": f"n{N:.3g}",
+                        "N": float(N),
+                        "D": float(D),
+                        "mixture": mixture,
+                        "synthetic_fraction": (fractions or {}).get(mixture, np.nan),
+                    }
+                    if labels is not None:
+                        row["family"], row["generator"] = labels[mixture]
+                    if condition is not None:
+                        row["backend"], row["recipe_hash"] = condition
+                    if labels is not None:
+                        row["seed"] = train_seed
+                    if domains:
+                        per_domain = {f"loss.{d}": float(by_mixture[mixture].loss(N, D) * np.exp(rng.normal(0.0, noise)))
+                                      for d, by_mixture in domains.items()}
+                        row["loss"] = float(np.mean(list(per_domain.values())))
+                        row.update(per_domain)
+                    else:
+                        row["loss"] = float(law.loss(N, D) * np.exp(rng.normal(0.0, noise)))
+                    rows.append(row)
     return pd.DataFrame(rows)

@@ -1,25 +1,32 @@
 """Reading the results table (docs/formats.md section 5) and cleaning it, loudly.
 
 Accepted: CSV (also .csv.gz), Parquet, JSONL (also .jsonl.gz / .json lines) with at least the
-columns mixture, N, D, loss; `run_id`, `synthetic_fraction` and `loss.<domain>` are used when
-present. Rows whose N or D is not a positive count, or whose loss is NaN, infinite or not
-positive, are excluded and listed. Exact duplicates (the same run_id twice, or without run_id
-the same mixture, N, D and loss) are dropped and listed; different runs of the same
-(mixture, N, D) are kept and flagged as repeated configurations.
+columns mixture, N, D, loss; `run_id`, `synthetic_fraction`, `loss.<domain>` and the labelling
+fields `family, generator, backend, recipe_hash, seed` are used when present. Mixtures are
+identified by these fields, never by parsing their names; a table lacking one degrades as
+`notes` say (e.g. every synthetic mixture in one family "unlabelled"). A run's *condition* is
+(backend, recipe_hash): runs of different conditions are not fitted together by default.
+Rows whose N or D is not a positive count, or whose loss is NaN, infinite or not positive, are
+excluded and listed. Exact duplicates (the same run_id twice, or without run_id the same
+mixture, N, D and loss) are dropped and listed; different runs of the same (condition,
+mixture, N, D) are kept, fitted as separate points, and flagged as repeats (seed repeats when
+their seeds differ).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis.labels import UNLABELLED, conditions, label_mixtures  # noqa: F401 (UNLABELLED re-exported)
 from synthscale.units import parse_count
 
 REQUIRED_COLUMNS = ("mixture", "N", "D", "loss")
+LABEL_COLUMNS = ("family", "generator", "backend", "recipe_hash", "seed")
 
 
 class TableError(ValueError):
@@ -30,15 +37,24 @@ class TableError(ValueError):
 class ResultsTable:
     path: Path
     target: str
-    runs: pd.DataFrame  # run_id, mixture, N, D, loss (the target), synthetic_fraction, row
+    # run_id, mixture, N, D, loss (the target), synthetic_fraction, family, generator, backend,
+    # recipe_hash, seed (NaN if not recorded), condition ("" when the table cannot tell), row
+    runs: pd.DataFrame
     domains: list[str]
     excluded: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     repeated: list[dict] = field(default_factory=list)
+    recorded: tuple[str, ...] = LABEL_COLUMNS  # which of LABEL_COLUMNS the file has
+    notes: list[str] = field(default_factory=list)  # how a table lacking labels was read
+    condition: str | None = None  # set on a table cut to one condition (see grouping.py)
 
     @property
     def mixtures(self) -> list[str]:
         return sorted(self.runs["mixture"].unique())
+
+    @property
+    def conditions(self) -> list[str]:
+        return sorted(self.runs["condition"].unique())
 
     @property
     def has_synthetic_fraction(self) -> bool:
@@ -48,22 +64,43 @@ class ResultsTable:
         values = self.runs.loc[self.runs["mixture"] == mixture, "synthetic_fraction"]
         return float(values.iloc[0]) if len(values) else math.nan
 
+    def label(self, mixture: str) -> tuple[str, str]:
+        """(family, generator) of a mixture; ("", "") for natural text only."""
+        rows = self.runs.loc[self.runs["mixture"] == mixture]
+        if not len(rows):
+            raise KeyError(f"mixture {mixture!r} is not in the table; mixtures: {self.mixtures}")
+        return str(rows["family"].iloc[0]), str(rows["generator"].iloc[0])
+
+    def subset(self, mask, condition: str | None) -> "ResultsTable":
+        """The table restricted to the runs of `mask` (bad rows and duplicates stay listed)."""
+        runs = self.runs[np.asarray(mask, bool)].copy()
+        if condition is not None:
+            runs["condition"] = condition
+        runs = runs.reset_index(drop=True)
+        return replace(self, runs=runs, repeated=repeated_configurations(runs), condition=condition)
+
     def summary(self) -> dict:
         return {
             "path": str(self.path),
             "target": self.target,
             "runs_used": int(len(self.runs)),
+            "recorded_labels": list(self.recorded),
+            "missing_labels": [c for c in LABEL_COLUMNS if c not in self.recorded],
             "mixtures": {
                 m: {
                     "runs": int((self.runs["mixture"] == m).sum()),
                     "synthetic_fraction": _none_if_nan(self.synthetic_fraction(m)),
+                    "family": self.label(m)[0] or None,
+                    "generator": self.label(m)[1] or None,
                 }
                 for m in self.mixtures
             },
+            "conditions": self.conditions,
             "domains": self.domains,
             "excluded": self.excluded,
             "duplicates_dropped": self.duplicates,
             "repeated_configurations": self.repeated,
+            "notes": self.notes,
         }
 
 
@@ -113,6 +150,27 @@ def _parse_count_cell(value) -> float:
         return math.nan
 
 
+def _text(value) -> str:
+    """A label cell as text: "" for an empty cell, None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _seed(value) -> float:
+    """A seed cell as a number (NaN when empty); an unreadable seed is an error naming it."""
+    text = _text(value)
+    if text == "":
+        return math.nan
+    try:
+        number = float(text)
+    except ValueError:
+        raise TableError(f"seed {text!r} is not an integer") from None
+    if not (math.isfinite(number) and number == int(number)):
+        raise TableError(f"seed {text!r} is not an integer")
+    return number
+
+
 def read_results(path: str | Path, target: str = "loss") -> ResultsTable:
     """Read, validate and clean a results table; `target` is `loss` or a `loss.<domain>`."""
     path = Path(path)
@@ -130,6 +188,13 @@ def read_results(path: str | Path, target: str = "loss") -> ResultsTable:
         )
     domains = sorted(c[len("loss.") :] for c in frame.columns if c.startswith("loss."))
     has_run_id = "run_id" in frame.columns
+    recorded = tuple(c for c in LABEL_COLUMNS if c in frame.columns)
+    labels = {c: [_text(v) for v in frame[c]] if c in frame.columns else [""] * len(frame)
+              for c in ("family", "generator", "backend", "recipe_hash")}
+    try:
+        seeds = [_seed(v) for v in frame["seed"]] if "seed" in frame.columns else [math.nan] * len(frame)
+    except TableError as exc:
+        raise TableError(f"results table {str(path)!r}: {exc}") from None
     runs = pd.DataFrame(
         {
             "row": np.arange(1, len(frame) + 1),
@@ -143,20 +208,26 @@ def read_results(path: str | Path, target: str = "loss") -> ResultsTable:
                 if "synthetic_fraction" in frame.columns
                 else math.nan
             ),
+            **labels,
+            "seed": np.array(seeds, dtype=float),
         }
     )
     excluded = _exclude_bad_rows(runs, frame, target)
     runs = runs[~runs["row"].isin([e["row"] for e in excluded])].copy()
     runs["mixture"] = runs["mixture"].astype(str)
     runs, duplicates = _drop_duplicates(runs, has_run_id)
-    _check_fractions(runs, path)
-    repeated = _repeated_configurations(runs)
     if runs.empty:
         raise TableError(
             f"results table {str(path)!r}: no usable runs ({len(excluded)} excluded, "
             f"{len(duplicates)} duplicates dropped)"
         )
-    return ResultsTable(path, target, runs.reset_index(drop=True), domains, excluded, duplicates, repeated)
+    notes: list[str] = []
+    _check_fractions(runs, path)
+    runs = label_mixtures(runs, recorded, notes)
+    runs["condition"] = conditions(runs, recorded, notes)
+    runs = runs.reset_index(drop=True)
+    return ResultsTable(path, target, runs, domains, excluded, duplicates, repeated_configurations(runs),
+                        recorded, notes)
 
 
 def _exclude_bad_rows(runs: pd.DataFrame, frame: pd.DataFrame, target: str) -> list[dict]:
@@ -224,19 +295,31 @@ def _check_fractions(runs: pd.DataFrame, path: Path) -> None:
         )
 
 
-def _repeated_configurations(runs: pd.DataFrame) -> list[dict]:
+def repeated_configurations(runs: pd.DataFrame) -> list[dict]:
+    """Several runs of one (condition, mixture, N, D): seed repeats when their seeds differ."""
     repeated = []
-    for (mixture, n, d), group in runs.groupby(["mixture", "N", "D"], sort=True):
-        if len(group) > 1:
-            repeated.append(
-                {
-                    "mixture": mixture,
-                    "N": float(n),
-                    "D": float(d),
-                    "run_ids": list(group["run_id"]),
-                    "losses": [float(x) for x in group["loss"]],
-                }
-            )
+    for (condition, mixture, n, d), group in runs.groupby(["condition", "mixture", "N", "D"], sort=True):
+        if len(group) < 2:
+            continue
+        seeds = group["seed"].to_numpy(float)
+        if np.isnan(seeds).any():
+            kind = "repeats (seed not recorded)"
+        elif len(set(seeds.tolist())) == len(seeds):
+            kind = "seed repeats"
+        else:
+            kind = "repeats (some with the same seed)"
+        repeated.append(
+            {
+                "condition": condition,
+                "mixture": mixture,
+                "N": float(n),
+                "D": float(d),
+                "kind": kind,
+                "run_ids": list(group["run_id"]),
+                "seeds": [None if math.isnan(x) else int(x) for x in seeds],
+                "losses": [float(x) for x in group["loss"]],
+            }
+        )
     return repeated
 
 

@@ -35,6 +35,7 @@ class FitUnit:
     loss: np.ndarray
     run_ids: np.ndarray
     groups: np.ndarray  # index into `mixtures` for each point
+    condition: str | None = None  # backend/recipe_hash of its runs (None: the table cannot tell)
 
     @property
     def shared(self) -> bool:
@@ -52,7 +53,8 @@ class FitUnit:
     def label(self) -> str:
         who = self.mixtures[0] if not self.shared else "+".join(self.mixtures) + " (shared exponents)"
         where = f" at {self.fixed[0]}={format_count(self.fixed[1])}" if self.fixed else ""
-        return f"{who}{where}, {self.law.name} law"
+        condition = f" [{self.condition}]" if self.condition else ""
+        return f"{who}{where}, {self.law.name} law{condition}"
 
     def key(self) -> dict:
         """How fits.json and the report name this fit."""
@@ -62,6 +64,8 @@ class FitUnit:
         )
         if self.fixed:
             key[self.fixed[0]] = self.fixed[1]
+        if self.condition:
+            key["condition"] = self.condition
         return key
 
     def objective(self, delta: float = HUBER_DELTA) -> HuberObjective:
@@ -159,6 +163,7 @@ def build_units(
                 loss=group["loss"].to_numpy(float),
                 run_ids=group["run_id"].to_numpy(str),
                 groups=np.array([index[m] for m in group["mixture"]], dtype=np.intp),
+                condition=table.condition or None,
             )
             message = check_unit(unit)
             if message is None:

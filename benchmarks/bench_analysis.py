@@ -5,7 +5,15 @@
 each repeated and reported as medians, with the single-process figure beside it for the ratio.
 Targets: grid fit within 20 s, bootstrap within 60 s.
 
-Run: .venv/bin/python benchmarks/bench_analysis.py [--repeats 3] [--workers 2]
+Then `analysis report` end to end (its CLI, in this process) on a demo-sized table shaped like
+`recipes results` writes it: 9 mixtures (natural; hq, qa, textbook from one generator and hq
+from a second, each at 33% and 67%) x 3 sizes x 5 budgets, two configurations trained with
+3 seeds (139 runs), two evaluation domains; data and joint laws, 100 bootstrap resamples,
+per-domain fits with the default cheaper settings; on all cores (--workers 0); the main fits
+from the coarse grid (--report-grid full for the full one). The lead's question: does it fit
+in about 3 minutes on 2 cores?
+
+Run: .venv/bin/python benchmarks/bench_analysis.py [--repeats 3] [--workers 2] [--report-only]
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import time
 import numpy as np
 
 from analysis.bootstrap import bootstrap_fits
+from analysis.simulate import simulate_table
 from analysis.fit import FitSettings, fit_unit
 from analysis.laws import LAWS
 from analysis.simulate import TrueLaw
@@ -34,6 +43,54 @@ def simulated_unit(n_sizes: int = 10, n_budgets: int = 25, noise: float = 0.005,
     loss = TRUE.loss(N, D) * np.exp(rng.normal(0.0, noise, N.size))
     return FitUnit(LAWS["joint"], ("simulated",), None, N, D, loss, np.arange(N.size).astype(str),
                    np.zeros(N.size, dtype=np.intp))
+
+
+def demo_table(path) -> int:
+    """The demo-sized results table (see the module docstring); returns its number of runs."""
+    natural = TrueLaw(A=32.0, B=110.0, E=3.5, alpha=0.3, beta=0.35)  # losses of about 5 to 7 nats
+    laws, fractions, labels = {"natural": natural}, {"natural": 0.0}, {"natural": ("", "")}
+    recipes = [("hq", "SmolLM2-135M-Instruct@1a2b3c4d5e6f", 0.9, 1.01), ("qa", "SmolLM2-135M-Instruct@1a2b3c4d5e6f", 0.95, 1.0),
+               ("textbook", "SmolLM2-135M-Instruct@1a2b3c4d5e6f", 0.85, 1.03), ("hq", "tiny-random-llama@0f0f0f0f0f0f", 1.1, 1.05)]
+    for family, generator, b_scale, e_scale in recipes:
+        for pct in (33, 67):
+            name = f"{family}-{pct}pct" + ("-random" if generator.startswith("tiny") else "")
+            k = pct / 67
+            laws[name] = TrueLaw(natural.A, natural.B * b_scale ** k, natural.E * e_scale ** k, natural.alpha, natural.beta)
+            fractions[name], labels[name] = pct / 100, (family, generator)
+    sizes, budgets = [6e4, 1.3e5, 1.05e6], [1.2e4, 2.4e4, 4.8e4, 9.6e4, 1.28e5]
+    shifted = {m: TrueLaw(l.A, l.B * 1.3, l.E + 0.5, l.alpha, l.beta) for m, l in laws.items()}
+    frame = simulate_table(laws, sizes, budgets, noise=0.004, seed=0, fractions=fractions, labels=labels,
+                           condition=("cpu", "3f2a1b9c0d"), repeats={("natural", sizes[-1], budgets[-1]): 3,
+                                                                       ("hq-33pct", sizes[-1], budgets[-1]): 3},
+                           domains={"natural-heldout": laws, "wiki": shifted})
+    frame.to_csv(path, index=False)
+    return len(frame)
+
+
+def bench_report(workers: int, grid: str) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from analysis.cli import main as analysis_main
+
+    with tempfile.TemporaryDirectory() as folder:
+        table = Path(folder) / "results.csv"
+        runs = demo_table(table)
+        args = ["report", str(table), "--output", str(Path(folder) / "report"), "--law", "data", "--law", "joint",
+                "--bootstrap", "100", "--grid", grid, "--workers", str(workers), "--label", "tiny-scale demonstration"]
+        print(f"analysis report on {runs} runs, 2 domains: {' '.join(args[2:])}")
+        wall, cpu, result = cpu_timed(lambda: CliRunner().invoke(analysis_main, args))
+        if result.exit_code != 0:
+            raise SystemExit(f"analysis report failed:\n{result.output}")
+        import json
+
+        seconds = json.loads((Path(folder) / "report" / "fits.json").read_text())["seconds"]
+        print(f"analysis report: {wall:.1f} s wall ({cpu:.1f} s CPU in the parent); per target: "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+              + f"; target about 180 s on 2 cores: {'met' if wall <= 180 else 'MISSED'}")
+        print("summary:\n" + (Path(folder) / "report" / "summary.txt").read_text().rstrip())
 
 
 def timed(fn):
@@ -55,7 +112,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--report-only", action="store_true", help="Only time `analysis report` on the demo table.")
+    parser.add_argument("--report-workers", type=int, default=0, help="--workers of the report (0: all cores).")
+    parser.add_argument("--report-grid", choices=["full", "coarse"], default="coarse",
+                        help="--grid of the report's main fits (coarse: what the demo needs to fit in 3 minutes).")
     args = parser.parse_args()
+    if args.report_only:
+        bench_report(args.report_workers, args.report_grid)
+        return
 
     unit = simulated_unit()
     settings = FitSettings()
@@ -91,6 +155,7 @@ def main() -> None:
           f"on {args.workers} idle cores the wall time would be about {grid_cpu / args.workers:.2f} s and "
           f"{boot_cpu / args.workers:.2f} s")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    bench_report(args.report_workers, args.report_grid)
 
 
 if __name__ == "__main__":

@@ -8,26 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.fit import COARSE_GRID, FitSettings
-from analysis.simulate import TrueLaw, simulate_table
-
-# Three mixtures of one family, natural text as baseline (the report's inputs).
-LAWS = {
-    "natural": TrueLaw(A=400.0, B=1200.0, E=1.80, alpha=0.34, beta=0.28),
-    "hq_33": TrueLaw(A=400.0, B=900.0, E=1.75, alpha=0.34, beta=0.27),
-    "hq_67": TrueLaw(A=400.0, B=1000.0, E=1.85, alpha=0.34, beta=0.29),
-}
-FRACTIONS = {"natural": 0.0, "hq_33": 0.33, "hq_67": 0.67}
-SIZES = [2e7, 5e7, 1e8, 2e8]
-BUDGETS = [1e9, 2e9, 4e9, 8e9, 1.6e10]
-COARSE = FitSettings(grid=COARSE_GRID)
+from analysis.simulate import simulate_table
+from tests.analysis.helpers import BUDGETS, CONDITION, FRACTIONS, LABELS, LAWS, SIZES, TABLE_COLUMNS
 
 
 @pytest.fixture
 def results_csv(tmp_path: Path) -> Path:
-    """A results table of 3 mixtures x 4 sizes x 5 budgets, 0.2% noise."""
+    """A results table of 3 mixtures x 4 sizes x 5 budgets, 0.2% noise, every column of
+    `recipes results`; the natural baseline at the largest (N, D) trained with 3 seeds."""
     path = tmp_path / "results.csv"
-    simulate_table(LAWS, SIZES, BUDGETS, noise=0.002, seed=1, fractions=FRACTIONS).to_csv(path, index=False)
+    frame = simulate_table(LAWS, SIZES, BUDGETS, noise=0.002, seed=1, fractions=FRACTIONS, labels=LABELS,
+                           condition=CONDITION, repeats={("natural", SIZES[-1], BUDGETS[-1]): 3})
+    assert list(frame.columns) == TABLE_COLUMNS
+    frame.to_csv(path, index=False)
     return path
 
 

@@ -72,7 +72,7 @@ def test_bad_losses_excluded_and_listed_duplicates_flagged(tmp_path):
     assert ", 4 runs" in result.output
 
 
-def test_a_fit_that_does_not_converge_prints_no_numbers(tmp_path):
+def test_a_fit_that_is_not_identified_prints_no_numbers(tmp_path):
     D = np.geomspace(1e9, 1e11, 6)
     up = pd.DataFrame({"mixture": "rising", "N": 1e8, "D": D, "loss": 2.0 + 0.1 * np.log(D / 1e9)})
     path = _csv(tmp_path, pd.concat([up, simulate_table({"good": TRUE}, [1e8], BUDGETS, noise=0.001)]))
@@ -80,8 +80,9 @@ def test_a_fit_that_does_not_converge_prints_no_numbers(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     at = lines.index(next(line for line in lines if line.startswith("rising at N=100M")))
-    assert lines[at + 1].strip().startswith("did not converge to a usable fit: exponent beta")
-    assert "B=" not in lines[at + 1]
+    assert lines[at + 1].strip().startswith("not identified: ")
+    assert "exponent beta on its lower bound 0" in lines[at + 1]
+    assert "B=" not in lines[at + 1] and "E=" not in lines[at + 1]
     good = lines.index(next(line for line in lines if line.startswith("good at N=100M")))
     assert "B=" in lines[good + 1]
 
@@ -96,3 +97,5 @@ def test_bad_options_are_named(tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.output
     result = _run("report", path, "-o", str(tmp_path / "r"), "--baseline", "nope", "--bootstrap", "0")
     assert result.exit_code == 2 and "'nope' is not a mixture" in result.output
+    result = _run("report", path, "-o", str(tmp_path / "r"), "--domain-bootstrap", "-1")
+    assert result.exit_code == 2 and "--domain-bootstrap" in result.output and "got -1" in result.output

@@ -5,6 +5,7 @@ import pytest
 
 from analysis.config import AnalysisConfig
 from analysis.findings import crossings, ratio_families, speedup
+from analysis.grouping import split_conditions
 from analysis.laws import LAWS
 from analysis.pipeline import run_analysis
 from analysis.simulate import TrueLaw, simulate_table
@@ -47,11 +48,12 @@ def test_crossing_where_the_curves_meet():
 
 def test_speedup_on_simulated_curves_equals_the_analytic_value(tmp_path):
     """Noise-free runs; baseline and mixture share E and beta, so speed-up = (B_b / B_m)^(1/beta)."""
-    laws = {"natural": TrueLaw(400.0, 1200.0, 1.8, 0.34, 0.28), "hq_33": TrueLaw(400.0, 900.0, 1.8, 0.34, 0.28)}
+    laws = {"natural": TrueLaw(400.0, 1200.0, 1.8, 0.34, 0.28), "hq-33pct": TrueLaw(400.0, 900.0, 1.8, 0.34, 0.28)}
     path = tmp_path / "r.csv"
-    simulate_table(laws, [1e8, 3e8], np.geomspace(1e9, 3e10, 6), noise=0.0,
-                   fractions={"natural": 0.0, "hq_33": 0.33}).to_csv(path, index=False)
-    analysis = run_analysis(read_results(path), AnalysisConfig(laws=("data",), bootstrap=20, holdout=False))
+    simulate_table(laws, [1e8, 3e8], np.geomspace(1e9, 3e10, 6), noise=0.0, fractions={"natural": 0.0, "hq-33pct": 0.33},
+                   labels={"natural": ("", ""), "hq-33pct": ("hq", "g@1")}, condition=("cpu", "h1")).to_csv(path, index=False)
+    (table,), _ = split_conditions(read_results(path))
+    analysis = run_analysis(table, AnalysisConfig(laws=("data",), bootstrap=20, holdout=False))
     assert analysis.baseline == "natural"
     analytic = (1200 / 900) ** (1 / 0.28)
     assert len(analysis.speedups) == 2  # one per N
@@ -60,14 +62,28 @@ def test_speedup_on_simulated_curves_equals_the_analytic_value(tmp_path):
             assert at["speedup"] == pytest.approx(analytic, rel=2e-3)
             assert at["interval"][0] <= analytic * 1.002 and at["interval"][1] >= analytic * 0.998
         assert entry["crossing"]["crossings_D"] == []
+        assert entry["identified"] and (entry["family"], entry["generator"], entry["condition"]) == ("hq", "g@1", "cpu/h1")
 
 
-def test_ratio_families():
-    fractions = {"natural": 0.0, "hq_33": 0.33, "hq_67": 0.67, "qa_50": 0.5, "other": 0.2}
-    families = ratio_families(fractions)
-    assert families["hq"] == {"natural": 0.0, "hq_33": 0.33, "hq_67": 0.67}
-    assert families["qa"] == {"natural": 0.0, "qa_50": 0.5}
-    assert families["mixtures"] == {"natural": 0.0, "other": 0.2}
+def test_ratio_families_come_from_the_columns_not_the_names():
+    """`data_prep grid` names (hq-33pct) and misleading names alike: only the fields count."""
+    smol, rand = "SmolLM2-135M-Instruct@1a2b3c4d5e6f", "tiny-random@0f0f"
+    labels = {
+        "natural": (0.0, "", ""),
+        "hq-33pct": (0.33, "hq", smol), "hq-67pct": (0.67, "hq", smol),
+        "qa-33pct": (0.33, "qa", smol),
+        "qa_50": (0.5, "hq", smol),  # named like qa, labelled hq: it is hq
+        "hq-33pct-random": (0.33, "hq", rand),  # the same recipe from another generator
+        "both": (0.5, "hq+qa", smol),
+    }
+    families = ratio_families(labels)
+    assert set(families) == {("hq", smol), ("qa", smol), ("hq", rand), ("hq+qa", smol)}
+    assert families[("hq", smol)] == {"natural": 0.0, "hq-33pct": 0.33, "qa_50": 0.5, "hq-67pct": 0.67}
+    assert families[("qa", smol)] == {"natural": 0.0, "qa-33pct": 0.33}
+    assert families[("hq", rand)] == {"natural": 0.0, "hq-33pct-random": 0.33}
+    assert list(families[("hq", smol)]) == ["natural", "hq-33pct", "qa_50", "hq-67pct"]  # by ratio
+    # Without a natural mixture, a family of one ratio is no axis.
+    assert ratio_families({"a": (0.5, "hq", smol)}) == {}
 
 
 def test_best_ratio_matches_the_true_laws(tmp_path):
@@ -78,12 +94,14 @@ def test_best_ratio_matches_the_true_laws(tmp_path):
         "mix_67": TrueLaw(400.0, 800.0, 1.95, 0.34, 0.30),
     }
     fractions = {"natural": 0.0, "mix_33": 0.33, "mix_67": 0.67}
+    labels = {"natural": ("", ""), "mix_33": ("textbook", "g@1"), "mix_67": ("textbook", "g@1")}
     sizes, budgets = [3e7, 1e8, 3e8], list(np.geomspace(1e8, 1e11, 5))
     path = tmp_path / "r.csv"
-    simulate_table(laws, sizes, budgets, noise=0.0, fractions=fractions).to_csv(path, index=False)
+    simulate_table(laws, sizes, budgets, noise=0.0, fractions=fractions, labels=labels).to_csv(path, index=False)
     config = AnalysisConfig(laws=("joint",), bootstrap=10, holdout=False, fit=COARSE, extrapolate_D=(1e13,))
     analysis = run_analysis(read_results(path), config)
-    assert {r["family"] for r in analysis.best_ratios} == {"mix"}
+    assert {(r["family"], r["generator"]) for r in analysis.best_ratios} == {("textbook", "g@1")}
+    assert all(r["identified"] for r in analysis.best_ratios)
     checked = 0
     for r in analysis.best_ratios:
         truth = {m: float(law.loss(r["N"], r["D"])) for m, law in laws.items()}

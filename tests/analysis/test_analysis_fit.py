@@ -117,15 +117,24 @@ def test_too_few_points_names_the_mixture_and_what_is_missing(tmp_path):
     assert any("'natural' has 1 distinct N value(s) (100M), at least 3 are needed" in p for p in problems)
 
 
-def test_a_loss_that_rises_with_D_does_not_converge(tmp_path):
+def test_a_loss_that_rises_with_D_converges_but_is_not_identified(tmp_path):
+    """The optimiser succeeds, on the exponent's bound: converged, not identified, and why."""
     D = np.geomspace(1e9, 1e11, 6)
     frame = pd.DataFrame({"mixture": "up", "N": 1e8, "D": D, "loss": 2.0 + 0.1 * np.log(D / 1e9)})
     path = tmp_path / "r.csv"
     frame.to_csv(path, index=False)
     (unit,), _ = build_units(read_results(path), LAWS["data"])
     fit = fit_unit(unit)
-    assert not fit.converged
-    assert "exponent beta" in fit.message and "on its bound" in fit.message
+    assert fit.converged
+    assert [(p.rule, p.parameter) for p in fit.problems if p.parameter == "beta"] == [("bound", "beta")]
+    assert "exponent beta on its lower bound 0: the loss does not fall with D" in "; ".join(p.reason for p in fit.problems)
+
+
+def test_a_fit_that_does_not_converge_has_no_numbers(tmp_path):
+    table = _table(tmp_path, {"m": TRUE}, [1e8], np.geomspace(1e8, 1e11, 8), noise=0.003)
+    (unit,), _ = build_units(table, LAWS["data"])
+    fit = fit_unit(unit, FitSettings(maxiter=1, polish=1))  # one iteration: L-BFGS-B stops unsuccessful
+    assert not fit.converged and fit.message.startswith("did not converge")
     assert fit.params() is None and "params" not in fit.to_dict()
     with pytest.raises(ValueError, match="did not converge"):
         fit.predict(D=[1e12])

@@ -80,7 +80,9 @@ def test_duplicates_dropped_and_repeats_flagged(tmp_path):
     assert [d["row"] for d in table.duplicates] == [4]
     assert table.duplicates[0]["duplicate_of_row"] == 1
     assert len(table.runs) == 4
-    assert table.repeated == [{"mixture": "natural", "N": 1e8, "D": 1e9, "run_ids": ["r1", "r1-seed2"], "losses": [3.0, 3.02]}]
+    assert table.repeated == [{"condition": "", "mixture": "natural", "N": 1e8, "D": 1e9,
+                               "kind": "repeats (seed not recorded)", "run_ids": ["r1", "r1-seed2"],
+                               "seeds": [None, None], "losses": [3.0, 3.02]}]
 
 
 def test_duplicates_without_run_id(tmp_path):

@@ -1,0 +1,151 @@
+"""Whether a fit is identified: numbers worth reporting, not a boundary solution.
+
+A fit has *converged* when L-BFGS-B reported success at the best loss found (fit.py). That
+says nothing about whether the data pin the parameters down: a loss with no visible floor
+drives E to zero, and a flat loss puts an exponent or a scale on a bound. A converged fit is
+*identified* only when all of these hold:
+
+1. no parameter is on a bound of the optimiser, or within BOUND_TOLERANCE of one: the exponents
+   alpha, beta in EXPONENT_BOUNDS [0, 10], the log-scale parameters a, b, e (A, B, E) in
+   LOG_SCALE_BOUNDS;
+2. E is not driven to zero: E >= E_FLOOR_SHARE (1e-3) x the smallest observed loss of the runs
+   fitted (of the mixture, for a fit shared across mixtures);
+3. with a bootstrap: every parameter's percentile interval spans at most a decade
+   (hi / lo <= MAX_INTERVAL_RATIO = 10, and lo > 0), and at least MIN_VALID_SHARE (half) of
+   the resamples converged.
+
+Speed-up, best ratio, irreducible loss and extrapolation use identified fits only; the others
+are reported as "not identified: <reason>". Reasons name the parameter and the rule, never its
+estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.laws import EXPONENT_BOUNDS, LOG_SCALE_BOUNDS, Law
+
+BOUND_TOLERANCE = 1e-3  # in the optimiser's units: exponents, and log A, log B, log E
+E_FLOOR_SHARE = 1e-3
+MAX_INTERVAL_RATIO = 10.0
+MIN_VALID_SHARE = 0.5
+RULES = (
+    f"not identified when: a parameter is within {BOUND_TOLERANCE:g} of an optimiser bound (exponents in "
+    f"[{EXPONENT_BOUNDS[0]:g}, {EXPONENT_BOUNDS[1]:g}], log A, log B, log E in [{LOG_SCALE_BOUNDS[0]:g}, "
+    f"{LOG_SCALE_BOUNDS[1]:g}]); E < {E_FLOOR_SHARE:g} x the smallest observed loss (E driven to zero); "
+    f"a bootstrap percentile interval of A, B, E, alpha or beta has hi/lo > {MAX_INTERVAL_RATIO:g} or lo <= 0; "
+    f"fewer than {MIN_VALID_SHARE:.0%} of the bootstrap resamples converged"
+)
+_SCALE = {"a": "A", "b": "B", "e": "E"}
+_COLUMN = {"alpha": "N", "beta": "D", "A": "N", "B": "D"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    rule: str  # "bound", "E to zero", "interval", "resamples"
+    parameter: str | None  # A, B, E, alpha, beta; None for the whole fit
+    mixture: str | None  # for fits shared across mixtures
+    reason: str  # what is wrong, without the estimate
+    short: str  # a few words for compact tables
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "parameter": self.parameter, "mixture": self.mixture, "reason": self.reason}
+
+
+@dataclass
+class Identification:
+    converged: bool
+    problems: list[Problem] = field(default_factory=list)
+    bootstrap_checked: bool = False
+
+    @property
+    def identified(self) -> bool:
+        return self.converged and not self.problems
+
+    def reason(self, mixture: str | None = None) -> str:
+        """All problems (of one mixture and the shared ones, if given), '; '-joined."""
+        chosen = [p for p in self.problems if mixture is None or p.mixture in (None, mixture)]
+        return "; ".join(p.reason for p in chosen or self.problems)
+
+    def short(self) -> str:
+        return ", ".join(dict.fromkeys(p.short for p in self.problems))
+
+    def to_dict(self) -> dict:
+        return {
+            "identified": self.identified,
+            "reasons": [p.to_dict() for p in self.problems],
+            "bootstrap_checked": self.bootstrap_checked,
+        }
+
+
+def point_problems(law: Law, theta: np.ndarray, mixtures: tuple[str, ...], min_loss: dict[str, float]) -> list[Problem]:
+    """Rules 1 and 2 on a converged optimum (theta in the unit's layout: groups, then exponents)."""
+    k = len(law.group_names)
+    shared = len(mixtures) > 1
+    out: list[Problem] = []
+    for g, mixture in enumerate(mixtures):
+        who = mixture if shared else None
+        prefix = f"{mixture}: " if shared else ""
+        for i, name in enumerate(law.group_names):
+            value = float(theta[g * k + i])
+            natural = _SCALE[name]
+            if name == "e" and np.exp(value) < E_FLOOR_SHARE * min_loss[mixture]:
+                out.append(Problem("E to zero", "E", who,
+                                   f"{prefix}E driven to zero (below {E_FLOOR_SHARE:g} x the smallest observed loss, "
+                                   f"{min_loss[mixture]:.4g}): the runs show no loss floor", "E → 0"))
+                continue
+            for side, bound in zip(("lower", "upper"), LOG_SCALE_BOUNDS):
+                if abs(value - bound) < BOUND_TOLERANCE:
+                    effect = f"{natural} → 0" if side == "lower" else f"{natural} runs away"
+                    out.append(Problem("bound", natural, who,
+                                       f"{prefix}{natural} on the optimiser's {side} bound (log {natural} = {bound:g}): "
+                                       f"{effect}", f"{natural} at a bound"))
+    offset = len(mixtures) * k
+    for i, name in enumerate(law.exponent_names):
+        value = float(theta[offset + i])
+        for side, bound in zip(("lower", "upper"), EXPONENT_BOUNDS):
+            if abs(value - bound) < BOUND_TOLERANCE:
+                why = (f"the loss does not fall with {_COLUMN[name]} on these runs" if side == "lower"
+                       else "a step, not a power law")
+                out.append(Problem("bound", name, None,
+                                   f"exponent {name} on its {side} bound {bound:g}: {why}", f"{name} at a bound"))
+    return out
+
+
+def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_resamples: int, n_failed: int,
+                      shared: bool) -> list[Problem]:
+    """Rule 3: `intervals` is {mixture: {parameter: [lo, hi] or None}}."""
+    out: list[Problem] = []
+    valid = n_resamples - n_failed
+    if n_resamples and valid < MIN_VALID_SHARE * n_resamples:
+        out.append(Problem("resamples", None, None,
+                           f"only {valid} of {n_resamples} bootstrap resamples converged", "resamples fail"))
+    seen: set[str] = set()
+    for mixture, params in intervals.items():
+        for name, interval in params.items():
+            if name in ("alpha", "beta"):
+                if name in seen:
+                    continue  # shared exponents: one check
+                seen.add(name)
+            prefix = f"{mixture}: " if shared and name not in ("alpha", "beta") else ""
+            who = mixture if shared and name not in ("alpha", "beta") else None
+            if interval is None:
+                continue  # too few valid resamples: counted above
+            lo, hi = interval
+            if lo <= 0:
+                out.append(Problem("interval", name, who,
+                                   f"{prefix}the bootstrap interval of {name} reaches {'0' if lo == 0 else 'below 0'}",
+                                   f"{name} interval"))
+            elif not np.isfinite(hi) or hi / lo > MAX_INTERVAL_RATIO:
+                span = "without an upper end" if not np.isfinite(hi) else f"a factor {hi / lo:.3g} (hi/lo)"
+                out.append(Problem("interval", name, who,
+                                   f"{prefix}the bootstrap interval of {name} spans {span}, more than a decade",
+                                   f"{name} interval"))
+    return out
+
+
+def not_identified(reason: str) -> str:
+    """The text a finding shows instead of a number."""
+    return f"not identified: {reason}"

@@ -1,0 +1,88 @@
+"""How runs are labelled: the family and generator of each mixture, and each run's condition.
+
+Only the table's fields are used, never the mixtures' names. A table from elsewhere may lack
+some of them; then every synthetic mixture without a family goes into one family "unlabelled",
+runs without backend/recipe_hash form one condition, and each such choice is added to `notes`
+(the report prints them).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+UNLABELLED = "unlabelled"  # the family or generator of a synthetic mixture the table does not name
+
+
+def label_mixtures(runs: pd.DataFrame, recorded: tuple[str, ...], notes: list[str]) -> pd.DataFrame:
+    """Fill the family and generator of synthetic mixtures the table does not label ("unlabelled"),
+    and tell apart mixtures that share a name but not their (family, generator)."""
+    runs = runs.copy()
+    synthetic = runs["synthetic_fraction"] > 0  # NaN (no fraction recorded) is not known to be synthetic
+    if runs["synthetic_fraction"].isna().all():
+        notes.append("the table has no synthetic_fraction: natural and synthetic mixtures cannot be told apart, "
+                     "so there is no family grouping and no best ratio (name the baseline with --baseline)")
+    elif "family" not in recorded:
+        runs.loc[synthetic, "family"] = UNLABELLED
+        notes.append(f"the table has no family column: every synthetic mixture is put in one family "
+                     f"{UNLABELLED!r} (mixture names are never parsed)")
+    else:
+        blank = synthetic & (runs["family"] == "")
+        if blank.any():
+            runs.loc[blank, "family"] = UNLABELLED
+            notes.append(f"mixture(s) {sorted(set(runs.loc[blank, 'mixture']))} are synthetic but have no family: "
+                         f"put in family {UNLABELLED!r}")
+    if "generator" not in recorded and synthetic.any():
+        runs.loc[synthetic, "generator"] = UNLABELLED
+        notes.append(f"the table has no generator column: the generator of every synthetic mixture is {UNLABELLED!r}")
+    else:
+        blank = synthetic & (runs["generator"] == "")
+        if blank.any():
+            runs.loc[blank, "generator"] = UNLABELLED
+            notes.append(f"mixture(s) {sorted(set(runs.loc[blank, 'mixture']))} are synthetic but name no generator: "
+                         f"generator {UNLABELLED!r}")
+    natural = runs["synthetic_fraction"] == 0
+    runs.loc[natural, ["family", "generator"]] = ""  # natural text only has neither
+    # One mixture name, several blends (e.g. the same recipe from two generators): keep them apart.
+    pairs = runs.groupby("mixture")[["family", "generator"]].apply(lambda g: sorted(set(map(tuple, g.to_numpy()))))
+    for mixture, found in pairs.items():
+        if len(found) < 2:
+            continue
+        by_generator = len({g for _, g in found}) == len(found)
+        for family, generator in found:
+            mask = (runs["mixture"] == mixture) & (runs["family"] == family) & (runs["generator"] == generator)
+            tag = (generator or "natural") if by_generator else f"{family or 'natural'}, {generator or '-'}"
+            runs.loc[mask, "mixture"] = f"{mixture} [{tag}]"
+        notes.append(f"mixture name {mixture!r} is used by {len(found)} different (family, generator) pairs "
+                     f"{[list(p) for p in found]}: they are analysed as separate mixtures, named "
+                     f"'{mixture} [...]'")
+    return runs
+
+
+def condition_label(backend: str, recipe_hash: str, recorded: tuple[str, ...]) -> str:
+    parts = []
+    if "backend" in recorded:
+        parts.append(backend or "?")
+    if "recipe_hash" in recorded:
+        parts.append(recipe_hash or "?")
+    return "/".join(parts)
+
+
+def conditions(runs: pd.DataFrame, recorded: tuple[str, ...], notes: list[str]) -> list[str]:
+    missing = [c for c in ("backend", "recipe_hash") if c not in recorded]
+    if missing:
+        notes.append(f"the table has no {' and no '.join(missing)} column: runs trained differently cannot be "
+                     f"told apart by {' or '.join(missing)} and are fitted together")
+    if "seed" not in recorded:
+        notes.append("the table has no seed column: several runs of one configuration are reported as repeats "
+                     "of unknown seed")
+    blank = [c for c in ("backend", "recipe_hash") if c in recorded and (runs[c] == "").any()]
+    for column in blank:
+        notes.append(f"{int((runs[column] == '').sum())} run(s) have an empty {column}: their condition shows it as '?'")
+    return [condition_label(b, h, recorded) for b, h in zip(runs["backend"], runs["recipe_hash"])]
+
+
+def slug(text: str | None) -> str:
+    """A file-name-safe form of a label (figure names)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text or "").strip("_") or "x"
