@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -215,13 +216,18 @@ def run_cpu_runs(items: list[PlannedRun], jobs: int, threads: int | None, echo: 
         from recipes.cpu_trainer import run_cpu as run_cpu_fn
     threads = threads or (1 if jobs > 1 else None)
     failures: list[str] = []
+    started, count = time.perf_counter(), 0
 
     def finished(item: PlannedRun, record: dict | None, error: BaseException | None) -> None:
+        nonlocal count
+        count += 1
+        progress = f"[{count}/{len(items)}, {time.perf_counter() - started:.0f} s]"
         if error is not None:
             failures.append(f"{item.spec.run_id}: {type(error).__name__}: {error}")
-            echo(f"FAIL  {item.spec.run_id}: {error}")
+            echo(f"FAIL  {progress} {item.spec.run_id}: {error}")
         else:
-            echo(f"done  {item.spec.run_id}: loss {record['loss']:.4f} ({record['tokens_per_s']:.0f} tokens/s)")
+            echo(f"done  {progress} {item.spec.run_id}: loss {record['loss']:.4f} "
+                 f"({record['tokens_per_s']:.0f} tokens/s)")
 
     if jobs == 1:
         for item in items:
