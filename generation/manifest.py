@@ -20,6 +20,7 @@ from synthscale import __version__
 from synthscale.files import sha256_file
 from synthscale.provenance import provenance
 
+from generation.fidelity import summarise, totals_from_counters
 from generation.run_config import RunSettings, jsonable_config
 from generation.store import ShardStore
 
@@ -80,7 +81,7 @@ def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict,
         "prompt_set": {"name": recipe.set_name, "version": recipe.set_version,
                        "sha256": recipe.set_sha256, "path": recipe.set_path},
         "recipe_spec": recipe.to_dict(),
-        "generator": settings.generator,
+        "generator": dict(settings.generator_info),
         "engine": backend_info,
         "seed": settings.config.seed,
         "sampling": {**settings.sampling, "max_new_tokens": settings.max_new},
@@ -114,6 +115,7 @@ def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict,
         },
         "failures": {"total": int(sum(failures.values())), "by_reason": dict(sorted(failures.items())),
                      "by_step": {k: dict(sorted(v.items())) for k, v in sorted(failed_by_step.items())}},
+        "fidelity": summarise(totals_from_counters(counters)),
         "throughput": {
             "elapsed_s": round(total_elapsed, 3),
             "documents_per_s": round(documents / total_elapsed, 4) if total_elapsed > 0 else None,
@@ -132,6 +134,15 @@ def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict,
     }
 
 
+def _fidelity_line(fidelity: dict | None) -> str:
+    if not fidelity or not fidelity.get("outputs"):
+        return "  fidelity          : no outputs yet"
+    recall = fidelity["source_word_recall"]
+    return (f"  fidelity          : {fidelity['pass_rate']:.1%} of {fidelity['outputs']:,} outputs pass the filters, "
+            f"{fidelity['mean_output_tokens']:,.0f} tokens each on average, "
+            f"{'n/a' if recall is None else f'{recall:.1%}'} of their sources' content words kept")
+
+
 def print_summary(manifest: dict, path: Path, file=sys.stderr) -> None:
     counts = manifest["counts"]
     thr = manifest["throughput"]
@@ -143,6 +154,7 @@ def print_summary(manifest: dict, path: Path, file=sys.stderr) -> None:
         f"from {counts['sources']:,} sources, {counts['chunks']:,} chunks, {counts['requests']:,} requests",
         f"  filtered          : {counts['filtered']:,} {manifest['filters']['dropped'] or ''}",
         f"  failed            : {counts['failed']:,} {manifest['failures']['by_reason'] or ''}",
+        _fidelity_line(manifest.get("fidelity")),
         f"  this run          : {now['documents']:,} docs, {now['generated_tokens']:,} generated tokens in "
         f"{now['elapsed_s']:.1f} s ({now['documents_per_s'] or 0:.2f} docs/s, {now['generated_tokens_per_s'] or 0:,.0f} tok/s)",
         f"  manifest          : {path}",

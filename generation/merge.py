@@ -19,6 +19,7 @@ from pathlib import Path
 from synthscale.files import sha256_file, write_json_atomic
 from synthscale.provenance import provenance
 
+from generation.fidelity import merge_totals, summarise
 from generation.manifest import MANIFEST_KIND, MANIFEST_VERSION
 
 _SHARD_MANIFEST = re.compile(r"manifest\.part-(\d{5})-of-(\d{5})\.json$")
@@ -184,6 +185,7 @@ def merge(sources: list[str], output: str | None = None, link: bool = True, chec
         "filters": {"config": reference["filters"]["config"], "dropped": dict(sorted(dropped.items())),
                     "modified": dict(sorted(modified.items()))},
         "failures": {"total": int(sum(failures.values())), "by_reason": dict(sorted(failures.items()))},
+        "fidelity": summarise(merge_totals([m.get("fidelity") for _, m in manifests])),
         "throughput": {
             "slowest_shard_elapsed_s": elapsed,
             "documents_per_s": round(total["documents"] / elapsed, 4) if elapsed else None,

@@ -23,6 +23,7 @@ from synthscale.files import write_json_atomic
 
 from generation.backend import Backend, Request, Result, make_backend
 from generation.chat import ChatRenderer
+from generation.fidelity import Tally
 from generation.filters import FilterResult, apply_filters
 from generation.inputs import SourceDoc, iter_documents
 from generation.manifest import build_manifest, print_summary
@@ -52,7 +53,7 @@ class Run:
         try:
             fingerprint, inputs = check_run_file(store, self.settings)
             if self.backend is None:
-                self.backend = make_backend(c)
+                self.backend = make_backend(c, self.settings)
             self.renderer = ChatRenderer(self.backend.tokenizer)
             return self._loop(replayed, fingerprint, inputs)
         finally:
@@ -79,6 +80,7 @@ class Run:
         self.low: deque[WorkItem] = deque()
         self.source_chunks: dict[str, int] = {}  # source id -> chunks, until the source is finished
         self.counted = set(replayed.sources_done)  # sources already in the "sources"/"chunks" counts
+        self.fidelity = Tally(self.store.count)  # committed with the outcomes it describes
         self.session = Counter()  # this invocation only
 
     def _loop(self, replayed: Replayed, fingerprint: dict, inputs: list[dict]) -> dict:
@@ -280,6 +282,9 @@ class Run:
                                  self.settings.filters[step.name], self.renderer.count)
         for mod in filtered.modified:
             store.count(f"modified.{step.name}.{mod}")
+        if final:
+            self.fidelity.add(item.values["document"], result.text, result.output_tokens,
+                              None if filtered.dropped is not None else filtered.text)
         if filtered.dropped is not None:
             store.mark(item.key, "filtered")
             store.count(f"dropped.{step.name}.{filtered.dropped}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from synthscale.files import expand_inputs, write_json_atomic
 
 from generation.filters import FilterConfig
+from generation.identity import generator_identity
 from generation.inputs import describe_inputs
 from generation.prompts import Recipe, get_recipe
 from generation.store import ShardStore
@@ -52,6 +53,7 @@ class RunConfig:
     dtype: str = "auto"
     max_model_len: int | None = None
     engine_kwargs: dict = field(default_factory=dict)
+    batch_invariant: bool = False  # VLLM_BATCH_INVARIANT=1 (vLLM on GPU only)
     # OpenAI-compatible server
     base_url: str | None = None
     api_key: str | None = None
@@ -90,7 +92,8 @@ class RunSettings:
     sampling: dict  # temperature, top_p
     max_new: dict[str, int]  # step name -> max new tokens
     filters: dict[str, FilterConfig]  # step name -> post-filters
-    generator: str  # recorded as `generator` in every document
+    generator: str  # recorded as `generator` in every document: "<name>@<sha256[:12]>" or the name
+    generator_info: dict = field(default_factory=dict)  # {id, name, path, sha256, sha256_from}
 
     @classmethod
     def resolve(cls, config: RunConfig) -> "RunSettings":
@@ -108,9 +111,17 @@ class RunSettings:
             raise ValueError(f"--max-new-tokens: recipe {recipe.name!r} has no step {sorted(unknown)} "
                              f"(steps: {', '.join(s.name for s in recipe.steps)})")
         filters = {s.name: FilterConfig.from_dict(s.filters, config.filters) for s in recipe.steps}
+        identity = generator_identity(config.model, config.generator_name)  # hashes a local model once
         return cls(config=config, recipe=recipe, paths=paths, shard=tuple(config.shard), output=Path(config.output),
-                   sampling=sampling, max_new=max_new, filters=filters,
-                   generator=config.generator_name or config.model)
+                   sampling=sampling, max_new=max_new, filters=filters, generator=identity["id"],
+                   generator_info=identity)
+
+    def context_tokens(self) -> int:
+        """An upper bound on prompt + new tokens of one request: a whole chunk, the prompts and chat
+        template around it, and every step's new tokens (a later step's prompt holds earlier outputs)."""
+        from generation.kv_cache import PROMPT_ALLOWANCE
+
+        return int(self.config.chunk_tokens + PROMPT_ALLOWANCE + sum(self.max_new.values()))
 
     def fingerprint(self, inputs: list[dict]) -> dict:
         """What a resumed run must share with the run that started the output directory."""
@@ -118,6 +129,7 @@ class RunSettings:
         return {
             **self.recipe.fingerprint(),
             "model": c.model,
+            "generator_sha256": self.generator_info.get("sha256"),
             "seed": c.seed,
             "sampling": self.sampling,
             "max_new_tokens": self.max_new,
