@@ -25,14 +25,14 @@ def _counts(values: tuple[str, ...], what: str) -> tuple[float, ...]:
         raise click.BadParameter(str(exc)) from None
 
 
-def _named_prefixes(values: tuple[str, ...]) -> dict[str, str]:
+def _named_prefixes(values: tuple[str, ...], hint: str = "--unigram-train/--train", what: str = "PREFIX") -> dict[str, str]:
     out = {}
     for value in values:
         name, sep, prefix = value.partition("=")
         if not sep or not name or not prefix:
-            raise click.BadParameter(f"expected NAME=PREFIX, got {value!r}", param_hint="--unigram-train/--train")
+            raise click.BadParameter(f"expected NAME={what}, got {value!r}", param_hint=hint)
         if name in out:
-            raise click.BadParameter(f"training set name {name!r} given twice", param_hint="--unigram-train/--train")
+            raise click.BadParameter(f"name {name!r} given twice", param_hint=hint)
         out[name] = prefix
     return out
 
@@ -190,9 +190,13 @@ def fit(results, laws, holdout, predict_n, predict_d, json_out, target, bootstra
               help="Laws fitted per domain [default: joint (E and best ratio per domain) when --law has it, "
                    "else the --law laws].")
 @click.option("--label", default=None, help='Label of the report and summary, e.g. "tiny-scale demonstration".')
+@click.option("--corpus", "corpora", multiple=True, metavar="NAME=DIR",
+              help="A synthetic corpus (a `generation run` output folder) whose recipe, generator and fidelity the "
+                   "report lists; repeatable.")
 @fit_options
 def report(results, output, laws, baseline, speedup_law, extrapolate_n, extrapolate_d, holdout_joint,
-           unigram_train, unigram_test, smoothing, domains, domain_bootstrap, domain_grid, domain_laws, label, target,
+           unigram_train, unigram_test, smoothing, domains, domain_bootstrap, domain_grid, domain_laws, label, corpora,
+           target,
            bootstrap,
            seed, confidence, workers, shared_exponents, grid, skip_unfittable, pool_conditions):
     """Write report.html (self-contained), report.md with figures/, and fits.json to OUTPUT.
@@ -224,10 +228,16 @@ def report(results, output, laws, baseline, speedup_law, extrapolate_n, extrapol
     if domains:
         domain_tables = _domain_tables(results, table, target)
         domain_config = _domain_config(config, domain_bootstrap, domain_grid, domain_laws)
+    from analysis.corpora import CorpusError, read_corpora
+
+    try:
+        corpus_rows = read_corpora(_named_prefixes(corpora, "--corpus", "DIR"))
+    except CorpusError as exc:
+        raise click.BadParameter(str(exc), param_hint="--corpus") from None
     unigram = _unigram(trains, unigram_test, smoothing) if trains else None
     aset = _run(table, config, pool_conditions, domain_tables=domain_tables, domain_config=domain_config,
                 label=label)
-    paths = write_report(aset, output, unigram)
+    paths = write_report(aset, output, unigram, corpus_rows)
     for note in aset.all_notes():
         if note not in table.notes:
             click.echo(f"note: {note}", err=True)

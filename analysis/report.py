@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from analysis.corpora import corpora_section
 from analysis.multi import AnalysisSet
 from analysis.plots import unigram_figures
 from analysis.sections import build_sections
@@ -84,21 +85,25 @@ def render_markdown(title: str, sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-def fits_document(aset: AnalysisSet, unigram: UnigramResult | None) -> dict:
+def fits_document(aset: AnalysisSet, unigram: UnigramResult | None, corpora: list[dict] | None = None) -> dict:
     data = aset.to_json()
     return jsonable({
         "kind": "synthscale.analysis", "version": 2, **data,
         "summary": summary_lines(aset),
         "unigram": unigram.to_dict() if unigram is not None else None,
+        "synthetic_corpora": corpora or [],
         "provenance": provenance(aset.config.to_dict(), [describe_file(aset.table.path)]),
     })
 
 
-def write_report(aset: AnalysisSet, output: str | Path, unigram: UnigramResult | None = None) -> dict[str, Path]:
+def write_report(aset: AnalysisSet, output: str | Path, unigram: UnigramResult | None = None,
+                 corpora: list[dict] | None = None) -> dict[str, Path]:
     """Write report.html, report.md, fits.json, summary.txt and figures/*.png under `output`, all or nothing."""
     output = Path(output)
-    document = fits_document(aset, unigram)
+    document = fits_document(aset, unigram, corpora)
     sections = build_sections(aset, document)
+    if corpora:
+        sections.append(corpora_section(corpora))
     if unigram is not None:
         sections.append(unigram_section(unigram))
     notes = aset.all_notes()

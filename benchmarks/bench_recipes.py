@@ -52,12 +52,11 @@ def corpora(root: Path) -> dict[str, Path]:
     return out
 
 
-def prepare(root: Path, shape: str, steps: int) -> Path:
-    """Tokenize, blend and plan one CPU run (via the real data_prep and recipes commands)."""
+def tokenize_corpora(root: Path) -> None:
+    """A 4,096-id BPE trained on the corpora, and each tokenized to root/<name> by `data_prep tokenize`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from data_prep.cli import main as data_prep
-    from recipes.cli import main as recipes
 
     files = corpora(root)
     texts = [json.loads(line)["text"] for path in files.values() for line in open(path)]
@@ -67,11 +66,19 @@ def prepare(root: Path, shape: str, steps: int) -> Path:
     tokenizer.train_from_iterator(texts, trainers.BpeTrainer(
         vocab_size=4096, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer.save(str(root / "tokenizer.json"))
-    runner = CliRunner()
     for name, path in files.items():
-        result = runner.invoke(data_prep, ["tokenize", str(path), "--output", str(root / name),
-                                           "--tokenizer", f"hf:{root / 'tokenizer.json'}", "--no-progress"])
+        result = CliRunner().invoke(data_prep, ["tokenize", str(path), "--output", str(root / name),
+                                                "--tokenizer", f"hf:{root / 'tokenizer.json'}", "--no-progress"])
         assert result.exit_code == 0, result.output
+
+
+def prepare(root: Path, shape: str, steps: int) -> Path:
+    """Tokenize, blend and plan one CPU run (via the real data_prep and recipes commands)."""
+    from data_prep.cli import main as data_prep
+    from recipes.cli import main as recipes
+
+    tokenize_corpora(root)
+    runner = CliRunner()
     tokens = steps * 16 * 128
     result = runner.invoke(data_prep, ["blend", "--data", f"natural={root / 'natural'}", "--data",
                                        f"synth={root / 'synth'}", "--synthetic", "synth", "--weights",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from bench_recipes import corpora
+from bench_recipes import tokenize_corpora
 
 warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
 
@@ -29,23 +29,10 @@ SHAPES = "tiny-2xs,tiny-xs,tiny-s"
 
 def prepare(root: Path) -> tuple[Path, Path]:
     """Tokenizer, tokenized corpora and one blend, through the real data_prep commands."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     from data_prep.cli import main as data_prep
 
-    files = corpora(root)
-    texts = [json.loads(line)["text"] for path in files.values() for line in open(path)]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=4096, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer.save(str(root / "tokenizer.json"))
+    tokenize_corpora(root)
     runner = CliRunner()
-    for name, path in files.items():
-        result = runner.invoke(data_prep, ["tokenize", str(path), "--output", str(root / name),
-                                           "--tokenizer", f"hf:{root / 'tokenizer.json'}", "--no-progress"])
-        assert result.exit_code == 0, result.output
     result = runner.invoke(data_prep, ["blend", "--data", f"natural={root / 'natural'}", "--data",
                                        f"synth={root / 'synth'}", "--synthetic", "synth", "--weights",
                                        "natural=0.67,synth=0.33", "--tokens", "100K", "--seq-length", "128",

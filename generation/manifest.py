@@ -76,6 +76,7 @@ def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict,
         "kind": MANIFEST_KIND,
         "version": MANIFEST_VERSION,
         "complete": bool(complete),
+        "limit": settings.config.limit,  # a --limit run is a trial: never complete, never merged
         "recipe": recipe.name,
         "prompt_version": recipe.prompt_version,
         "prompt_set": {"name": recipe.set_name, "version": recipe.set_version,
@@ -147,7 +148,12 @@ def print_summary(manifest: dict, path: Path, file=sys.stderr) -> None:
     counts = manifest["counts"]
     thr = manifest["throughput"]
     now = thr["this_invocation"]
-    state = "complete" if manifest["complete"] else "INCOMPLETE (rerun the same command to continue)"
+    if manifest["complete"]:
+        state = "complete"
+    elif manifest.get("limit") is not None and not manifest.get("interrupted"):
+        state = f"done up to --limit {manifest['limit']} (a trial, not the whole input)"
+    else:
+        state = "INCOMPLETE (rerun the same command to continue)"
     lines = [
         f"generation {manifest['recipe']} [{manifest['shard']['tag']}]: {state}",
         f"  documents written : {counts['documents']:,} ({counts['document_tokens']:,} tokens) "

@@ -161,12 +161,12 @@ class Run:
         elapsed_now = time.monotonic() - self.t_start
         manifest = build_manifest(self.settings, store, backend.describe(), fingerprint, inputs, input_counts,
                                   complete, self.session, elapsed_now)
+        if self.stop_requested:
+            manifest["interrupted"] = True
         path = self.settings.output / manifest_name(*self.settings.shard)
         write_json_atomic(path, manifest)
         if not c.quiet:
             print_summary(manifest, path, file=sys.stderr)
-        if self.stop_requested:
-            manifest["interrupted"] = True
         return manifest
 
     def _maybe_commit(self, force: bool = False) -> None:

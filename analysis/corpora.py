@@ -1,0 +1,83 @@
+"""The synthetic corpora behind a study, as their generation manifests describe them.
+
+`analysis report --corpus NAME=DIR` reads DIR/manifest.json (what `generation run` or
+`generation merge` writes: a file, not the generation package) and reports per corpus its
+recipe, generator (with its hash) and fidelity: the share of outputs that passed the run's
+filters, the mean output length, and the mean share of each source's content words that the
+output kept. Two generators of one recipe side by side show whether the generator matters.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from analysis.textfmt import Section, fmt
+
+GENERATION_MANIFEST_KIND = "synthscale.synthetic"
+
+
+class CorpusError(ValueError):
+    """A --corpus that is not a generation output; the message names it."""
+
+
+def read_corpus(name: str, path: str | Path) -> dict:
+    """One corpus's row from its generation manifest (a folder holding manifest.json, or the file)."""
+    path = Path(path)
+    manifest_path = path / "manifest.json" if path.is_dir() else path
+    if not manifest_path.is_file():
+        raise CorpusError(f"--corpus {name}={path}: no generation manifest at {str(manifest_path)!r}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"--corpus {name}={path}: {manifest_path} is not JSON: {exc}") from None
+    if manifest.get("kind") != GENERATION_MANIFEST_KIND:
+        raise CorpusError(f"--corpus {name}={path}: {manifest_path} is not a generation manifest "
+                          f"(kind {manifest.get('kind')!r}, expected {GENERATION_MANIFEST_KIND!r})")
+    generator = manifest.get("generator") or {}
+    fidelity = manifest.get("fidelity") or {}
+    counts = manifest.get("counts") or {}
+    filters = manifest.get("filters") or {}
+    return {
+        "name": name,
+        "manifest": str(manifest_path.resolve()),
+        "recipe": manifest.get("recipe"),
+        "generator": generator.get("id") if isinstance(generator, dict) else generator,
+        "documents": counts.get("documents"),
+        "document_tokens": counts.get("document_tokens"),
+        "outputs": fidelity.get("outputs"),
+        "pass_rate": fidelity.get("pass_rate"),
+        "mean_output_tokens": fidelity.get("mean_output_tokens"),
+        "source_word_recall": fidelity.get("source_word_recall"),
+        "dropped": filters.get("dropped") or {},
+        "complete": manifest.get("complete"),
+        "limit": manifest.get("limit"),
+    }
+
+
+def read_corpora(named: dict[str, str]) -> list[dict]:
+    return [read_corpus(name, path) for name, path in named.items()]
+
+
+def corpora_section(rows: list[dict]) -> Section:
+    section = Section("Synthetic corpora", [
+        "From each corpus's generation manifest. *Passed*: share of outputs kept by the run's filters; "
+        "*content words kept*: mean share of a source's content words (lower-cased alphabetic words, stop "
+        "words left out) that appear in its output, over all outputs."])
+    section.table(
+        ["corpus", "recipe", "generator", "outputs", "passed", "mean output tokens", "content words kept",
+         "documents", "tokens", "dropped"],
+        [[r["name"], str(r["recipe"]), str(r["generator"]), str(r["outputs"]), fmt(r["pass_rate"], 3),
+          fmt(r["mean_output_tokens"], 4), fmt(r["source_word_recall"], 3), str(r["documents"]),
+          str(r["document_tokens"]), ", ".join(f"{k} {v}" for k, v in r["dropped"].items()) or "none"]
+         for r in rows])
+    by_recipe: dict[str, list[dict]] = {}
+    for row in rows:
+        by_recipe.setdefault(str(row["recipe"]), []).append(row)
+    for recipe, same in by_recipe.items():
+        if len(same) > 1 and all(r["source_word_recall"] is not None for r in same):
+            ranked = sorted(same, key=lambda r: -r["source_word_recall"])
+            section.text(f"Recipe `{recipe}` from {len(same)} generators: "
+                         + "; ".join(f"{r['generator']} keeps {r['source_word_recall']:.1%} of its sources' "
+                                     f"content words" for r in ranked) + ".")
+    return section
