@@ -46,6 +46,13 @@ def software_versions() -> dict:
     return versions
 
 
+def check_scores(per_domain: dict[str, dict]) -> None:
+    """Every domain's score is a finite loss over a positive number of tokens."""
+    for name, scores in per_domain.items():
+        if not math.isfinite(scores["loss"]) or scores["tokens"] <= 0:
+            raise ValueError(f"eval domain {name!r}: bad score {scores}")
+
+
 def build_result(
     spec: RunSpec,
     blend: BlendSpec,
@@ -58,9 +65,7 @@ def build_result(
     """The results.json record; `per_domain` is {domain: {loss, tokens}}."""
     if set(per_domain) != set(spec.eval_domains):
         raise ValueError(f"evaluated domains {sorted(per_domain)} != the run's {sorted(spec.eval_domains)}")
-    for name, scores in per_domain.items():
-        if not math.isfinite(scores["loss"]) or scores["tokens"] <= 0:
-            raise ValueError(f"eval domain {name!r}: bad score {scores}")
+    check_scores(per_domain)
     record = {
         "kind": "synthscale.run_result",
         "version": 1,
@@ -113,9 +118,8 @@ def build_result(
 
 def add_domain_scores(record: dict, spec: RunSpec, per_domain: dict[str, dict]) -> dict:
     """`record` with newly evaluated domains added (eval, eval_domains, loss); the rest kept."""
+    check_scores(per_domain)
     for name, scores in per_domain.items():
-        if not math.isfinite(scores["loss"]) or scores["tokens"] <= 0:
-            raise ValueError(f"eval domain {name!r}: bad score {scores}")
         record["eval"][name] = {"loss": float(scores["loss"]), "tokens": int(scores["tokens"]),
                                 "prefix": spec.eval_domains[name]}
     record["eval_domains"] = sorted(record["eval"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from data_prep.blend_spec import BlendSpec
@@ -177,7 +177,7 @@ class RunSpec:
         return blend
 
     def with_eval_domains(self, domains: dict[str, str]) -> "RunSpec":
-        return RunSpec(**{**self.__dict__, "eval_domains": dict(domains)})
+        return replace(self, eval_domains=dict(domains))
 
     def to_dict(self) -> dict:
         return {
