@@ -2,41 +2,29 @@
 
 Weights are token fractions (the paper's "33% synthetic" is a third of training tokens).
 Each source's accounting (tokens requested, available, epochs) is computed from its
-manifest, and a source that would be read more than `max_epochs` times is refused.
+manifest (a sharded source's: its shards' together), and a source that would be read more
+than `max_epochs` times is refused. Sources are resolved by `data_prep.sources`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-from data_prep.blend_spec import NATURAL_FAMILY, WEIGHT_TOLERANCE, BlendSource, BlendSpec
-from data_prep.tokenize import MANIFEST_KIND, output_paths
+from data_prep.blend_spec import NATURAL_FAMILY, WEIGHT_TOLERANCE, BlendSource, BlendSpec, Shard, shards_sha256
+from data_prep.sources import (  # noqa: F401  (open_tokenized, TokenizedDataset: re-exported)
+    DataSource,
+    TokenizedDataset,
+    as_source,
+    check_same_tokenizer,
+    open_source,
+    open_tokenized,
+)
 from synthscale.files import sha256_file
 from synthscale.provenance import provenance
 
 # The paper's grid of synthetic shares, in percent of training tokens.
 PAPER_RATIOS_PCT = (0, 0.5, 1, 2, 5, 10, 15, 20, 33, 50, 67, 100)
-
-
-@dataclass(frozen=True)
-class TokenizedDataset:
-    """A PREFIX with a complete manifest."""
-
-    name: str
-    prefix: str
-    manifest_path: str
-    manifest: dict
-
-    @property
-    def tokens(self) -> int:
-        return int(self.manifest["tokens"])
-
-    def origin(self, key: str) -> list[str]:
-        """Distinct values of the documents' `recipe` or `generator` field (see `data_prep tokenize`)."""
-        return sorted((self.manifest.get("origin") or {}).get(key) or {})
 
 
 @dataclass(frozen=True)
@@ -49,7 +37,7 @@ class SourceIdentity:
 
 
 def source_identity(
-    dataset: TokenizedDataset,
+    dataset: TokenizedDataset | DataSource,
     synthetic: set[str] | frozenset[str] = frozenset(),
     natural: set[str] | frozenset[str] = frozenset(),
     families: dict[str, str] | None = None,
@@ -58,8 +46,8 @@ def source_identity(
     """Role, family and generator of a source: from its manifest, unless the user sets them.
 
     A dataset whose documents name a generator (what `generation run` writes) is synthetic,
-    its family the documents' recipe; `--synthetic` / `--natural` override the role,
-    `--family` / `--generator` the rest.
+    its family the documents' recipe (a sharded source: its shards' origins together);
+    `--synthetic` / `--natural` override the role, `--family` / `--generator` the rest.
     """
     name = dataset.name
     made_by = dataset.origin("generator")
@@ -110,33 +98,9 @@ def parse_weights(values: list[str] | tuple[str, ...]) -> dict[str, float]:
     return weights
 
 
-def open_tokenized(name: str, prefix: str | Path) -> TokenizedDataset:
-    """Check that PREFIX is a complete tokenized dataset and read its manifest."""
-    paths = output_paths(prefix)
-    manifest_path = paths["manifest"]
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"data {name!r}: no manifest at {str(manifest_path)!r} "
-            f"(run `data_prep tokenize ... --output {prefix}` first)"
-        )
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("kind") != MANIFEST_KIND:
-        raise ValueError(f"data {name!r}: {str(manifest_path)!r} is not a tokenized-dataset manifest")
-    for part in ("bin", "idx"):
-        if not paths[part].is_file():
-            raise FileNotFoundError(f"data {name!r}: {str(paths[part])!r} is missing")
-    itemsize = 2 if manifest["dtype"] == "uint16" else 4
-    if paths["bin"].stat().st_size != manifest["tokens"] * itemsize:
-        raise ValueError(
-            f"data {name!r}: {str(paths['bin'])!r} does not hold the {manifest['tokens']:,} tokens "
-            "its manifest records (rewritten since?)"
-        )
-    return TokenizedDataset(name, str(Path(prefix).resolve()), str(manifest_path.resolve()), manifest)
-
-
 def make_blend(
     name: str,
-    datasets: list[TokenizedDataset],
+    datasets: list[TokenizedDataset | DataSource],
     weights: dict[str, float],
     tokens: int,
     seq_length: int,
@@ -149,8 +113,10 @@ def make_blend(
 ) -> BlendSpec:
     """Validate weights against the datasets, account tokens per source, build the spec.
 
-    Each source's role, family and generator come from `source_identity`.
+    Each source's role, family and generator come from `source_identity`. A sharded source is
+    accounted as a whole; its shards are listed in the spec.
     """
+    datasets = [as_source(d) for d in datasets]
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise ValueError(f"--data: names must be unique, got {names}")
@@ -173,7 +139,7 @@ def make_blend(
         raise ValueError("--weights: at least one weight must be positive")
     if not normalize and abs(total - 1.0) > WEIGHT_TOLERANCE:
         raise ValueError(f"--weights: weights sum to {total:.6g}, not 1 (pass --normalize to rescale them)")
-    _check_same_tokenizer(datasets)
+    check_same_tokenizer(datasets)
     sources = []
     for dataset in datasets:
         weight = weights[dataset.name] / total
@@ -187,9 +153,7 @@ def make_blend(
         sources.append(
             BlendSource(
                 name=dataset.name,
-                prefix=dataset.prefix,
-                manifest=dataset.manifest_path,
-                manifest_sha256=sha256_file(dataset.manifest_path),
+                **_where(dataset),
                 **vars(source_identity(dataset, synthetic, natural, families, generators)),
                 weight=weight,
                 tokens_requested=requested,
@@ -197,7 +161,7 @@ def make_blend(
                 epochs=round(epochs, 9),
             )
         )
-    config = {"weights": weights, "tokens": tokens, "seq_length": seq_length,
+    config = {"data": {d.name: d.location for d in datasets}, "weights": weights, "tokens": tokens, "seq_length": seq_length,
               "max_epochs": max_epochs, "normalize": normalize, "synthetic": sorted(synthetic),
               "natural": sorted(natural), "families": families or {}, "generators": generators or {}}
     return BlendSpec(
@@ -211,15 +175,15 @@ def make_blend(
     )
 
 
-def _check_same_tokenizer(datasets: list[TokenizedDataset]) -> None:
-    first = datasets[0]
-    for other in datasets[1:]:
-        a, b = first.manifest["tokenizer"], other.manifest["tokenizer"]
-        if (a["sha256"], a["vocab_size"], a["eod_id"]) != (b["sha256"], b["vocab_size"], b["eod_id"]):
-            raise ValueError(
-                f"data {other.name!r} was tokenized with {b['spec']!r}, data {first.name!r} with "
-                f"{a['spec']!r}: a blend needs one tokenizer"
-            )
+def _where(source: DataSource) -> dict:
+    """A source's location fields in the spec: its prefix and manifest, or its shards."""
+    if not source.sharded:
+        (dataset,) = source.shards
+        return {"prefix": dataset.prefix, "manifest": dataset.manifest_path,
+                "manifest_sha256": sha256_file(dataset.manifest_path), "shards": None}
+    shards = tuple(Shard(s.prefix, s.tokens, sha256_file(s.manifest_path)) for s in source.shards)
+    return {"prefix": source.location, "manifest": None,
+            "manifest_sha256": shards_sha256(s.manifest_sha256 for s in shards), "shards": shards}
 
 
 def _only(values: dict[str, str] | None, members: list[TokenizedDataset]) -> dict[str, str]:
@@ -232,8 +196,8 @@ def ratio_label(pct: float) -> str:
 
 
 def make_grid(
-    natural: TokenizedDataset,
-    synthetic: list[TokenizedDataset],
+    natural: TokenizedDataset | DataSource,
+    synthetic: list[TokenizedDataset | DataSource],
     tokens: int,
     seq_length: int,
     ratios_pct: tuple[float, ...] = PAPER_RATIOS_PCT,
@@ -242,6 +206,7 @@ def make_grid(
     generators: dict[str, str] | None = None,
 ) -> list[BlendSpec]:
     """One blend per synthetic share and synthetic source; the 0% blend once, named after natural."""
+    natural, synthetic = as_source(natural), [as_source(s) for s in synthetic]
     bad = [r for r in ratios_pct if not 0 <= r <= 100]
     if bad:
         raise ValueError(f"--ratios: percentages must lie in [0, 100], got {bad}")

@@ -1,4 +1,4 @@
-"""The `data_prep` command: tokenize, blend, grid, blend-check."""
+"""The `data_prep` command: tokenize, merge, blend, grid, blend-check."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def main():
       data_prep blend --data cc=data/cc --data hq=data/hq --synthetic hq \\
           --weights cc=0.67,hq=0.33 --tokens 5B --seq-length 4096 --output blends/hq-33.yaml
       data_prep blend-check blends/hq-33.yaml
+
+    \b
+    A source can be many shards (one tokenize per shard, on as many machines as you like):
+      data_prep blend --data cc='data/cc/shard-*' --data hq=data/hq ...   # a glob, or a file listing prefixes
+      data_prep merge 'data/cc/shard-*' --output data/cc                   # or merge them into one dataset
     """
 
 
@@ -88,14 +93,20 @@ def identity_options(func):
     return func
 
 
-def _datasets(data: tuple[str, ...]):
-    from data_prep.blend import open_tokenized, parse_named
+def _datasets(data: tuple[str, ...], option: str = "--data"):
+    from data_prep.blend import parse_named
+    from data_prep.sources import open_source
 
-    return [open_tokenized(*parse_named(item, "--data")) for item in data]
+    return [open_source(*parse_named(item, option)) for item in data]
+
+
+WHERE_HELP = ("PREFIX is a tokenized dataset, a glob over prefixes ('data/cc/shard-*') or a file listing "
+              "prefixes, one a line: the shards make one source")
 
 
 @main.command()
-@click.option("--data", "data", multiple=True, required=True, metavar="NAME=PREFIX", help="A tokenized dataset (repeat).")
+@click.option("--data", "data", multiple=True, required=True, metavar="NAME=PREFIX",
+              help=f"A source (repeat). {WHERE_HELP}.")
 @click.option("--weights", multiple=True, required=True, metavar="NAME=W[,NAME=W...]", help="Token fractions, summing to 1.")
 @click.option("--synthetic", multiple=True, metavar="NAME", help="Mark a source as synthetic (repeat) [default: sources whose documents name a generator].")
 @click.option("--natural", multiple=True, metavar="NAME", help="Mark a source as natural text (repeat).")
@@ -115,6 +126,11 @@ def blend(data, weights, synthetic, natural, tokens, seq_length, output, name, m
     Example (a third of 200M training tokens from hq):
       data_prep blend --data cc=data/cc --data hq=data/hq --synthetic hq \\
           --weights cc=0.67,hq=0.33 --tokens 200M --seq-length 4096 --output hq-33.yaml
+
+    \b
+    A sharded source (its weight split across its shards by their tokens, accounted as a whole):
+      data_prep blend --data cc='data/cc/shard-*' --data hq=hq-shards.txt \\
+          --weights cc=0.67,hq=0.33 --tokens 200M --seq-length 4096 --output hq-33.yaml
     """
     from data_prep.blend import make_blend, parse_weights
 
@@ -129,13 +145,16 @@ def _echo_accounting(spec, output) -> None:
     click.echo(f"{output}: {spec.name}, {spec.tokens:,} tokens, synthetic {spec.synthetic_fraction:.1%}")
     for s in spec.sources:
         what = s.role if not s.synthetic else f"{s.family} by {s.generator or 'an unknown generator'}"
+        if s.shards is not None:
+            what += f", {len(s.shards):,} shards"
         click.echo(f"  {s.name:<16} weight {s.weight:.4f}  {s.tokens_requested:>15,} of "
                    f"{s.tokens_available:>15,} tokens  ({s.epochs:.3f} epochs)  {what}")
 
 
 @main.command()
-@click.option("--natural", required=True, metavar="NAME=PREFIX", help="The natural corpus.")
-@click.option("--synthetic", "synthetic", multiple=True, required=True, metavar="NAME=PREFIX", help="A synthetic corpus (repeat for several).")
+@click.option("--natural", required=True, metavar="NAME=PREFIX", help=f"The natural corpus. {WHERE_HELP}.")
+@click.option("--synthetic", "synthetic", multiple=True, required=True, metavar="NAME=PREFIX",
+              help="A synthetic corpus (repeat for several); PREFIX as for --natural.")
 @click.option("--tokens", required=True, callback=_count, help="Training tokens D: 5e9, 5B, 200M.")
 @click.option("--seq-length", required=True, type=click.IntRange(min=1))
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the blend files.")
@@ -159,8 +178,8 @@ def grid(natural, synthetic, tokens, seq_length, output_dir, ratios, max_epochs,
             ratio_list = tuple(float(r) for r in ratios.split(",") if r.strip())
         except ValueError:
             raise ValueError(f"--ratios: expected comma-separated percentages, got {ratios!r}") from None
-    natural_ds, = _datasets((natural,))
-    synthetic_ds = _datasets(synthetic)
+    natural_ds, = _datasets((natural,), "--natural")
+    synthetic_ds = _datasets(synthetic, "--synthetic")
     families, generators = _named_values(families, "--family"), _named_values(generators, "--generator")
     known = {d.name for d in synthetic_ds}
     for option, given in (("--family", families), ("--generator", generators)):
@@ -172,6 +191,30 @@ def grid(natural, synthetic, tokens, seq_length, output_dir, ratios, max_epochs,
         spec.save(path)
         what = f", {spec.family} by {spec.generator or 'an unknown generator'}" if spec.family else ""
         click.echo(f"{path}: synthetic {spec.synthetic_fraction:.1%}{what}")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", "output", required=True, help="Output PREFIX: writes PREFIX.bin/.idx/.manifest.json.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@friendly_errors
+def merge(inputs, output, no_progress):
+    """Merge tokenized INPUTS (prefixes, globs over prefixes, or files listing prefixes) into one.
+
+    The data goes through megatron-core's IndexedDatasetBuilder.add_index, in the order given
+    (a glob's matches in natural order): the result reads back as the concatenation of its
+    parts. The manifest lists every part with its sha256s, their inputs, summed counts and
+    origins. All parts must share one tokenizer. Written atomically, the manifest last.
+
+    \b
+    Example:
+      data_prep merge 'data/cc/shard-*' --output data/cc
+    """
+    from data_prep.merge import merge as run_merge
+
+    manifest = run_merge(list(inputs), output, show_progress=not no_progress)
+    click.echo(f"merged {len(manifest['merged_from']):,} datasets: {manifest['documents']:,} documents, "
+               f"{manifest['tokens']:,} tokens ({manifest['dtype']}) to {output}.bin/.idx")
 
 
 @main.command("blend-check")
@@ -201,7 +244,8 @@ def blend_check(blend_file, samples, tolerance, as_json):
         click.echo(f"{report['blend']}: {report['samples']:,} samples of {report['seq_length']} tokens")
         click.echo(f"  {'source':<16} {'requested':>10} {'realised':>10} {'error':>8}")
         for row in report["sources"]:
-            click.echo(f"  {row['name']:<16} {row['requested_share']:>10.4f} "
+            name = row["name"] if row.get("shards") is None else f"{row['name']} ({row['shards']:,} shards)"
+            click.echo(f"  {name:<16} {row['requested_share']:>10.4f} "
                        f"{row['realised_share']:>10.4f} {row['abs_error']:>8.4f}")
         click.echo("OK" if report["ok"] else f"FAILED: an error exceeds {tolerance}")
     if not report["ok"]:
