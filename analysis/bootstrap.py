@@ -85,12 +85,26 @@ def resample_indices(unit: FitUnit, n_resamples: int, seed: int) -> np.ndarray:
 
 
 def warm_starts(fit: FitResult, k: int) -> np.ndarray:
-    """The best fit and up to k-1 other grid minima, each >= WARM_START_SPACING from the kept."""
+    """The best fit and up to k-1 other grid minima, each >= WARM_START_SPACING from the kept.
+
+    For the rectified law, optima differing only in a D_l that is zero (rectified.py) are one
+    curve: their log D_l is compared from the zero threshold up.
+    """
+    def key(theta: np.ndarray) -> np.ndarray:
+        if not fit.law.pre_learned:
+            return theta
+        from analysis.rectified import zero_threshold
+
+        i = fit.law.param_names.index("l")
+        out = theta.copy()
+        out[i] = max(out[i], np.log(zero_threshold(fit.law, theta, float(fit.unit.D.min()))))
+        return out
+
     kept = [fit.theta]
     for theta in fit.warm_starts:
         if len(kept) == k:
             break
-        if all(np.max(np.abs(theta - other)) > WARM_START_SPACING for other in kept):
+        if all(np.max(np.abs(key(theta) - key(other))) > WARM_START_SPACING for other in kept):
             kept.append(theta)
     return np.array(kept)
 

@@ -53,6 +53,15 @@ def fit_options(func):
                      help="Starting grid: full (Hoffmann et al., 4,500 joint starts) or coarse (243, a quick look)."),
         click.option("--skip-unfittable", is_flag=True,
                      help="List fits lacking points and go on, instead of stopping with an error."),
+        click.option("--plateau-tol", "plateau_tol_abs", type=float, default=0.01, show_default=True,
+                     help="Rectified law: the plateau D_p is where doubling D lowers the predicted loss by less "
+                          "than this many nats (from then on)."),
+        click.option("--plateau-tol-rel", "plateau_tol_rel", type=float, default=0.05, show_default=True,
+                     help="Rectified law: a second D_p, where doubling D lowers the predicted loss by less than this "
+                          "share of the remaining reducible loss L(D) - E."),
+        click.option("--plateau-max-multiple", type=float, default=10.0, show_default=True,
+                     help="Rectified law: a D_p beyond this multiple of the largest budget is reported as not "
+                          "identified."),
         click.option("--pool-conditions", is_flag=True,
                      help="Fit runs of different conditions (backend, recipe_hash) together; by default each "
                           "condition is analysed on its own."),
@@ -109,8 +118,10 @@ def main() -> None:
 
 @main.command()
 @click.argument("results", type=click.Path(dir_okay=False))
-@click.option("--law", "laws", type=click.Choice(["data", "model", "joint"]), multiple=True, default=("joint",),
-              show_default=True, help="Law(s) to fit: data L(D) at each N, model L(N) at each D, joint L(N, D).")
+@click.option("--law", "laws", type=click.Choice(["data", "rectified", "model", "joint"]), multiple=True,
+              default=("joint",), show_default=True,
+              help="Law(s) to fit: data L(D) at each N, rectified L(D) = B / (D_l + D^beta) + E at each N (with "
+                   "its plateau D_p), model L(N) at each D, joint L(N, D).")
 @click.option("--holdout/--no-holdout", default=True, show_default=True,
               help="Refit without the largest D (data, joint) or N (model) and report the error on those runs.")
 @click.option("--predict-N", "predict_n", multiple=True, help="Extrapolate to this size (e.g. 400B); repeatable.")
@@ -118,16 +129,20 @@ def main() -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write every number to this JSON file.")
 @fit_options
 def fit(results, laws, holdout, predict_n, predict_d, json_out, target, bootstrap, seed, confidence, workers,
-        shared_exponents, grid, skip_unfittable, pool_conditions):
+        shared_exponents, grid, skip_unfittable, plateau_tol_abs, plateau_tol_rel, plateau_max_multiple,
+        pool_conditions):
     """Fit scaling laws to a results table and print the parameters with intervals.
 
     Example: analysis fit results.csv --law data --law joint --bootstrap 200 --predict-D 8T
+
+    Rectified law and plateau: analysis fit curves.csv --law rectified --plateau-tol 0.01 --workers 0
     """
     from analysis.report import fits_document, fmt, interval_text
 
     config = _config(grid, laws=tuple(laws), bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
                      shared_exponents=shared_exponents, skip_unfittable=skip_unfittable, target=target,
-                     holdout=holdout, holdout_joint=holdout and "joint" in laws,
+                     holdout=holdout, holdout_joint=holdout and "joint" in laws, plateau_tol_abs=plateau_tol_abs,
+                     plateau_tol_rel=plateau_tol_rel, plateau_max_multiple=plateau_max_multiple,
                      extrapolate_N=_counts(predict_n, "--predict-N"), extrapolate_D=_counts(predict_d, "--predict-D"))
     table = _load(results, target)
     aset = _run(table, config, pool_conditions)
@@ -149,6 +164,27 @@ def fit(results, laws, holdout, predict_n, predict_d, json_out, target, bootstra
                     values = "  ".join(f"{k}={fmt(v)} {interval_text(intervals.get(k))}"
                                        for k, v in fitted.fit.params(mixture).items())
                     click.echo(f"  {mixture + ': ' if fitted.unit.shared else ''}{values}")
+                pre = fitted.to_dict(confidence).get("pre_learned")
+                if pre and pre["reduces_to_data_law"]:
+                    click.echo("  D_l = 0: the rectified law reduces to the data law B / D^beta + E on these runs")
+        for c in analysis.law_comparison:
+            r, d = c["rectified"], c["data"]
+            cells = [f"{k} {fmt(r.get(key), 3)} vs {fmt(d.get(key), 3)}" for k, key in
+                     (("Huber", "huber_objective"), ("RMSD log loss", "rmsd_log_loss"), ("holdout RMAE", "holdout_rmae"))]
+            click.echo(f"rectified vs data law, {c['mixture']} N={format_count(c['N'])}: " + ", ".join(cells))
+        for p in analysis.plateaus:
+            where = f" [{p['condition']}]" if p.get("condition") else ""
+            what = (f"{format_count(p['D_p'])} {interval_text(p.get('interval'), format_count)}" if p["identified"]
+                    else f"not identified: {p['reason']}")
+            click.echo(f"plateau ({p['criterion']}, tol {p['tolerance']:g}) {p['mixture']}{where} "
+                       f"N={format_count(p['N'])}: D_p {what}")
+        for t in analysis.plateau_trends:
+            if t["identified"]:
+                click.echo(f"D_p vs N ({t['criterion']}) {t['mixture']}: log D_p = {t['intercept']:.4g} + "
+                           f"{t['slope']:.4g} log N {interval_text(t['slope_interval'])} over {len(t['sizes'])} sizes: "
+                           f"{t['direction']}")
+            else:
+                click.echo(f"D_p vs N ({t['criterion']}) {t['mixture']}: not fitted: {t['reason']}")
     for law, summary in document["holdout"].items():
         rmae = summary["summary"]["rmae"]
         click.echo(f"holdout {law}: RMAE {fmt(rmae * 100 if rmae is not None else None, 3)} % on "
@@ -168,8 +204,10 @@ def fit(results, laws, holdout, predict_n, predict_d, json_out, target, bootstra
 @main.command()
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the report.")
-@click.option("--law", "laws", type=click.Choice(["data", "model", "joint"]), multiple=True,
-              default=("data", "model", "joint"), show_default=True, help="Laws to fit.")
+@click.option("--law", "laws", type=click.Choice(["data", "rectified", "model", "joint"]), multiple=True,
+              default=("data", "model", "joint"), show_default=True,
+              help="Laws to fit (rectified: B / (D_l + D^beta) + E at each N, its comparison with the data law and "
+                   "the plateau D_p).")
 @click.option("--baseline", help="Baseline mixture (default: the one with synthetic_fraction 0).")
 @click.option("--speedup-law", type=click.Choice(["data", "joint"]), default="data", show_default=True,
               help="Speed-ups from the per-N data-law fits (the paper) or the joint fits.")
@@ -186,7 +224,7 @@ def fit(results, laws, holdout, predict_n, predict_d, json_out, target, bootstra
                    f"{DOMAIN_BOOTSTRAP}].")
 @click.option("--domain-grid", type=click.Choice(["full", "coarse"]), default="coarse", show_default=True,
               help="Starting grid of the per-domain fits.")
-@click.option("--domain-law", "domain_laws", type=click.Choice(["data", "model", "joint"]), multiple=True,
+@click.option("--domain-law", "domain_laws", type=click.Choice(["data", "rectified", "model", "joint"]), multiple=True,
               help="Laws fitted per domain [default: joint (E and best ratio per domain) when --law has it, "
                    "else the --law laws].")
 @click.option("--label", default=None, help='Label of the report and summary, e.g. "tiny-scale demonstration".')
@@ -198,7 +236,8 @@ def report(results, output, laws, baseline, speedup_law, extrapolate_n, extrapol
            unigram_train, unigram_test, smoothing, domains, domain_bootstrap, domain_grid, domain_laws, label, corpora,
            target,
            bootstrap,
-           seed, confidence, workers, shared_exponents, grid, skip_unfittable, pool_conditions):
+           seed, confidence, workers, shared_exponents, grid, skip_unfittable, plateau_tol_abs, plateau_tol_rel,
+           plateau_max_multiple, pool_conditions):
     """Write report.html (self-contained), report.md with figures/, and fits.json to OUTPUT.
 
     Example: analysis report results.csv --output report/ --extrapolate-D 8T --workers 0
@@ -216,6 +255,8 @@ def report(results, output, laws, baseline, speedup_law, extrapolate_n, extrapol
     config = _config(grid, laws=tuple(laws), bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
                      shared_exponents=shared_exponents, skip_unfittable=skip_unfittable, target=target,
                      baseline=baseline, speedup_law=speedup_law, holdout_joint=holdout_joint,
+                     plateau_tol_abs=plateau_tol_abs, plateau_tol_rel=plateau_tol_rel,
+                     plateau_max_multiple=plateau_max_multiple,
                      extrapolate_N=_counts(extrapolate_n, "--extrapolate-N"),
                      extrapolate_D=_counts(extrapolate_d, "--extrapolate-D"))
     table = _load(results, target)

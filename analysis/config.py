@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from analysis.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from analysis.fit import FitSettings
 from analysis.laws import LAWS
+from analysis.plateau import MAX_MULTIPLE, TOL_ABS, TOL_REL
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class AnalysisConfig:
     holdout_joint: bool = False  # also hold out the largest D from the joint fits (slow: full grid)
     skip_unfittable: bool = False  # list fits lacking points instead of stopping
     target: str = "loss"
+    plateau_tol_abs: float = TOL_ABS  # D_p: doubling D lowers the predicted loss by less than this (nats)
+    plateau_tol_rel: float = TOL_REL  # ... or by less than this share of the remaining reducible loss
+    plateau_max_multiple: float = MAX_MULTIPLE  # D_p beyond this x the largest budget: not identified
     fit: FitSettings = field(default_factory=FitSettings)
 
     def __post_init__(self) -> None:
@@ -35,7 +39,7 @@ class AnalysisConfig:
             raise ValueError("laws: name at least one of data, model, joint")
         for law in self.laws:
             if law not in LAWS:
-                raise ValueError(f"laws: expected data, model or joint, got {law!r}")
+                raise ValueError(f"laws: expected data, rectified, model or joint, got {law!r}")
         if len(set(self.laws)) != len(self.laws):
             raise ValueError(f"laws: repeated law in {self.laws!r}")
         if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
@@ -52,6 +56,13 @@ class AnalysisConfig:
             for value in getattr(self, name):
                 if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                     raise ValueError(f"{name}: values must be positive numbers, got {value!r}")
+        for name in ("plateau_tol_abs", "plateau_tol_rel"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: must be a positive number, got {value!r}")
+        if not (isinstance(self.plateau_max_multiple, (int, float)) and math.isfinite(self.plateau_max_multiple)
+                and self.plateau_max_multiple >= 1):
+            raise ValueError(f"plateau_max_multiple: must be a number >= 1, got {self.plateau_max_multiple!r}")
         if not (self.target == "loss" or self.target.startswith("loss.")):
             raise ValueError(f"target: expected 'loss' or 'loss.<domain>', got {self.target!r}")
 

@@ -47,7 +47,8 @@ def _extrapolations(analysis: "Analysis") -> None:
     D_values = list(cfg.extrapolate_D) or _distinct("D", analysis)
     skipped = []
     for name, fitted in analysis.fits.items():
-        if name == "data" and not cfg.extrapolate_D or name == "model" and not cfg.extrapolate_N:
+        fixed = get_law(name).fixed
+        if fixed == "N" and not cfg.extrapolate_D or fixed == "D" and not cfg.extrapolate_N:
             continue
         for f in fitted:
             if f.fit.converged and not f.identified:

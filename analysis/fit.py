@@ -2,7 +2,7 @@
 
 The grid is the one of Hoffmann et al. as the issue states it: alpha, beta in {0, 0.5, ..., 2},
 e in {-1, -0.5, ..., 1}, a, b in {0, 5, ..., 25} (4,500 starts for the joint law, 150 for the
-data or model law). A fit is reported as converged when L-BFGS-B reported success at the best
+data or model law); the rectified law adds log D_l in {-10, 0, 5, 10, 20} (750 starts). A fit is reported as converged when L-BFGS-B reported success at the best
 loss found; otherwise the result carries the reason and no numbers. Converged is not identified:
 `problems` lists what makes the optimum a boundary solution (a parameter on a bound, E driven
 to zero; see identify.py), and the bootstrap adds its own checks in the pipeline.
@@ -26,6 +26,9 @@ from analysis.workers import map_tasks, one_blas_thread
 GRID = {
     "a": np.arange(0.0, 25.0 + 1e-9, 5.0),
     "b": np.arange(0.0, 25.0 + 1e-9, 5.0),
+    # log D_l of the rectified law (D_l in units of D^beta): -10 starts at the data law (D_l = 0),
+    # the rest at pre-learned sizes comparable with D^beta at budgets of 1e4 to 1e13 tokens.
+    "l": np.array([-10.0, 0.0, 5.0, 10.0, 20.0]),
     "e": np.arange(-1.0, 1.0 + 1e-9, 0.5),
     "alpha": np.arange(0.0, 2.0 + 1e-9, 0.5),
     "beta": np.arange(0.0, 2.0 + 1e-9, 0.5),
@@ -35,6 +38,7 @@ GRID = {
 COARSE_GRID = {
     "a": (0.0, 12.5, 25.0),
     "b": (0.0, 12.5, 25.0),
+    "l": (-10.0, 5.0, 15.0),
     "e": (-1.0, 0.0, 1.0),
     "alpha": (0.5, 1.0, 1.5),
     "beta": (0.5, 1.0, 1.5),

@@ -14,6 +14,12 @@ drives E to zero, and a flat loss puts an exponent or a scale on a bound. A conv
    (hi / lo <= MAX_INTERVAL_RATIO = 10, and lo > 0), and at least MIN_VALID_SHARE (half) of
    the resamples converged.
 
+The rectified law's D_l (rectified.py) is the exception to rules 1 and 3 at zero: D_l = 0 is
+the data law, a result, so D_l on (or near) its lower bound is no problem, nor is a bootstrap
+interval of D_l whose low end is zero (below DL_ZERO_SHARE x D_min^beta): it is read as
+one-sided, [0, hi]. D_l on its upper bound (the loss is flat) is a problem, as is a D_l interval
+without an upper end or, away from zero, spanning more than a decade.
+
 Speed-up, best ratio, irreducible loss and extrapolation use identified fits only; the others
 are reported as "not identified: <reason>". Reasons name the parameter and the rule, never its
 estimate.
@@ -38,7 +44,13 @@ RULES = (
     f"a bootstrap percentile interval of A, B, E, alpha or beta has hi/lo > {MAX_INTERVAL_RATIO:g} or lo <= 0; "
     f"fewer than {MIN_VALID_SHARE:.0%} of the bootstrap resamples converged"
 )
-_SCALE = {"a": "A", "b": "B", "e": "E"}
+RECTIFIED_RULES = (
+    "rectified law: D_l = 0 (below 1e-3 x D_min^beta, D_min the smallest budget of the fit) is the data law, "
+    "a result, not a problem: D_l on its lower bound is allowed and a D_l interval reaching 0 is read as [0, hi]; "
+    "D_l on its upper bound, a D_l interval without an upper end, or (away from 0) spanning more than a decade "
+    "leaves the fit not identified"
+)
+_SCALE = {"a": "A", "b": "B", "l": "D_l", "e": "E"}
 _COLUMN = {"alpha": "N", "beta": "D", "A": "N", "B": "D"}
 
 
@@ -97,8 +109,11 @@ def point_problems(law: Law, theta: np.ndarray, mixtures: tuple[str, ...], min_l
                                    f"{min_loss[mixture]:.4g}): the runs show no loss floor", "E → 0"))
                 continue
             for side, bound in zip(("lower", "upper"), LOG_SCALE_BOUNDS):
+                if name == "l" and side == "lower":
+                    continue  # D_l -> 0: the rectified law reduces to the data law, a result
                 if abs(value - bound) < BOUND_TOLERANCE:
-                    effect = f"{natural} → 0" if side == "lower" else f"{natural} runs away"
+                    effect = f"{natural} → 0" if side == "lower" else f"{natural} runs away" + (
+                        " (the loss is flat over these budgets)" if name == "l" else "")
                     out.append(Problem("bound", natural, who,
                                        f"{prefix}{natural} on the optimiser's {side} bound (log {natural} = {bound:g}): "
                                        f"{effect}", f"{natural} at a bound"))
@@ -115,8 +130,12 @@ def point_problems(law: Law, theta: np.ndarray, mixtures: tuple[str, ...], min_l
 
 
 def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_resamples: int, n_failed: int,
-                      shared: bool) -> list[Problem]:
-    """Rule 3: `intervals` is {mixture: {parameter: [lo, hi] or None}}."""
+                      shared: bool, zero_ok: dict[str, float] | None = None) -> list[Problem]:
+    """Rule 3: `intervals` is {mixture: {parameter: [lo, hi] or None}}.
+
+    `zero_ok` {parameter: threshold}: parameters for which 0 is a result (the rectified law's
+    D_l); an interval with lo <= threshold is one-sided, [0, hi], and passes when hi is finite.
+    """
     out: list[Problem] = []
     valid = n_resamples - n_failed
     if n_resamples and valid < MIN_VALID_SHARE * n_resamples:
@@ -134,6 +153,8 @@ def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_res
             if interval is None:
                 continue  # too few valid resamples: counted above
             lo, hi = interval
+            if zero_ok and name in zero_ok and lo <= zero_ok[name] and np.isfinite(hi):
+                continue  # consistent with 0 (the data law): reported as [0, hi]
             if lo <= 0:
                 out.append(Problem("interval", name, who,
                                    f"{prefix}the bootstrap interval of {name} reaches {'0' if lo == 0 else 'below 0'}",

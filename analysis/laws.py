@@ -1,4 +1,4 @@
-"""The three scaling laws, written the way they are fitted.
+"""The scaling laws, written the way they are fitted.
 
 As in Hoffmann et al. (2022) and the replication by Besiroglu et al. (2024), every law is
 parameterised in log space,
@@ -10,6 +10,10 @@ and fitted by minimising the Huber loss (delta 1e-3) between log L_hat and log L
 The data law (fixed N) keeps only the D term and e, the model law (fixed D) only the N term
 and e. `HuberObjective` evaluates that loss and its analytic gradient for all points at once
 (numpy), optionally for several mixtures ("groups") that share their exponents.
+
+The rectified data law of Lin et al. (2024), L(D) = B / (D_l + D^beta) + E, has a fourth
+parameter, the pre-learned data size D_l = exp(l) (in units of D^beta); its objective is
+analysis/rectified.py's `RectifiedObjective`, on the same Huber loss of log loss.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ class Law:
     formula: str
     uses_n: bool
     uses_d: bool
+    pre_learned: bool = False  # the rectified law: B / (D_l + D^beta), D_l = exp(l)
 
     @property
     def group_names(self) -> tuple[str, ...]:
-        """Log-space parameters owned by each mixture (a, b, e)."""
-        return (("a",) if self.uses_n else ()) + (("b",) if self.uses_d else ()) + ("e",)
+        """Log-space parameters owned by each mixture (a, b, l, e)."""
+        return ((("a",) if self.uses_n else ()) + (("b",) if self.uses_d else ())
+                + (("l",) if self.pre_learned else ()) + ("e",))
 
     @property
     def exponent_names(self) -> tuple[str, ...]:
@@ -50,12 +56,17 @@ class Law:
 
     @property
     def natural_names(self) -> tuple[str, ...]:
-        """Names of the reported parameters: A, B, E, alpha, beta (those the law has)."""
-        return tuple({"a": "A", "b": "B", "e": "E"}.get(n, n) for n in self.param_names)
+        """Names of the reported parameters: A, B, D_l, E, alpha, beta (those the law has)."""
+        return tuple(NATURAL_NAMES.get(n, n) for n in self.param_names)
 
     @property
     def n_free(self) -> int:
         return len(self.param_names)
+
+    @property
+    def min_distinct(self) -> int:
+        """Distinct values of the varying column a one-mixture fit needs (one per parameter along it)."""
+        return 4 if self.pre_learned else 3
 
     @property
     def varying(self) -> tuple[str, ...]:
@@ -70,8 +81,12 @@ class Law:
         return "N" if self.uses_d else "D"
 
 
+NATURAL_NAMES = {"a": "A", "b": "B", "l": "D_l", "e": "E"}
+LOG_SCALE_NAMES = tuple(NATURAL_NAMES)  # fitted as logs, reported as exp()
+
 LAWS: dict[str, Law] = {
     "data": Law("data", "L(D) = B / D^beta + E", uses_n=False, uses_d=True),
+    "rectified": Law("rectified", "L(D) = B / (D_l + D^beta) + E", uses_n=False, uses_d=True, pre_learned=True),
     "model": Law("model", "L(N) = A / N^alpha + E", uses_n=True, uses_d=False),
     "joint": Law("joint", "L(N, D) = A / N^alpha + B / D^beta + E", uses_n=True, uses_d=True),
 }
@@ -85,12 +100,12 @@ def get_law(name: str) -> Law:
 
 
 def natural_params(law: Law, theta: np.ndarray) -> dict[str, np.ndarray | float]:
-    """Log-space theta (..., p) -> {A, B, E, alpha, beta}; works on stacks of samples."""
+    """Log-space theta (..., p) -> {A, B, D_l, E, alpha, beta}; works on stacks of samples."""
     theta = np.asarray(theta, dtype=float)
     out: dict[str, np.ndarray | float] = {}
     for i, (name, natural) in enumerate(zip(law.param_names, law.natural_names)):
         col = theta[..., i]
-        out[natural] = np.exp(col) if name in ("a", "b", "e") else col
+        out[natural] = np.exp(col) if name in LOG_SCALE_NAMES else col
     if theta.ndim == 1:
         out = {k: float(v) for k, v in out.items()}
     return out
@@ -111,7 +126,11 @@ def predict_loss(law: Law, theta: np.ndarray, N=None, D=None) -> np.ndarray:
     if law.uses_d:
         if D is None:
             raise ValueError(f"{law.name} law needs D to predict")
-        total = total + np.exp(cols["b"] - cols["beta"] * np.log(np.asarray(D, dtype=float)))
+        log_x = cols["beta"] * np.log(np.asarray(D, dtype=float))
+        if law.pre_learned:  # B / (D_l + D^beta), in log space
+            total = total + np.exp(cols["b"] - np.logaddexp(cols["l"], log_x))
+        else:
+            total = total + np.exp(cols["b"] - log_x)
     return total
 
 
@@ -136,6 +155,8 @@ class HuberObjective:
         n_groups: int = 1,
         delta: float = HUBER_DELTA,
     ) -> None:
+        if law.pre_learned:
+            raise ValueError(f"{law.name} law: use analysis.rectified.RectifiedObjective")
         self.law = law
         self.log_n = np.ascontiguousarray(log_n, dtype=float)
         self.log_d = np.ascontiguousarray(log_d, dtype=float)

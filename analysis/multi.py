@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 
 from analysis.config import AnalysisConfig
 from analysis.grouping import split_conditions
-from analysis.identify import RULES
+from analysis.identify import RECTIFIED_RULES, RULES
+from analysis.plateau import plateau_rules
 from analysis.labels import slug
 from analysis.pipeline import Analysis, run_analysis
 from analysis.table import ResultsTable, TableError
@@ -62,7 +63,7 @@ class AnalysisSet:
         shared = {law: [f.to_dict(c) for a in self.analyses for f in a.shared.get(law, [])]
                   for law in laws if any(law in a.shared for a in self.analyses)}
         holdouts = {}
-        for law in ("data", "model", "joint"):
+        for law in ("data", "rectified", "model", "joint"):
             hs = [h for a in self.analyses for h in a.holdouts.get(law, [])]
             if any(law in a.holdouts for a in self.analyses):
                 holdouts[law] = {"summary": holdout_summary(hs), "units": [h.to_dict() for h in hs]}
@@ -76,6 +77,8 @@ class AnalysisSet:
             "settings": self.config.to_dict(),
             "domain_settings": self.domain_config.to_dict() if self.domain_config is not None else None,
             "identification_rules": RULES,
+            "rectified_rules": {"identification": RECTIFIED_RULES,
+                                "plateau": plateau_rules(self.config)} if "rectified" in laws else None,
             "conditions": self.conditions(),
             "pooled_conditions": self.pooled,
             "groups": self.flat("groups"),
@@ -89,6 +92,9 @@ class AnalysisSet:
             "speedup": self.flat("speedups"),
             "best_ratio": self.flat("best_ratios"),
             "irreducible_loss": self.flat("irreducible"),
+            "law_comparison": self.flat("law_comparison"),
+            "plateau": self.flat("plateaus"),
+            "plateau_trend": self.flat("plateau_trends"),
             "domains": {target: [a.to_json() for a in analyses] for target, analyses in self.domains.items()},
             "notes": self.all_notes(),
             "seconds": self.seconds,

@@ -18,6 +18,8 @@ from analysis.fit import FitResult, fit_units, shared_starts
 from analysis.grouping import group_rows, seed_spread
 from analysis.identify import Identification, interval_problems
 from analysis.laws import get_law
+from analysis.plateau import derive_plateaus
+from analysis.rectified import compare_laws, data_law_for_comparison, pre_learned, zero_threshold
 from analysis.table import ResultsTable, TableError, choose_baseline
 from analysis.units import FitUnit, UnfittableError, build_units
 from analysis.validation import Holdout, holdout_summary, holdout_validation
@@ -44,8 +46,11 @@ class Fitted:
         ident = Identification(self.fit.converged, list(self.fit.problems))
         if self.fit.converged and self.samples is not None:
             intervals = {m: self.samples.param_intervals(m, confidence) for m in self.unit.mixtures}
+            zero_ok = None
+            if self.unit.law.pre_learned:  # D_l = 0 is the data law, a result (rectified.py)
+                zero_ok = {"D_l": zero_threshold(self.unit.law, self.fit.theta, float(self.unit.D.min()))}
             ident.problems += interval_problems(intervals, self.samples.n_resamples, self.samples.n_failed,
-                                                self.unit.shared)
+                                                self.unit.shared, zero_ok)
             ident.bootstrap_checked = True
         self.identification = ident
         return ident
@@ -70,6 +75,8 @@ class Fitted:
         out = self.fit.to_dict()
         ident = self.identification or self.identify(confidence)
         out.update(ident.to_dict())
+        if self.unit.law.pre_learned and self.fit.converged:
+            out["pre_learned"] = pre_learned(self.fit)
         if self.samples is not None:
             out["bootstrap"] = self.samples.summary()
             intervals = {m: self.samples.param_intervals(m, confidence) for m in self.unit.mixtures}
@@ -97,6 +104,9 @@ class Analysis:
     speedups: list[dict] = field(default_factory=list)
     best_ratios: list[dict] = field(default_factory=list)
     irreducible: list[dict] = field(default_factory=list)
+    law_comparison: list[dict] = field(default_factory=list)  # rectified vs data law, per (mixture, N)
+    plateaus: list[dict] = field(default_factory=list)  # D_p per (mixture, N, criterion)
+    plateau_trends: list[dict] = field(default_factory=list)  # log D_p = a + b log N, per mixture and criterion
     groups: list[dict] = field(default_factory=list)
     seeds: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -131,6 +141,9 @@ class Analysis:
             "speedup": self.speedups,
             "best_ratio": self.best_ratios,
             "irreducible_loss": self.irreducible,
+            "law_comparison": self.law_comparison,
+            "plateau": self.plateaus,
+            "plateau_trend": self.plateau_trends,
             "groups": self.groups,
             "seed_spread": self.seeds,
             "notes": self.notes,
@@ -192,10 +205,15 @@ def _run_analysis(table: ResultsTable, config: AnalysisConfig, pool) -> Analysis
 
     tick = time.perf_counter()
     if config.holdout:
-        for name, column in (("data", "D"), ("model", "N"), ("joint", "D")):
+        for name, column in (("data", "D"), ("rectified", "D"), ("model", "N"), ("joint", "D")):
             if name in units and (name != "joint" or config.holdout_joint):
                 analysis.holdouts[name] = holdout_validation(units[name], column, config.fit, pool)
     analysis.seconds["holdout"] = time.perf_counter() - tick
+
+    if "rectified" in analysis.fits:
+        tick = time.perf_counter()
+        analysis.law_comparison = compare_laws(analysis, *data_law_for_comparison(analysis, pool))
+        analysis.seconds["law_comparison"] = time.perf_counter() - tick
 
     try:
         analysis.baseline, analysis.baseline_note = choose_baseline(table, config.baseline)
@@ -206,12 +224,16 @@ def _run_analysis(table: ResultsTable, config: AnalysisConfig, pool) -> Analysis
     analysis.groups = group_rows(table)
     analysis.seeds = seed_spread(table, analysis.baseline)
     derive_findings(analysis)
+    derive_plateaus(analysis)
     return analysis
 
 
 def _fit_shared(analysis: Analysis, pool) -> None:
     for name in analysis.config.laws:
         law = get_law(name)
+        if law.pre_learned:
+            analysis.notes.append(f"{name} law: no shared-exponent fit (its D_l and beta are per mixture)")
+            continue
         units, problems = build_units(analysis.table, law, shared=True)
         units = [u for u in units if u.shared]
         analysis.not_fitted += [f"shared exponents: {p}" for p in problems]

@@ -12,6 +12,7 @@ from analysis.laws import get_law
 from analysis.multi import AnalysisSet
 from analysis.plots import (best_ratio_figures, irreducible_figure, predicted_vs_observed_figure, scaling_figure,
                             speedup_figure)
+from analysis.rectified_report import rectified_sections
 from analysis.summary import domain_rows, family_name, summary_lines
 from analysis.textfmt import Section, fmt, interval_text, with_interval
 from analysis.validation import holdout_summary
@@ -283,6 +284,7 @@ def build_sections(aset: AnalysisSet, data: dict) -> list[Section]:
     sections = [Section("Summary", [line for line in summary_lines(aset)]),
                 input_section(aset, data), grouping_section(aset, data)]
     sections += law_sections(aset, data)
+    sections += rectified_sections(aset, data)
     if (s := holdout_section(aset)) is not None:
         sections.append(s)
     sections += findings_sections(aset, data)

@@ -3,6 +3,8 @@
 Each mixture follows L(N, D) = A / N^alpha + B / D^beta + E exactly, times log-normal noise
 of relative size `noise`. The table has the columns of docs/formats.md section 5; the
 labelling columns (family, generator, backend, recipe_hash, seed) are written when asked for.
+`simulate_curves` writes curves of the rectified law per (mixture, N) instead, with only the
+columns a table from elsewhere has (run_id, mixture, N, D, loss).
 """
 
 from __future__ import annotations
@@ -77,4 +79,30 @@ def simulate_table(
                     else:
                         row["loss"] = float(law.loss(N, D) * np.exp(rng.normal(0.0, noise)))
                     rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class RectifiedCurve:
+    """L(D) = B / (D_l + D^beta) + E (the rectified law of Lin et al., 2024) at one (mixture, N)."""
+
+    B: float
+    D_l: float
+    E: float
+    beta: float
+
+    def loss(self, D) -> np.ndarray:
+        return self.B / (self.D_l + np.asarray(D, dtype=float) ** self.beta) + self.E
+
+
+def simulate_curves(curves: dict[tuple[str, float], RectifiedCurve], D_values, noise: float = 0.005,
+                    seed: int = 0) -> pd.DataFrame:
+    """A table with the minimal columns (run_id, mixture, N, D, loss): one run per curve and budget,
+    as curves published elsewhere arrive; `curves` is {(mixture, N): curve}."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (mixture, N), curve in curves.items():
+        for D in D_values:
+            rows.append({"run_id": f"{mixture}-N{N:.3g}-D{D:.4g}", "mixture": mixture, "N": float(N), "D": float(D),
+                         "loss": float(curve.loss(D) * np.exp(rng.normal(0.0, noise)))})
     return pd.DataFrame(rows)

@@ -69,7 +69,10 @@ class FitUnit:
         return key
 
     def objective(self, delta: float = HUBER_DELTA) -> HuberObjective:
-        return HuberObjective(
+        cls = HuberObjective
+        if self.law.pre_learned:
+            from analysis.rectified import RectifiedObjective as cls
+        return cls(
             self.law,
             np.log(self.N),
             np.log(self.D),
@@ -112,9 +115,9 @@ def check_unit(unit: FitUnit) -> str | None:
         idx = unit.groups == g
         for column in law.varying:
             values = _distinct((unit.N if column == "N" else unit.D)[idx])
-            # Alone, a mixture needs 3 distinct values (scale, exponent, offset); with shared
-            # exponents 2 still pin its own scale.
-            need = 2 if unit.shared else 3
+            # Alone, a mixture needs 3 distinct values (scale, exponent, offset; 4 with the
+            # rectified law's D_l); with shared exponents 2 still pin its own scale.
+            need = 2 if unit.shared else law.min_distinct
             if len(values) < need:
                 shown = ", ".join(format_count(v) for v in values) or "none"
                 problems.append(
