@@ -27,6 +27,16 @@ Modules, in the order a run uses them:
   tiny.py            a tiny random Llama with a chat template, for tests and smoke runs
   gguf_convert.py    `generation convert-gguf`: a Llama GGUF file -> a Hugging Face folder
 
+SynthLLM (Qin et al. 2025; docs/synthllm.md), on the same run loop:
+  prompt_sets/synthllm.yaml  the recipes synthllm-concepts, -l1, -l2, -l3 (this project's prompts)
+  concepts.py            parsing an extraction output into a normalised concept list
+  concept_graph.py       `generation concept-graph`: the streaming reduce to Parquet nodes/edges
+  concept_graph_reader.py  a built graph as arrays (adjacency, documents, texts by offset)
+  concept_sampling.py    level-3 weighted random walks, level-2 subsets: seeded by (graph, seed, index)
+  concept_sources.py     those samples as the sources of `generation run` (levels 2 and 3)
+  diversity.py           distinct concepts, pairs, spanning share, distinct-n; comparing levels
+  cli_synthllm.py        `generation concepts`, `concept-graph`, `diversity`
+
 This package talks to the other stages only through files; it imports only the shared core.
 """
 

@@ -61,8 +61,9 @@ def _parse_engine_args(values: tuple[str, ...]) -> dict:
 
 @main.command("run", epilog=EPILOG)
 @click.option("--recipe", required=True, help="hq, qa, textbook, or a recipe of a --prompts file.")
-@click.option("--input", "inputs", multiple=True, required=True,
-              help="JSONL files or globs (plain, .gz, .zst); repeatable. Each line: {\"text\": ..., \"id\": ...}.")
+@click.option("--input", "inputs", multiple=True,
+              help="JSONL files or globs (plain, .gz, .zst); repeatable. Each line: {\"text\": ..., \"id\": ...}. "
+                   "Required, except for recipes that sample a --graph.")
 @click.option("--model", required=True, help="vllm: model path or name. openai: the served model name.")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Output directory DIR.")
 @click.option("--backend", type=click.Choice(["vllm", "openai"]), default="vllm", show_default=True)
@@ -105,18 +106,34 @@ def _parse_engine_args(values: tuple[str, ...]) -> dict:
 @click.option("--commit-every", type=int, default=1000, show_default=True, help="Commit after this many completed keys...")
 @click.option("--commit-seconds", type=float, default=30.0, show_default=True, help="...or this many seconds.")
 @click.option("--docs-per-file", type=int, default=100_000, show_default=True, help="Documents per output JSONL file.")
+@click.option("--graph", default=None, type=click.Path(file_okay=False),
+              help="SynthLLM levels 2 and 3 (synthllm-l2, synthllm-l3): the `generation concept-graph` output "
+                   "to sample, instead of --input. See docs/synthllm.md.")
+@click.option("--combinations", type=int, default=None,
+              help="Level 3: concept combinations of the whole job (all shards), each one record.")
+@click.option("--subsets-per-document", type=int, default=1, show_default=True,
+              help="Level 2: concept subsets per document, each one record.")
+@click.option("--combination-size", default="2-4", show_default=True,
+              help="Levels 2 and 3: concepts per combination, K or KMIN-KMAX.")
+@click.option("--reference-chars", type=int, default=1500, show_default=True,
+              help="Levels 2 and 3: each reference document is cut to this many characters.")
 @click.option("--retry-failed", is_flag=True, help="Retry requests that failed for transient reasons in an earlier run.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON at the end.")
 def run_command(**kw) -> None:
     """Generate (or resume) synthetic documents: killed at any moment and rerun with the same
     command, it neither loses nor duplicates a document."""
+    from generation.concept_sampling import parse_sizes
     from generation.inputs import parse_shard
 
     try:
         shard = parse_shard(kw["shard"])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
+    try:
+        sizes = parse_sizes(kw.get("combination_size") or "2-4")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--combination-size") from None
     filters = {
         "min_tokens": kw["min_tokens"],
         "max_target_factor": kw["max_target_factor"],
@@ -142,10 +159,14 @@ def run_command(**kw) -> None:
         concurrency=kw["concurrency"], timeout=kw["timeout"], retries=kw["retries"], backoff=kw["backoff"],
         max_inflight=kw["max_inflight"], commit_every=kw["commit_every"], commit_seconds=kw["commit_seconds"],
         docs_per_file=kw["docs_per_file"], retry_failed=kw["retry_failed"], progress=kw["progress"],
+        graph=kw.get("graph"), combinations=kw.get("combinations"),
+        subsets_per_document=kw.get("subsets_per_document") or 1, combination_size=sizes,
+        reference_chars=kw.get("reference_chars") or 1500,
     )
     try:
         manifest = run(config)
     except (ConfigMismatchError, PromptSetError, RunLockedError, FileNotFoundError, ValueError, ConnectionError) as exc:
+        # (ConceptGraphError is a ValueError)
         click.echo(f"generation run: error: {exc}", err=True)
         sys.exit(2)
     if kw["as_json"]:
@@ -260,6 +281,14 @@ def recipes_command(prompt_sets: tuple[str, ...], show: str | None) -> None:
         click.echo(f"generation recipes: {exc}", err=True)
         sys.exit(2)
 
+
+from generation.cli_synthllm import register  # noqa: E402  (SynthLLM: concepts, concept-graph, diversity)
+
+register(main, run_command)
+
+from generation.cluster import submit_command  # noqa: E402  (`generation submit`: a Slurm job array)
+
+main.add_command(submit_command)
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,8 @@ class SourceDoc:
     text: str | None  # None when the record is bad (see error)
     error: str | None = None  # invalid_utf8, malformed_json, missing_text, text_not_string, empty_text, duplicate_id
     detail: str = ""
+    values: dict | None = None  # prompt placeholders, for sources that are not split into chunks (concept graph)
+    extra: dict | None = None  # fields copied into the output record (concept ids, source documents, ...)
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:

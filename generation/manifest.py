@@ -117,6 +117,8 @@ def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict,
         "failures": {"total": int(sum(failures.values())), "by_reason": dict(sorted(failures.items())),
                      "by_step": {k: dict(sorted(v.items())) for k, v in sorted(failed_by_step.items())}},
         "fidelity": summarise(totals_from_counters(counters)),
+        "graph_sampling": settings.graph_sampling,
+        "diversity": _diversity(output, files) if recipe.diversity else None,
         "throughput": {
             "elapsed_s": round(total_elapsed, 3),
             "documents_per_s": round(documents / total_elapsed, 4) if total_elapsed > 0 else None,
@@ -133,6 +135,23 @@ def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict,
         "provenance": provenance(config=jsonable_config(settings.config), inputs=None),
         "synthscale_version": __version__,
     }
+
+
+def _diversity(output: Path, files: list[dict]) -> dict:
+    """SynthLLM's diversity figures, measured on this worker's documents (generation/diversity.py)."""
+    from generation.diversity import measure
+
+    return measure([output / f["path"] for f in files])
+
+
+def _diversity_lines(diversity: dict | None) -> list[str]:
+    if not diversity:
+        return []
+    d = diversity
+    return [f"  diversity         : {d['distinct_concepts']} concepts, {d['distinct_concept_pairs']} concept pairs, "
+            f"{d['combinations_spanning_documents']} of combinations span documents, "
+            f"{d['multi_document_share']} cite 2+ documents, distinct-2 {d['distinct_n'].get('2')} "
+            f"(on {d['distinct_n']['tokens']:,} tokens)"]
 
 
 def _fidelity_line(fidelity: dict | None) -> str:
@@ -161,6 +180,7 @@ def print_summary(manifest: dict, path: Path, file=sys.stderr) -> None:
         f"  filtered          : {counts['filtered']:,} {manifest['filters']['dropped'] or ''}",
         f"  failed            : {counts['failed']:,} {manifest['failures']['by_reason'] or ''}",
         _fidelity_line(manifest.get("fidelity")),
+        *_diversity_lines(manifest.get("diversity")),
         f"  this run          : {now['documents']:,} docs, {now['generated_tokens']:,} generated tokens in "
         f"{now['elapsed_s']:.1f} s ({now['documents_per_s'] or 0:.2f} docs/s, {now['generated_tokens_per_s'] or 0:,.0f} tok/s)",
         f"  manifest          : {path}",

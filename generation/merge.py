@@ -57,6 +57,13 @@ def find_manifests(sources: list[str]) -> list[tuple[Path, dict]]:
     return found
 
 
+def _diversity(out_dir: Path, files: list[dict]) -> dict:
+    """Diversity over every shard's documents together (distinct counts do not add up)."""
+    from generation.diversity import measure
+
+    return measure([out_dir / f["path"] for f in sorted(files, key=lambda f: f["path"])])
+
+
 def merge(sources: list[str], output: str | None = None, link: bool = True, check_ids: bool = True) -> dict:
     manifests = find_manifests(sources)
     if not manifests:
@@ -186,6 +193,8 @@ def merge(sources: list[str], output: str | None = None, link: bool = True, chec
                     "modified": dict(sorted(modified.items()))},
         "failures": {"total": int(sum(failures.values())), "by_reason": dict(sorted(failures.items()))},
         "fidelity": summarise(merge_totals([m.get("fidelity") for _, m in manifests])),
+        "graph_sampling": reference.get("graph_sampling"),
+        "diversity": _diversity(out_dir, out_files) if reference.get("diversity") is not None else None,
         "throughput": {
             "slowest_shard_elapsed_s": elapsed,
             "documents_per_s": round(total["documents"] / elapsed, 4) if elapsed else None,

@@ -27,7 +27,7 @@ from generation.fidelity import Tally
 from generation.filters import FilterResult, apply_filters
 from generation.inputs import SourceDoc, iter_documents
 from generation.manifest import build_manifest, print_summary
-from generation.prompts import Recipe, Step, build_messages
+from generation.prompts import Recipe, Step, build_messages, render
 from generation.run_config import RunConfig, RunSettings, check_run_file
 from generation.store import Replayed, ShardStore, manifest_name
 from generation.work_plan import INPUT_STEP, WorkItem, WorkPlanner, document_id, request_seed, work_key
@@ -58,6 +58,8 @@ class Run:
             return self._loop(replayed, fingerprint, inputs)
         finally:
             store.close()
+            if getattr(self, "graph", None) is not None:
+                self.graph.close()
             if self._own_backend and self.backend is not None:
                 self.backend.close()
 
@@ -91,8 +93,7 @@ class Run:
         self._start(replayed)
         already = dict(replayed.counters)
         input_counts: dict = {}
-        reader: Iterator[SourceDoc] = iter_documents(self.settings.paths, c.text_key, c.id_key, self.settings.shard,
-                                                     input_counts)
+        reader = self._sources(input_counts)
         reader_done = False
         sources_seen = 0
         self.t_start = time.monotonic()
@@ -168,6 +169,18 @@ class Run:
         if not c.quiet:
             print_summary(manifest, path, file=sys.stderr)
         return manifest
+
+    def _sources(self, input_counts: dict) -> Iterator[SourceDoc]:
+        """This shard's sources: input documents, or samples of a concept graph (SynthLLM levels 2, 3)."""
+        c = self.config
+        if self.recipe.sources == "documents":
+            return iter_documents(self.settings.paths, c.text_key, c.id_key, self.settings.shard, input_counts)
+        from generation.concept_graph_reader import ConceptGraph
+        from generation.concept_sources import iter_graph_sources
+
+        self.graph = ConceptGraph.load(c.graph)
+        return iter_graph_sources(self.recipe.sources, self.graph, c.seed, self.settings.shard,
+                                  self.settings.sampling_options())
 
     def _maybe_commit(self, force: bool = False) -> None:
         """Commit every `commit_every` keys or `commit_seconds` (and at the end: `force`)."""
@@ -282,6 +295,20 @@ class Run:
                                  self.settings.filters[step.name], self.renderer.count)
         for mod in filtered.modified:
             store.count(f"modified.{step.name}.{mod}")
+        parsed = None
+        if step.parse == "concepts" and filtered.dropped is None:
+            from generation.concepts import ConceptParseError, parse_concepts
+
+            try:
+                parsed = parse_concepts(filtered.text)
+            except ConceptParseError as exc:  # kept in failures/ with the raw output, never guessed at
+                if final:
+                    self.fidelity.add(item.values["document"], result.text, result.output_tokens, None)
+                self._fail(item.key, item, None, exc.reason, exc.detail, retryable=False,
+                           extra={"output": result.text, "output_tokens": result.output_tokens})
+                self._finish_item(item)
+                return
+            filtered.text = "\n".join(parsed)
         if final:
             self.fidelity.add(item.values["document"], result.text, result.output_tokens,
                               None if filtered.dropped is not None else filtered.text)
@@ -304,7 +331,7 @@ class Run:
             self.high.extend(nxt)
             self._finish_item(item, spawned=len(nxt))
             return
-        store.write_document(self._output_document(item, step, result, filtered, sampling))
+        store.write_document(self._output_document(item, step, result, filtered, sampling, parsed))
         store.mark(item.key, "ok")
         store.count("documents")
         store.count("document_tokens", filtered.tokens)
@@ -314,12 +341,15 @@ class Run:
             self.bar.update(1)
 
     def _output_document(self, item: WorkItem, step: Step, result: Result, filtered: FilterResult,
-                         sampling: dict) -> dict:
+                         sampling: dict, concepts: list[str] | None = None) -> dict:
         """One line of the output JSONL (docs/formats.md)."""
         recipe = self.recipe
+        text = filtered.text
+        if recipe.output is not None:  # e.g. "Question: {question}\n\nAnswer: {answer}"
+            text = render(recipe.output, {**item.values, step.name: filtered.text}).strip()
         record = {
             "id": document_id(recipe.name, item.source_id, item.chunk, item.k),
-            "text": filtered.text,
+            "text": text,
             "source_id": item.source_id,
             "chunk": item.chunk,
             "n_chunks": item.n_chunks,
@@ -332,6 +362,10 @@ class Run:
             record["chapter" if step.name == "chapter" else "k"] = item.k
         if item.audience is not None:
             record["audience"] = item.audience
+        if concepts is not None:  # concept extraction: the list, and the text it came from (the graph's reference)
+            record["concepts"] = concepts
+            record["document"] = item.values["document"]
+        record.update(item.extra)
         record.update({
             "prompt_version": recipe.prompt_version,
             "generator": self.settings.generator,

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 PROMPT_SET_KIND = "synthscale.prompt_set"
-BUILTIN_SETS = ("paper",)
+BUILTIN_SETS = ("paper", "synthllm")
+# Where a recipe's sources come from: the input documents, or a concept graph (SynthLLM levels 2, 3).
+SOURCES = ("documents", "concept_subsets", "concept_walk")
+PARSERS = ("concepts",)
 
 # {name} is a placeholder; {{name}} is the literal text {name}; any other brace is literal.
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -52,6 +55,7 @@ class Step:
     target: dict = field(default_factory=dict)  # {tokens: N} or {per_source_token: r, min: m}
     filters: dict = field(default_factory=dict)  # resolved (set, recipe, step merged)
     system: str | None = None
+    parse: str | None = None  # "concepts": the output is parsed into a concept list (generation/concepts.py)
 
     def target_tokens(self, source_tokens: int) -> int | None:
         if "tokens" in self.target:
@@ -73,6 +77,9 @@ class Recipe:
     set_version: str = ""
     set_sha256: str = ""
     set_path: str = ""
+    sources: str = "documents"  # one of SOURCES
+    output: str | None = None  # the record's text from the steps' outputs, e.g. "Question: {question}..."
+    diversity: bool = False  # measure the output's diversity in the manifest (generation/diversity.py)
 
     @property
     def prompt_version(self) -> str:
@@ -104,7 +111,15 @@ class Recipe:
         }
 
     def to_dict(self) -> dict:
+        extra = {}  # only when set, so the recipes without them keep their hashes
+        if self.sources != "documents":
+            extra["sources"] = self.sources
+        if self.output is not None:
+            extra["output"] = self.output
+        if self.diversity:
+            extra["diversity"] = True
         return {
+            **extra,
             "name": self.name,
             "description": self.description,
             "audiences": list(self.audiences),
@@ -118,6 +133,7 @@ class Recipe:
                     "repeat": s.repeat,
                     "target": s.target,
                     "filters": s.filters,
+                    **({"parse": s.parse} if s.parse else {}),
                 }
                 for s in self.steps
             ],
@@ -187,10 +203,17 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
             raise PromptSetError(f"{rwhere}: a recipe name uses letters, digits, '_' and '-' only")
         if not isinstance(rdata, dict):
             raise PromptSetError(f"{rwhere}: a recipe is a mapping with 'steps'")
-        rknown = {"description", "audiences", "steps", "sampling", "filters", "system"}
+        rknown = {"description", "audiences", "steps", "sampling", "filters", "system", "sources", "output",
+                  "diversity"}
         for key in rdata:
             if key not in rknown:
                 raise PromptSetError(f"{rwhere}: unknown key {key!r} (known: {', '.join(sorted(rknown))})")
+        sources = rdata.get("sources", "documents")
+        if sources not in SOURCES:
+            raise PromptSetError(f"{rwhere}.sources: one of {', '.join(SOURCES)}, got {sources!r}")
+        diversity = rdata.get("diversity", False)
+        if not isinstance(diversity, bool):
+            raise PromptSetError(f"{rwhere}.diversity: true or false, got {diversity!r}")
         audiences = rdata.get("audiences") or []
         if not isinstance(audiences, list) or not all(isinstance(a, str) and a for a in audiences):
             raise PromptSetError(f"{rwhere}.audiences: a list of non-empty strings")
@@ -210,14 +233,15 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
             swhere = f"{rwhere}.steps[{index}]"
             if not isinstance(sdata, dict):
                 raise PromptSetError(f"{swhere}: a step is a mapping with 'name' and 'user'")
-            sknown = {"name", "user", "system", "max_new_tokens", "repeat", "target", "filters"}
+            sknown = {"name", "user", "system", "max_new_tokens", "repeat", "target", "filters", "parse"}
             for key in sdata:
                 if key not in sknown:
                     raise PromptSetError(f"{swhere}: unknown key {key!r} (known: {', '.join(sorted(sknown))})")
             sname = sdata.get("name")
             if not isinstance(sname, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sname):
                 raise PromptSetError(f"{swhere}.name: an identifier (it becomes the placeholder {{NAME}})")
-            if any(s.name == sname for s in steps) or sname in ("document", "audience", "k"):
+            reserved = {"document", "audience", "k"} | ({"concepts"} if sources != "documents" else set())
+            if any(s.name == sname for s in steps) or sname in reserved:
                 raise PromptSetError(f"{swhere}.name: {sname!r} is already used")
             user = sdata.get("user")
             if not isinstance(user, str) or not user.strip():
@@ -225,6 +249,9 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
             max_new = sdata.get("max_new_tokens", 2048)
             if not isinstance(max_new, int) or isinstance(max_new, bool) or max_new <= 0:
                 raise PromptSetError(f"{swhere}.max_new_tokens: a positive integer, got {max_new!r}")
+            parse = sdata.get("parse")
+            if parse is not None and parse not in PARSERS:
+                raise PromptSetError(f"{swhere}.parse: one of {', '.join(PARSERS)}, got {parse!r}")
             repeat = sdata.get("repeat")
             if repeat is not None:
                 if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat <= 0:
@@ -247,6 +274,8 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
                 allowed.add("audience")
             if repeat is not None:
                 allowed.add("k")
+            if sources != "documents":
+                allowed.add("concepts")
             used = placeholders(user)
             unknown = used - allowed
             if unknown:
@@ -266,10 +295,18 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
                     target=target,
                     filters=filters,
                     system=system,
+                    parse=parse,
                 )
             )
         if not any("document" in placeholders(s.user) for s in steps):
             raise PromptSetError(f"{rwhere}: no step uses {{document}}: the source would be ignored")
+        output = rdata.get("output")
+        if output is not None:
+            names = {s.name for s in steps} | {"document"} | ({"concepts"} if sources != "documents" else set())
+            bad = placeholders(output) - names if isinstance(output, str) else None
+            if not isinstance(output, str) or bad:
+                raise PromptSetError(f"{rwhere}.output: a template of {', '.join('{' + n + '}' for n in sorted(names))}"
+                                     + (f"; unknown {', '.join(sorted(bad))}" if bad else f", got {output!r}"))
         recipes[str(rname)] = Recipe(
             name=str(rname),
             steps=tuple(steps),
@@ -280,6 +317,9 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
             set_version=version,
             set_sha256=sha256,
             set_path=str(path),
+            sources=sources,
+            output=output,
+            diversity=diversity,
         )
     return PromptSet(name=name, version=version, path=str(path), sha256=sha256, recipes=recipes,
                      source=str(data.get("source") or ""))

@@ -66,6 +66,12 @@ class RunConfig:
     commit_every: int = 1000
     commit_seconds: float = 30.0
     docs_per_file: int = 100_000
+    # SynthLLM levels 2 and 3: a concept graph instead of --input (generation/concept_sources.py)
+    graph: str | None = None
+    combinations: int | None = None  # level 3: combinations of the whole job
+    subsets_per_document: int = 1  # level 2
+    combination_size: tuple[int, int] = (2, 4)
+    reference_chars: int = 1500
     retry_failed: bool = False
     progress: bool | None = None  # None: when stderr is a terminal
     quiet: bool = False
@@ -77,6 +83,7 @@ def jsonable_config(config: RunConfig) -> dict:
     if data.get("api_key"):
         data["api_key"] = "***"
     data["shard"] = list(config.shard)
+    data["combination_size"] = list(config.combination_size)
     return data
 
 
@@ -94,11 +101,12 @@ class RunSettings:
     filters: dict[str, FilterConfig]  # step name -> post-filters
     generator: str  # recorded as `generator` in every document: "<name>@<sha256[:12]>" or the name
     generator_info: dict = field(default_factory=dict)  # {id, name, path, sha256, sha256_from}
+    graph_sampling: dict | None = None  # levels 2 and 3: SamplingOptions.to_dict()
 
     @classmethod
     def resolve(cls, config: RunConfig) -> "RunSettings":
         recipe = get_recipe(config.recipe, config.prompt_sets)
-        paths = expand_inputs(config.inputs)
+        paths, graph_sampling = _source_paths(config, recipe)
         sampling = {
             "temperature": float(config.temperature if config.temperature is not None else recipe.sampling["temperature"]),
             "top_p": float(config.top_p if config.top_p is not None else recipe.sampling["top_p"]),
@@ -114,7 +122,7 @@ class RunSettings:
         identity = generator_identity(config.model, config.generator_name)  # hashes a local model once
         return cls(config=config, recipe=recipe, paths=paths, shard=tuple(config.shard), output=Path(config.output),
                    sampling=sampling, max_new=max_new, filters=filters, generator=identity["id"],
-                   generator_info=identity)
+                   generator_info=identity, graph_sampling=graph_sampling)
 
     def context_tokens(self) -> int:
         """An upper bound on prompt + new tokens of one request: a whole chunk, the prompts and chat
@@ -139,7 +147,45 @@ class RunSettings:
             "text_key": c.text_key,
             "id_key": c.id_key,
             "inputs": [{"path": d["path"], "sha256": d["sha256"]} for d in inputs],
+            **({"graph_sampling": self.graph_sampling} if self.graph_sampling is not None else {}),
         }
+
+    def sampling_options(self):
+        from generation.concept_sources import SamplingOptions
+
+        c = self.config
+        return SamplingOptions(combinations=c.combinations, subsets_per_document=c.subsets_per_document,
+                               sizes=tuple(c.combination_size), reference_chars=c.reference_chars)
+
+
+def _source_paths(config: RunConfig, recipe: Recipe) -> tuple[list[Path], dict | None]:
+    """The files a run reads: the --input documents, or (levels 2 and 3) the --graph's files."""
+    if recipe.sources == "documents":
+        if config.graph:
+            raise ValueError(f"--graph: recipe {recipe.name!r} reads documents (--input), not a concept graph")
+        if not config.inputs:
+            raise ValueError(f"recipe {recipe.name!r} needs --input FILES")
+        return expand_inputs(config.inputs), None
+    if not config.graph:
+        raise ValueError(f"recipe {recipe.name!r} samples a concept graph: pass --graph DIR "
+                         "(the output of `generation concept-graph`)")
+    if config.inputs:
+        raise ValueError(f"recipe {recipe.name!r} reads --graph {config.graph}, not --input")
+    from generation.concept_graph_reader import ConceptGraph
+
+    paths = ConceptGraph.files(config.graph)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"--graph {config.graph}: no {path.name} (build it with `generation concept-graph`)")
+    if recipe.sources == "concept_walk" and (config.combinations is None or config.combinations < 1):
+        raise ValueError(f"recipe {recipe.name!r} (level 3) needs --combinations N, N >= 1: the combinations of the "
+                         "whole job, across its shards")
+    if config.reference_chars < 100:
+        raise ValueError(f"--reference-chars must be at least 100, got {config.reference_chars}")
+    sampling = {"sources": recipe.sources, "combinations": config.combinations,
+                "subsets_per_document": config.subsets_per_document,
+                "combination_size": list(config.combination_size), "reference_chars": config.reference_chars}
+    return paths, sampling
 
 
 def check_run_file(store: ShardStore, settings: RunSettings) -> tuple[dict, list[dict]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from generation.chunking import split_with_counts
@@ -53,6 +53,7 @@ class WorkItem:
     values: dict  # the prompt's placeholders: document, audience, k, earlier steps' outputs
     source_tokens: int  # tokens of the chunk (sets the step's target length)
     audience: str | None
+    extra: dict = field(default_factory=dict)  # copied into the output record (concept-graph sources)
 
 
 class WorkPlanner:
@@ -94,7 +95,7 @@ class WorkPlanner:
         """The next step's items, given `text`, the output of `item`'s step."""
         step = self.recipe.steps[item.step_index]
         base = dict(source_id=item.source_id, gindex=item.gindex, chunk=item.chunk, n_chunks=item.n_chunks,
-                    source_tokens=item.source_tokens, audience=item.audience)
+                    source_tokens=item.source_tokens, audience=item.audience, extra=item.extra)
         values = {k: v for k, v in item.values.items() if k != "k"}
         values[step.name] = text
         return self.items_for_step(item.step_index + 1, base, values)
@@ -119,6 +120,11 @@ class WorkPlanner:
         """Split a (readable) source into chunks; returns the number of chunks and the items
         still to do for them."""
         recipe = self.recipe
+        if doc.values is not None:  # a sample of a concept graph: one unit, its prompt values given
+            base = dict(source_id=doc.source_id, gindex=doc.gindex, chunk=0, n_chunks=1,
+                        source_tokens=self.count_tokens(doc.values["document"]), audience=None,
+                        extra=dict(doc.extra or {}))
+            return 1, self.expand(self.items_for_step(0, base, dict(doc.values)))
         chunks = split_with_counts(doc.text, self.count_tokens, self.chunk_tokens)
         audience = recipe.audience_for(doc.gindex)
         todo: list[WorkItem] = []

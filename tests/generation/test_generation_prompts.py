@@ -52,7 +52,9 @@ def test_paper_prompts_are_verbatim():
     outline, chapter = recipes["textbook"].steps
     assert (outline.name, outline.user, outline.repeat) == ("outline", OUTLINE, None)
     assert (chapter.name, chapter.user, chapter.repeat) == ("chapter", CHAPTER, 10)
-    for recipe in recipes.values():
+    paper = [r for r in recipes.values() if r.set_name == "paper"]
+    assert {r.name for r in paper} == {"hq", "qa", "textbook"}  # the other built-in sets are not the paper's
+    for recipe in paper:
         assert all(step.system == SYSTEM for step in recipe.steps)
         assert recipe.sampling == {"temperature": 0.7, "top_p": 0.95}
         assert recipe.prompt_version == "paper/1"
@@ -127,7 +129,7 @@ def test_bad_prompt_sets_are_refused_with_the_field(tmp_path, recipes, message):
 
 
 def test_unknown_recipe_lists_the_available_ones():
-    with pytest.raises(PromptSetError, match="available: hq, qa, textbook"):
+    with pytest.raises(PromptSetError, match="available: hq, qa, synthllm-concepts, synthllm-l1, synthllm-l2, synthllm-l3, textbook"):
         get_recipe("poetry")
 
 

@@ -1,0 +1,323 @@
+"""`generation concept-graph`: the global concept graph of SynthLLM level 3, a streaming reduce over
+the concept-extraction outputs of all shards (`generation run --recipe synthllm-concepts`).
+
+Nodes are concepts; an edge joins two concepts that occur in the same document, weighted by the
+number of documents they share. One "document" is one extraction record: a source chunk.
+
+It streams, in two passes, so memory is bounded by the graph (its vocabulary and its kept
+edges), never by the corpus:
+  pass 1 reads every record once: counts each concept's documents, appends the document's text to
+         `texts.bin` and its row (concept ids, text offset) to a temporary table on disk;
+  then   concepts seen in fewer than `min_docs` documents (rare) or in more than `max_docs` /
+         `max_doc_fraction` of them (overly common) are pruned; ids are renumbered by concept
+         string, so the graph does not depend on the order of its inputs;
+  pass 2 reads the temporary table in batches, writes `documents.parquet` with the final ids, and
+         counts the pairs of kept concepts per document as int64 keys, reduced with numpy
+         (`np.unique`) whenever the buffer fills: memory ~ 16 bytes per distinct kept edge.
+
+Output (OUTPUT/):
+  nodes.parquet      concept_id int32, concept string, documents int64, kept bool, pruned string (rare|common|null)
+  edges.parquet      source int32, target int32 (source < target, kept concepts only), weight int64
+  documents.parquet  doc_id int64, id string, source_id string, chunk int32, concept_ids list<int32>
+                     (every concept of the document, pruned ones too), text_offset int64, text_bytes int64
+  texts.bin          the documents' texts (UTF-8), back to back: levels 2 and 3 quote them as references
+  graph.json         kind synthscale.concept_graph: inputs with sha256, options, counts (pruned ones
+                     too), files with sha256, graph_sha256, provenance. Written last: a build that
+                     was stopped leaves no graph.json, and a rerun starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from synthscale.files import sha256_file, write_json_atomic
+from synthscale.provenance import provenance
+
+GRAPH_KIND = "synthscale.concept_graph"
+GRAPH_VERSION = 1
+GRAPH_FILES = ("nodes.parquet", "edges.parquet", "documents.parquet", "texts.bin")
+BATCH_ROWS = 20_000
+PAIR_BUFFER = 4_000_000  # pair keys buffered before a reduction
+
+
+class ConceptGraphError(ValueError):
+    """Inputs or options that cannot make a graph; the message names the file or the value."""
+
+
+def concept_files(sources: list[str]) -> list[Path]:
+    """The data files of concept-extraction outputs: directories (read through their manifests:
+    every shard present and complete) or JSONL files given directly."""
+    from generation.merge import MergeError, find_manifests
+
+    files: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_file():
+            files.append(path)
+            continue
+        try:
+            manifests = find_manifests([source])
+        except MergeError as exc:
+            raise ConceptGraphError(str(exc)) from None
+        counts = {m["shard"]["count"] for _, m in manifests if "shard" in m}
+        indices = sorted(m["shard"]["index"] for _, m in manifests if "shard" in m)
+        if len(counts) > 1 or (counts and indices != list(range(counts.pop()))):
+            raise ConceptGraphError(f"{source}: the shards present are {indices}: run every --shard I/N first")
+        for mpath, manifest in manifests:
+            if manifest.get("recipe_spec") and not any(s.get("parse") == "concepts"
+                                                       for s in manifest["recipe_spec"]["steps"]):
+                raise ConceptGraphError(f"{mpath}: recipe {manifest['recipe']!r} does not extract concepts "
+                                        "(use the output of `generation run --recipe synthllm-concepts`)")
+            if not manifest.get("complete"):
+                raise ConceptGraphError(f"{mpath}: not complete: rerun its `generation run` command to finish it")
+            files.extend(mpath.parent / f["path"] for f in manifest["files"])
+    if not files:
+        raise ConceptGraphError("no concept files in " + ", ".join(sources))
+    return sorted(set(files))
+
+
+def _records(paths: list[Path], hashes: dict) -> Iterator[tuple[Path, int, dict]]:
+    """(path, line, record) of every record; each file's sha256 is computed as it is read."""
+    for path in paths:
+        digest, size, n = hashlib.sha256(), 0, 0
+        with open(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                digest.update(raw)
+                size += len(raw)
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                except ValueError as exc:
+                    raise ConceptGraphError(f"{path}:{lineno}: malformed JSON: {exc}") from None
+                if not isinstance(record, dict) or not isinstance(record.get("concepts"), list):
+                    raise ConceptGraphError(f"{path}:{lineno}: no `concepts` list: not a concept-extraction record")
+                if not isinstance(record.get("document"), str):
+                    raise ConceptGraphError(f"{path}:{lineno}: no `document` text")
+                n += 1
+                yield path, lineno, record
+        hashes[str(path)] = {"path": str(Path(path).resolve()), "bytes": size, "sha256": digest.hexdigest(),
+                             "documents": n}
+
+
+def _reduce(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(keys, kind="stable")
+    keys, counts = keys[order], counts[order]
+    if len(keys) == 0:
+        return keys, counts
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return keys[starts], np.add.reduceat(counts, starts)
+
+
+class _PairCounter:
+    """Counts (a, b) pairs, a < b, as int64 keys a << 32 | b; reduced as the buffer fills."""
+
+    def __init__(self, buffer: int = PAIR_BUFFER):
+        self.keys = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.int64)
+        self._pending: list[np.ndarray] = []
+        self._n = 0
+        self._buffer = buffer
+        self._triu: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def add(self, ids: np.ndarray) -> None:
+        n = len(ids)
+        if n < 2:
+            return
+        if n not in self._triu:
+            self._triu[n] = np.triu_indices(n, 1)
+        i, j = self._triu[n]
+        self._pending.append((ids[i].astype(np.int64) << 32) | ids[j].astype(np.int64))
+        self._n += len(i)
+        if self._n >= self._buffer:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        new = np.concatenate(self._pending)
+        self._pending, self._n = [], 0
+        uniq, cnt = np.unique(new, return_counts=True)
+        self.keys, self.counts = _reduce(np.concatenate((self.keys, uniq)), np.concatenate((self.counts, cnt)))
+
+
+def _progress(enabled: bool | None, total: int | None, desc: str):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="doc", desc=desc, dynamic_ncols=True, file=sys.stderr)
+
+
+def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2, max_docs: int | None = None,
+                max_doc_fraction: float | None = 0.5, progress: bool | None = None,
+                log: Callable[[str], None] | None = None) -> dict:
+    """Build the graph of `sources` (concept output directories or files) into `output`; returns graph.json."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if min_docs < 1:
+        raise ConceptGraphError(f"--min-docs must be at least 1, got {min_docs}")
+    if max_docs is not None and max_docs < min_docs:
+        raise ConceptGraphError(f"--max-docs {max_docs} is below --min-docs {min_docs}: every concept would be pruned")
+    if max_doc_fraction is not None and not 0 < max_doc_fraction <= 1:
+        raise ConceptGraphError(f"--max-doc-fraction must be in (0, 1], got {max_doc_fraction}")
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    t0 = time.monotonic()
+    paths = concept_files(sources)
+    out = Path(output)
+    work = out / ".partial"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (out / "graph.json").unlink(missing_ok=True)
+
+    # ---- pass 1: vocabulary and document counts; texts and provisional rows to disk
+    vocab: dict[str, int] = {}
+    doc_counts: list[int] = []
+    hashes: dict[str, dict] = {}
+    rows = {"id": [], "source_id": [], "chunk": [], "concept_ids": [], "text_offset": [], "text_bytes": []}
+    schema = pa.schema([("id", pa.string()), ("source_id", pa.string()), ("chunk", pa.int32()),
+                        ("concept_ids", pa.list_(pa.int32())), ("text_offset", pa.int64()), ("text_bytes", pa.int64())])
+    tmp_writer = pq.ParquetWriter(work / "documents.tmp.parquet", schema)
+    offset, n_docs, n_mentions = 0, 0, 0
+    bar = _progress(progress, None, "concept-graph pass 1")
+    with open(work / "texts.bin", "wb") as texts:
+        for _path, _line, record in _records(paths, hashes):
+            ids: list[int] = []
+            for concept in dict.fromkeys(record["concepts"]):  # duplicates within a record count once
+                cid = vocab.get(concept)
+                if cid is None:
+                    cid = vocab[concept] = len(doc_counts)
+                    doc_counts.append(0)
+                doc_counts[cid] += 1
+                ids.append(cid)
+            n_mentions += len(ids)
+            data = record["document"].encode("utf-8")
+            texts.write(data)
+            for key, value in (("id", str(record.get("id"))), ("source_id", str(record.get("source_id"))),
+                               ("chunk", int(record.get("chunk") or 0)), ("concept_ids", ids),
+                               ("text_offset", offset), ("text_bytes", len(data))):
+                rows[key].append(value)
+            offset += len(data)
+            n_docs += 1
+            if len(rows["id"]) >= BATCH_ROWS:
+                tmp_writer.write_table(pa.table(rows, schema=schema))
+                rows = {k: [] for k in rows}
+            if bar is not None:
+                bar.update(1)
+            elif n_docs % 100_000 == 0:
+                log(f"concept-graph pass 1: {n_docs:,} documents, {len(vocab):,} concepts")
+        if rows["id"]:
+            tmp_writer.write_table(pa.table(rows, schema=schema))
+    tmp_writer.close()
+    if bar is not None:
+        bar.close()
+    if n_docs == 0:
+        raise ConceptGraphError("the concept files hold no documents")
+
+    # ---- pruning and final ids (sorted by concept)
+    counts = np.asarray(doc_counts, dtype=np.int64)
+    names = np.empty(len(vocab), dtype=object)
+    for concept, cid in vocab.items():
+        names[cid] = concept
+    del vocab
+    order = np.argsort(names.astype(str), kind="stable")
+    final = np.empty(len(order), dtype=np.int32)
+    final[order] = np.arange(len(order), dtype=np.int32)
+    names, counts = names[order], counts[order]
+    limit = max_docs if max_docs is not None else None
+    if max_doc_fraction is not None:
+        fraction_limit = int(max_doc_fraction * n_docs)
+        limit = fraction_limit if limit is None else min(limit, fraction_limit)
+    rare = counts < min_docs
+    common = (counts > limit) & ~rare if limit is not None else np.zeros(len(counts), bool)
+    kept = ~rare & ~common
+
+    # ---- pass 2: final documents table, pairs of kept concepts
+    pairs = _PairCounter()
+    doc_schema = pa.schema([("doc_id", pa.int64())] + list(schema))
+    writer = pq.ParquetWriter(work / "documents.parquet", doc_schema)
+    doc_id = 0
+    bar = _progress(progress, n_docs, "concept-graph pass 2")
+    for batch in pq.ParquetFile(work / "documents.tmp.parquet").iter_batches(batch_size=BATCH_ROWS):
+        lists = batch.column("concept_ids")
+        flat = final[lists.values.to_numpy(zero_copy_only=False)] if len(lists.values) else np.zeros(0, np.int32)
+        offsets = lists.offsets.to_numpy()
+        for r in range(len(batch)):
+            ids = flat[offsets[r]:offsets[r + 1]]
+            pairs.add(np.unique(ids[kept[ids]]))
+        new_lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.int32()))
+        n = len(batch)
+        writer.write_batch(pa.record_batch(
+            [pa.array(np.arange(doc_id, doc_id + n, dtype=np.int64)), batch.column("id"), batch.column("source_id"),
+             batch.column("chunk"), new_lists, batch.column("text_offset"), batch.column("text_bytes")],
+            schema=doc_schema))
+        doc_id += n
+        if bar is not None:
+            bar.update(n)
+    writer.close()
+    if bar is not None:
+        bar.close()
+    pairs.flush()
+    (work / "documents.tmp.parquet").unlink()
+
+    pq.write_table(pa.table({
+        "concept_id": pa.array(np.arange(len(names), dtype=np.int32)),
+        "concept": pa.array(list(names), pa.string()),
+        "documents": pa.array(counts),
+        "kept": pa.array(kept),
+        "pruned": pa.array([None if k else ("rare" if r else "common") for k, r in zip(kept, rare)], pa.string()),
+    }), work / "nodes.parquet")
+    pq.write_table(pa.table({
+        "source": pa.array((pairs.keys >> 32).astype(np.int32)),
+        "target": pa.array((pairs.keys & 0xFFFFFFFF).astype(np.int32)),
+        "weight": pa.array(pairs.counts.astype(np.int64)),
+    }), work / "edges.parquet")
+
+    files = []
+    for name in GRAPH_FILES:
+        os.replace(work / name, out / name)
+        files.append({"path": name, "bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)})
+    shutil.rmtree(work)
+    options = {"min_docs": min_docs, "max_docs": max_docs, "max_doc_fraction": max_doc_fraction,
+               "max_docs_effective": limit}
+    degree = np.bincount(np.concatenate(((pairs.keys >> 32), pairs.keys & 0xFFFFFFFF)).astype(np.int64),
+                         minlength=len(names)) if len(pairs.keys) else np.zeros(len(names), np.int64)
+    inputs = [hashes[str(p)] for p in paths]
+    graph_sha256 = hashlib.sha256(json.dumps({"files": [[f["path"], f["sha256"]] for f in files],
+                                              "options": options}, sort_keys=True).encode()).hexdigest()
+    manifest = {
+        "kind": GRAPH_KIND,
+        "version": GRAPH_VERSION,
+        "graph_sha256": graph_sha256,
+        "options": options,
+        "counts": {
+            "documents": n_docs,
+            "concept_mentions": int(n_mentions),
+            "concepts": int(len(names)),
+            "kept": int(kept.sum()),
+            "pruned_rare": int(rare.sum()),
+            "pruned_common": int(common.sum()),
+            "edges": int(len(pairs.keys)),
+            "edge_weight_total": int(pairs.counts.sum()),
+            "isolated_kept": int((kept & (degree == 0)).sum()),
+        },
+        "inputs": inputs,
+        "files": files,
+        "elapsed_s": round(time.monotonic() - t0, 3),
+        "provenance": provenance(config={"sources": [str(s) for s in sources], **options}),
+    }
+    write_json_atomic(out / "graph.json", manifest)
+    return manifest
