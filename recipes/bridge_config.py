@@ -9,8 +9,10 @@ so they resolve across Bridge versions.
 Two kinds of file per run:
   - `bridge/train.yaml`: the pretraining run (the paper's model, optimizer, schedule, batch,
     sequence length, the blend's data_path as the dataset blend, checkpoints, logging);
-  - `bridge/eval_<domain>.yaml`: the same model loaded from the final checkpoint, training
-    skipped, the domain's .bin/.idx as the test split, `eval_iters` covering the domain.
+  - `bridge/eval_<domain>.yaml`: the same model loaded from the final checkpoint (`ckpt_step`),
+    training skipped, the domain's evaluation set as the test split (recipes.evaluation: the
+    windows the CPU backend scores too).
+Both put megatron-core's dataset index caches in `RUN/dataset_cache` (`path_to_cache`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from data_prep.blend_spec import BlendSpec
+from recipes.evaluation import CACHE_DIR, EVAL_SAMPLE_MULTIPLE, EVAL_SEED, eval_samples
 from recipes.run_spec import RunSpec
 from synthscale.files import write_text_atomic
 
@@ -120,7 +123,8 @@ def blend_from_data_path(data_path: list) -> list:
     return [prefixes, weights]
 
 
-def _dataset(spec: RunSpec, blend_per_split: list | None, blend: list | None, split: str | None) -> dict:
+def _dataset(spec: RunSpec, blend_per_split: list | None, blend: list | None, split: str | None,
+             run_dir: Path) -> dict:
     return {
         "_target_": TARGETS["dataset"],
         "seq_length": spec.recipe.seq_length,
@@ -136,6 +140,9 @@ def _dataset(spec: RunSpec, blend_per_split: list | None, blend: list | None, sp
         "dataloader_type": "single",
         "num_workers": 2,
         "skip_getting_attention_mask_from_dataset": True,
+        # megatron-core's index caches: in the run folder, built by rank 0 once per run, never
+        # beside the data (read-only data folders work, concurrent runs do not race)
+        "path_to_cache": str(run_dir / CACHE_DIR),
     }
 
 
@@ -210,7 +217,7 @@ def training_config(spec: RunSpec, blend: BlendSpec, run_dir: str | Path) -> dic
     config = _common(spec, blend, run_dir)
     config["validation"] = {"_target_": TARGETS["validation"], "eval_iters": 0, "eval_interval": None}
     # The whole blend is the training split; evaluation runs per domain afterwards.
-    config["dataset"] = _dataset(spec, None, blend_from_data_path(blend.data_path), "100,0,0")
+    config["dataset"] = _dataset(spec, None, blend_from_data_path(blend.data_path), "100,0,0", run_dir)
     config["checkpoint"] = {
         "_target_": TARGETS["checkpoint"],
         "save": checkpoints,
@@ -224,46 +231,52 @@ def training_config(spec: RunSpec, blend: BlendSpec, run_dir: str | Path) -> dic
     return config
 
 
-def eval_windows(prefix: str, seq_length: int, max_tokens: int | None = None) -> tuple[int, int]:
-    """(tokens, whole seq_length windows) in one evaluation domain's .bin/.idx."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    dataset = IndexedDataset(prefix, mmap=True)
-    tokens = int(dataset.sequence_lengths.sum())
-    if max_tokens is not None:
-        tokens = min(tokens, max_tokens)
-    return tokens, max(0, (tokens - 1) // seq_length)
+def eval_batch(samples: int, data_parallel: int, micro_batch_size: int, domain: str) -> tuple[int, int]:
+    """(eval_micro_batch_size, eval_global_batch_size) whose global batch divides `samples`, so that
+    Bridge scores exactly the domain's evaluation set (recipes.evaluation); the largest micro batch
+    up to the training one."""
+    for micro in range(micro_batch_size, 0, -1):
+        if samples % (micro * data_parallel) == 0:
+            return micro, micro * data_parallel
+    raise ValueError(
+        f"eval domain {domain!r}: its evaluation set has {samples} samples (a multiple of {EVAL_SAMPLE_MULTIPLE}, "
+        f"or of a smaller power of two for a small domain), which data_parallel={data_parallel} does not divide; use a data-parallel "
+        f"size that divides {samples} (a power of two up to {EVAL_SAMPLE_MULTIPLE}), or another --eval-max-tokens"
+    )
 
 
 def evaluation_config(spec: RunSpec, blend: BlendSpec, run_dir: str | Path, domain: str) -> dict:
-    """Score the final checkpoint on one domain: training skipped, the domain as the test split."""
+    """Score the final checkpoint on one domain: training skipped, the domain as the test split.
+
+    The test split is the domain's evaluation set as recipes.evaluation defines it (the same
+    windows the CPU backend scores): megatron-core's GPTDataset on the domain alone, random_seed
+    EVAL_SEED, and eval_iters x eval_global_batch_size = K samples.
+    """
     run_dir = Path(run_dir).resolve()
     prefix = spec.eval_domains[domain]
     layout = spec.layout or {}
     micro = layout.get("micro_batch_size", spec.recipe.micro_batch_size)
-    eval_batch = micro * layout.get("data_parallel", 1)
-    _, windows = eval_windows(prefix, spec.recipe.seq_length, spec.eval_max_tokens)
-    eval_iters = windows // eval_batch
-    if eval_iters < 1:
-        raise ValueError(
-            f"eval domain {domain!r} ({prefix}) has {windows} windows of seq_length {spec.recipe.seq_length}, "
-            f"fewer than one evaluation batch of {eval_batch}"
-        )
+    samples = eval_samples(prefix, spec.recipe.seq_length, spec.eval_max_tokens)
+    eval_micro, eval_global = eval_batch(samples, layout.get("data_parallel", 1), micro, domain)
     config = _common(spec, blend, run_dir)
     config["validation"] = {
         "_target_": TARGETS["validation"],
         "skip_train": True,
-        "eval_iters": eval_iters,
+        "eval_iters": samples // eval_global,
         "eval_interval": None,
-        "eval_global_batch_size": eval_batch,
-        "eval_micro_batch_size": micro,
+        "eval_global_batch_size": eval_global,
+        "eval_micro_batch_size": eval_micro,
     }
     domain_blend = [[prefix], None]
-    config["dataset"] = _dataset(spec, [None, None, domain_blend], None, None)
+    config["dataset"] = _dataset(spec, [None, None, domain_blend], None, None, run_dir)
+    config["dataset"]["random_seed"] = EVAL_SEED  # the same windows for every run, whatever its seed
     config["checkpoint"] = {
         "_target_": TARGETS["checkpoint"],
         "save": None,
         "load": str(run_dir / "checkpoints"),
+        # the final iteration, never an earlier one; bridge_entry checks it exists before this
+        # config runs, because Bridge skips loading (and exit_on_missing_checkpoint) when none exists
+        "ckpt_step": spec.plan.train_iters,
         "load_optim": False,
         "load_rng": False,
         "ckpt_format": "torch_dist",

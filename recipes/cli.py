@@ -37,7 +37,7 @@ def main():
           --eval wiki=data/wiki_eval --output runs
       recipes results runs --output results.csv
     Each run folder RUNS_DIR/<run_id>/ holds run.json (shape, recipe, plan, blend sha256, eval
-    domains), launch.sh and launcher.<executor>.txt, bridge/*.yaml (Bridge backend),
+    domains), launcher.<executor>.txt (local, docker), bridge/*.yaml (Bridge backend),
     checkpoints/, and at the end results.json, the same for both backends: run_id, backend,
     model, N (non-embedding parameters), D (tokens trained), D_requested, mixture,
     synthetic_fraction, family, generator, recipe_hash, seed, eval_domains, blend {name, path,
@@ -102,7 +102,9 @@ def shapes(as_json):
 @click.option("--container-image", default=None, help="Image with synthscale on the NeMo container (containers/Dockerfile) [default: synthscale-nemo:26.08].")
 @click.option("--slurm-account", default=None)
 @click.option("--slurm-partition", default=None)
-@click.option("--slurm-time", default="04:00:00", show_default=True)
+@click.option("--slurm-time", default="04:00:00", show_default=True, help="Time limit per job; a run longer than this continues in requeued jobs.")
+@click.option("--slurm-max-requeues", type=click.IntRange(min=0), default=50, show_default=True, help="Requeues per array task (each needs progress).")
+@click.option("--slurm-array-parallelism", type=click.IntRange(min=1), default=None, help="At most this many tasks of an array at once (%N).")
 @click.option("--mount", "mounts", multiple=True, metavar="SRC:DST", help="Extra container mount (repeat).")
 @click.option("--seeds", default=None, help="Train every run once per seed, e.g. 1,2,3 [default: the recipe's seed].")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="CPU runs at once, each in its own process.")
@@ -111,14 +113,16 @@ def shapes(as_json):
 @friendly_errors
 def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, seq_length, global_batch_size,
           micro_batch_size, peak_lr, checkpoint_interval, eval_max_tokens, nodes, gpus_per_node, tensor_parallel,
-          pipeline_parallel, container_image, slurm_account, slurm_partition, slurm_time, mounts, seeds, jobs, threads,
-          dry_run):
+          pipeline_parallel, container_image, slurm_account, slurm_partition, slurm_time, slurm_max_requeues,
+          slurm_array_parallelism, mounts, seeds, jobs, threads, dry_run):
     """Plan, write and launch one run per (size, tokens, blend); completed runs are skipped.
 
     Train iterations = tokens / (global batch x sequence length); a run is refused when that is
     under 50 steps or when the blend would read a source more than its max_epochs. The blend's
     seq_length must be the recipe's (cpu-tiny: 128, paper: 4096) or --seq-length. With --dry-run
-    the run folders (run.json, Bridge YAML, launch.sh, launcher.*.txt) are written, nothing runs.
+    the run folders (run.json, Bridge YAML, launcher.*.txt) are written, nothing runs.
+    On Slurm the runs not complete go in one job array per resource group (RUNS_DIR/_arrays/*:
+    runs.txt, sbatch.sh); each task requeues itself until its run is complete.
     A rerun skips completed runs, and scores them on any --eval domain added since (CPU backend,
     from the final checkpoint, no retraining).
 
@@ -148,6 +152,8 @@ def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, 
         slurm_partition=slurm_partition,
         slurm_time=slurm_time,
         extra_mounts=tuple(mounts),
+        max_requeues=slurm_max_requeues,
+        array_parallelism=slurm_array_parallelism,
     )
     request = SweepRequest(
         sizes=_split(sizes),

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from recipes.cpu_model import adamw_param_groups, build_model, token_losses
-from recipes.evaluation import evaluate_domains
+from recipes.evaluation import CACHE_DIR, evaluate_domains
 from recipes.recipe import learning_rate
 from recipes.results import add_domain_scores, build_result, is_complete, load_result, write_result
 from recipes.run_spec import RESULTS_FILE, RunSpec
@@ -124,7 +124,8 @@ class CpuTrainer:
             # megatron-core's optional-kernel and pad-token notices do not apply to CPU training
             warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
             warnings.filterwarnings("ignore", message=".*pad token id in the tokenizer collides.*")
-            self.dataset = build_gpt_dataset(self.blend, self.spec.plan.num_samples, recipe.seq_length, recipe.seed)
+            self.dataset = build_gpt_dataset(self.blend, self.spec.plan.num_samples, recipe.seq_length, recipe.seed,
+                                             cache_dir=self.run_dir / CACHE_DIR)
         return self.dataset
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
@@ -186,7 +187,8 @@ class CpuTrainer:
     def evaluate(self) -> dict[str, dict]:
         recipe = self.spec.recipe
         return evaluate_domains(
-            self.model, self.spec.eval_domains, recipe.seq_length, recipe.micro_batch_size, self.spec.eval_max_tokens
+            self.model, self.spec.eval_domains, recipe.seq_length, recipe.micro_batch_size, self.spec.eval_max_tokens,
+            cache_dir=self.run_dir / CACHE_DIR,
         )
 
 
@@ -243,7 +245,8 @@ def evaluate_added_domains(run_dir: str | Path, domains: dict[str, str], threads
         )
     spec = trainer.spec.with_eval_domains({**trainer.spec.eval_domains, **domains})
     recipe = spec.recipe
-    scores = evaluate_domains(trainer.model, domains, recipe.seq_length, recipe.micro_batch_size, spec.eval_max_tokens)
+    scores = evaluate_domains(trainer.model, domains, recipe.seq_length, recipe.micro_batch_size, spec.eval_max_tokens,
+                              cache_dir=run_dir / CACHE_DIR)
     record = add_domain_scores(load_result(run_dir / RESULTS_FILE), spec, scores)
     spec.save(run_dir)
     write_result(run_dir, record)

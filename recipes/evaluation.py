@@ -1,48 +1,120 @@
-"""Per-domain evaluation on CPU: each domain's tokens cut into seq_length windows, loss token-weighted.
+"""Per-domain evaluation: the windows both backends score, and the CPU scorer.
 
-A domain is a megatron-core indexed dataset (PREFIX.bin/.idx) the user names. Its documents
-are read in order (as written, EOD tokens included), concatenated, and cut into
-non-overlapping windows of seq_length + 1 tokens (inputs and next-token labels). The domain's
-loss is the mean cross-entropy over every predicted token; the run's `loss` is the mean over
-domains weighted by their token counts.
+**The evaluation set of a domain** (the same for the CPU and the Megatron-Bridge backend):
+the first K samples of megatron-core's `GPTDataset` built on the domain alone as the *test*
+split (Bridge's `blend_per_split = [None, None, [[PREFIX], None]]`), with `random_seed =
+EVAL_SEED` (fixed, so runs with different training seeds score the same windows) and the run's
+`seq_length`. Each sample is seq_length + 1 tokens (inputs and next-token labels), megatron-core
+draws them from the whole domain (documents shuffled with that seed). K is the number of whole
+windows in the domain, (tokens - 1) // seq_length, with tokens capped by `eval_max_tokens`,
+rounded down to a multiple of EVAL_SAMPLE_MULTIPLE (64; a domain with fewer windows: to a multiple
+of the largest power of two it holds), so that Bridge's evaluation batch (micro batch x data
+parallel, a power of two up to 64) divides it: Bridge scores exactly
+`eval_iters x eval_global_batch_size = K` samples of the same dataset. The domain's loss is the
+mean cross-entropy over every predicted token; the run's `loss` is the mean over domains weighted
+by their token counts. results.json records this definition under `eval_windows`.
+
+megatron-core's index cache for these samples goes to `RUN/dataset_cache`, never beside the data.
 """
 
 from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from recipes.cpu_model import token_losses
 
+EVAL_SEED = 1234
+EVAL_SAMPLE_MULTIPLE = 64
+EVAL_METHOD = "megatron-core GPTDataset test split, first K samples"
+CACHE_DIR = "dataset_cache"
 
-def domain_windows(prefix: str, seq_length: int, max_tokens: int | None = None) -> np.ndarray:
-    """(windows, seq_length + 1) int64 array of the domain's tokens, in document order."""
+
+def eval_windows_record(seq_length: int) -> dict:
+    """What results.json says about the windows every domain was scored on."""
+    return {"method": EVAL_METHOD, "seed": EVAL_SEED, "seq_length": int(seq_length),
+            "sample_multiple": EVAL_SAMPLE_MULTIPLE, "version": 1}
+
+
+def domain_tokens(prefix: str) -> int:
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     dataset = IndexedDataset(prefix, mmap=True)
-    lengths = np.array(dataset.sequence_lengths, dtype=np.int64)  # a copy: the map closes with `dataset`
-    if max_tokens is not None:
-        docs = int(np.searchsorted(np.cumsum(lengths), max_tokens, side="left")) + 1
-        docs = min(docs, len(lengths))
-    else:
-        docs = len(lengths)
-    # Slicing reads the documents in one go; concatenate copies them out of the memory map.
-    tokens = np.concatenate([np.asarray(a, dtype=np.int64) for a in dataset[0:docs]]) if docs else np.zeros(0, np.int64)
+    tokens = int(dataset.sequence_lengths.sum())
     del dataset
+    return tokens
+
+
+def eval_samples(prefix: str, seq_length: int, max_tokens: int | None = None) -> int:
+    """K: the number of samples a domain is scored on (see the module docstring)."""
+    tokens = domain_tokens(prefix)
     if max_tokens is not None:
-        tokens = tokens[:max_tokens]
-    windows = (len(tokens) - 1) // seq_length if len(tokens) > 1 else 0
+        tokens = min(tokens, max_tokens)
+    windows = max(0, (tokens - 1) // seq_length)
+    multiple = min(EVAL_SAMPLE_MULTIPLE, 1 << (windows.bit_length() - 1)) if windows else 1
+    windows -= windows % multiple
     if windows < 1:
-        raise ValueError(
-            f"eval domain {prefix}: {len(tokens)} tokens, fewer than one window of seq_length {seq_length} + 1"
-        )
-    view = np.lib.stride_tricks.sliding_window_view(tokens, seq_length + 1)[::seq_length]
-    return np.ascontiguousarray(view[:windows])
+        raise ValueError(f"eval domain {prefix}: {tokens} tokens, fewer than one window of seq_length {seq_length} + 1")
+    return windows
+
+
+class _IndexTokenizer:
+    """The data is tokenized already: the sample indices need no tokenizer, and with no pad id
+    megatron-core masks nothing (as with Bridge's NullTokenizer)."""
+
+    vocab_size = 1
+    eod = -1
+    unique_identifiers = {"class": "synthscale.eval"}
+
+
+def eval_dataset_config(prefix: str, seq_length: int, cache_dir: str | Path | None):
+    """megatron-core's config for the domain's test split: what Bridge's eval YAML asks for."""
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+    return GPTDatasetConfig(
+        random_seed=EVAL_SEED,
+        sequence_length=seq_length,
+        blend_per_split=[None, None, ([prefix], None)],
+        tokenizer=_IndexTokenizer(),
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        path_to_cache=str(cache_dir) if cache_dir else None,
+    )
+
+
+def domain_windows(prefix: str, seq_length: int, max_tokens: int | None = None,
+                   cache_dir: str | Path | None = None) -> np.ndarray:
+    """(K, seq_length + 1) int64 array: the domain's evaluation samples, in dataset order."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+    samples = eval_samples(prefix, seq_length, max_tokens)
+    config = eval_dataset_config(prefix, seq_length, cache_dir)
+    logger = logging.getLogger("megatron.core")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, _, test = BlendedMegatronDatasetBuilder(GPTDataset, [0, 0, samples], lambda: True, config).build()
+    finally:
+        logger.setLevel(level)
+    out = np.empty((samples, seq_length + 1), dtype=np.int64)
+    for i in range(samples):
+        item = test[i]
+        out[i, :-1] = np.asarray(item["tokens"], dtype=np.int64)
+        out[i, -1] = int(item["labels"][-1])
+    return out
 
 
 @torch.no_grad()
 def evaluate_domain(model, windows: np.ndarray, batch_size: int) -> dict:
-    """{loss, tokens}: token-weighted mean cross-entropy over all windows."""
+    """{loss, tokens, samples}: token-weighted mean cross-entropy over all windows."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -54,13 +126,13 @@ def evaluate_domain(model, windows: np.ndarray, batch_size: int) -> dict:
             count += losses.numel()
     finally:
         model.train(was_training)
-    return {"loss": total / count, "tokens": count}
+    return {"loss": total / count, "tokens": count, "samples": len(windows)}
 
 
 def evaluate_domains(model, domains: dict[str, str], seq_length: int, batch_size: int,
-                     max_tokens: int | None = None) -> dict[str, dict]:
+                     max_tokens: int | None = None, cache_dir: str | Path | None = None) -> dict[str, dict]:
     return {
-        name: evaluate_domain(model, domain_windows(prefix, seq_length, max_tokens), batch_size)
+        name: evaluate_domain(model, domain_windows(prefix, seq_length, max_tokens, cache_dir), batch_size)
         for name, prefix in domains.items()
     }
 

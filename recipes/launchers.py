@@ -1,26 +1,31 @@
-"""NeMo-Run launchers: one `run.Script` per run on a Local (torchrun), Slurm or Docker executor.
+"""NeMo-Run launchers: the only launch path for runs outside this process.
 
-The task is `python -m recipes.bridge_entry --run-dir RUN` (Bridge backend, one process per
-GPU through torchrun) or `python -m recipes.cli train RUN` (CPU backend). `run.Script` is used
-rather than `run.Partial(pretrain, config=...)`, which cannot serialise torch dtypes; the
-Bridge configuration travels as the YAML files in the run folder instead.
+  - `local` (torchrun on this machine) and `docker`: one NeMo-Run `run.Script` per run;
+  - `slurm`: one NeMo-Run Slurm **job array** per group of runs with the same resources
+    (recipes.arrays), built with synthscale.slurm: NeMo-Run writes the sbatch script, including
+    torchrun's multi-node rendezvous (`--rdzv-backend c10d --rdzv-endpoint $head_node_ip:29500
+    --nnodes N --node-rank $SLURM_NODEID`), and the script requeues each task until its run is
+    complete.
+
+The task is `python -m recipes.bridge_entry --run-dir RUN` (or `--run-list LIST` in an array;
+Bridge backend, one process per GPU through torchrun) or `python -m recipes.cli train RUN` (CPU
+backend). `run.Script` is used rather than `run.Partial(pretrain, config=...)`, which cannot
+serialise torch dtypes; the Bridge configuration travels as the YAML files in the run folder.
 
 Inside a container every path is mounted at the same place (runs folder, blend, data and
 evaluation folders), so run.json and the YAML files need no rewriting. NeMo-Run's own
-bookkeeping (NEMORUN_HOME, and the Slurm job folder) goes under RUN/nemo_run, never into the
-home folder.
+bookkeeping (NEMORUN_HOME, and the Slurm job folder) goes under RUN/nemo_run (an array's under
+its array folder), never into the home folder.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.blend_spec import BlendSpec
 from recipes.run_spec import RunSpec
+from synthscale import slurm
 
 EXECUTORS = ("local", "slurm", "docker")
 DEFAULT_CONTAINER = "synthscale-nemo:26.08"  # containers/Dockerfile on nvcr.io/nvidia/nemo:26.08
@@ -38,8 +43,10 @@ class ExecutorSettings:
     container_image: str = DEFAULT_CONTAINER
     slurm_account: str | None = None
     slurm_partition: str | None = None
-    slurm_time: str = "04:00:00"
+    slurm_time: str = slurm.DEFAULT_TIME
     extra_mounts: tuple[str, ...] = field(default_factory=tuple)
+    max_requeues: int = slurm.DEFAULT_MAX_REQUEUES
+    array_parallelism: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
@@ -48,28 +55,37 @@ class ExecutorSettings:
             raise ValueError(
                 f"num_nodes and gpus_per_node must be >= 1, got {self.num_nodes} and {self.gpus_per_node}"
             )
-        if self.kind == "slurm" and not self.slurm_account:
-            raise ValueError("executor slurm: --slurm-account is required")
+        if self.kind == "slurm":
+            self.slurm_settings([])  # checks the account, the time limit and the array settings
         if self.kind != "slurm" and self.num_nodes != 1:
             raise ValueError(f"executor {self.kind}: runs on one node, got num_nodes={self.num_nodes}")
+
+    def slurm_settings(self, mounts: list[str]) -> slurm.SlurmSettings:
+        return slurm.SlurmSettings(
+            account=self.slurm_account or "",
+            partition=self.slurm_partition,
+            time=self.slurm_time,
+            container_image=self.container_image,
+            mounts=tuple(mounts),
+            max_requeues=self.max_requeues,
+            array_parallelism=self.array_parallelism,
+        )
 
 
 def nemo_run(run_dir: str | Path):
     """Import nemo_run with NEMORUN_HOME under the run folder."""
-    home = str(nemo_run_home(run_dir))
-    os.environ["NEMORUN_HOME"] = home
-    import nemo_run
-    from nemo_run import config as nemo_run_config
-
-    nemo_run_config.set_nemorun_home(home)
-    return nemo_run
+    return slurm.import_nemo_run(nemo_run_home(run_dir))
 
 
 def container_mounts(spec: RunSpec, blend: BlendSpec, run_dir: Path, extra: tuple[str, ...] = ()) -> list[str]:
     """`path:path` for every folder a run reads or writes, nested folders folded into their parent."""
     folders = {run_dir.resolve().parent, Path(spec.blend_path).parent}
-    folders |= {Path(s.prefix).resolve().parent for s in blend.active_sources}
+    folders |= {Path(p).resolve().parent for s in blend.active_sources for p in s.prefixes}
     folders |= {Path(p).parent for p in spec.eval_domains.values()}
+    return fold_mounts(folders, extra)
+
+
+def fold_mounts(folders: set[Path], extra: tuple[str, ...] = ()) -> list[str]:
     kept: list[Path] = []
     for folder in sorted(folders, key=lambda p: len(p.parts)):
         if not any(folder == k or k in folder.parents for k in kept):
@@ -83,28 +99,16 @@ def build_task(run, spec: RunSpec, run_dir: Path):
     return run.Script(path="recipes.cli", m=True, entrypoint="python", args=["train", str(run_dir)])
 
 
-def build_executor(run, settings: ExecutorSettings, spec: RunSpec, mounts: list[str], run_dir: Path):
+def build_executor(run, settings: ExecutorSettings, spec: RunSpec, mounts: list[str]):
+    """The Local (torchrun) or Docker executor of one run."""
     gpus = settings.gpus_per_node if spec.backend == "bridge" else None
     launcher = "torchrun" if spec.backend == "bridge" else None
     env = {"PYTHONUNBUFFERED": "1"}
     packager = run.Packager()  # synthscale is installed in the image: nothing to package
     if settings.kind == "local":
         return run.LocalExecutor(ntasks_per_node=gpus or 1, launcher=launcher, env_vars=env)
-    if settings.kind == "slurm":
-        return run.SlurmExecutor(
-            account=settings.slurm_account,
-            partition=settings.slurm_partition,
-            nodes=settings.num_nodes,
-            ntasks_per_node=gpus or 1,
-            gpus_per_node=gpus,
-            time=settings.slurm_time,
-            container_image=settings.container_image,
-            container_mounts=mounts,
-            tunnel=run.LocalTunnel(job_dir=str(nemo_run_home(run_dir) / "slurm")),
-            packager=packager,
-            launcher=launcher,
-            env_vars=env,
-        )
+    if settings.kind != "docker":
+        raise ValueError(f"executor {settings.kind}: Slurm runs go in job arrays (recipes.arrays)")
     return run.DockerExecutor(
         container_image=settings.container_image,
         num_gpus=gpus if gpus else None,
@@ -120,39 +124,22 @@ def build_executor(run, settings: ExecutorSettings, spec: RunSpec, mounts: list[
     )
 
 
-@contextlib.contextmanager
-def _quiet():
-    """NeMo-Run prints banners to stdout; keep the CLI's output ours."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def _experiment(run, spec: RunSpec, settings: ExecutorSettings, run_dir: Path, blend: BlendSpec):
+def _executor_and_task(spec: RunSpec, settings: ExecutorSettings, run_dir: Path, blend: BlendSpec):
+    run = nemo_run(run_dir)
     mounts = container_mounts(spec, blend, run_dir, settings.extra_mounts)
-    executor = build_executor(run, settings, spec, mounts, run_dir)
-    task = build_task(run, spec, run_dir.resolve())
-    experiment = run.Experiment(spec.run_id, executor=executor, log_level="WARN")
-    return experiment, task
+    return run, build_executor(run, settings, spec, mounts), build_task(run, spec, run_dir.resolve())
 
 
 def dry_run(spec: RunSpec, run_dir: str | Path, settings: ExecutorSettings, blend: BlendSpec) -> str:
-    """What would be launched (for Slurm, the sbatch script), as text."""
+    """What would be launched for one run (local or docker), as text."""
     run_dir = Path(run_dir)
-    run = nemo_run(run_dir)
-    with _quiet():
-        experiment, task = _experiment(run, spec, settings, run_dir, blend)
-        with experiment:
-            experiment.add(task, name=spec.run_id, tail_logs=False)
-            experiment.dryrun(log=False, delete_exp_dir=True)
-            info = experiment.jobs[0]._dryrun_info
-    return f"# NeMo-Run {settings.kind} executor, run {spec.run_id}\n{info}\n"
+    run, executor, task = _executor_and_task(spec, settings, run_dir, blend)
+    text = slurm.render_script(run, executor, task, spec.run_id, nemo_run_home(run_dir) / "dryrun")
+    return f"# NeMo-Run {settings.kind} executor, run {spec.run_id}\n{text}\n"
 
 
 def launch(spec: RunSpec, run_dir: str | Path, settings: ExecutorSettings, blend: BlendSpec) -> None:
-    """Launch for real: local and docker wait for the run to finish, slurm submits and returns."""
+    """Launch one run for real (local or docker) and wait for it to finish."""
     run_dir = Path(run_dir)
-    run = nemo_run(run_dir)
-    experiment, task = _experiment(run, spec, settings, run_dir, blend)
-    with experiment:
-        experiment.add(task, name=spec.run_id, tail_logs=settings.kind != "slurm")
-        experiment.run(detach=settings.kind == "slurm")
+    run, executor, task = _executor_and_task(spec, settings, run_dir, blend)
+    slurm.submit(run, executor, task, spec.run_id, wait=True)

@@ -18,7 +18,7 @@ import platform
 from pathlib import Path
 
 from data_prep.blend_spec import BlendSpec
-from recipes.evaluation import token_weighted_loss
+from recipes.evaluation import eval_windows_record, token_weighted_loss
 from recipes.run_spec import RESULTS_FILE, RunSpec, recipe_hash
 from synthscale.files import atomic_paths, write_json_atomic
 from synthscale.provenance import provenance
@@ -98,10 +98,8 @@ def build_result(
         "recipe": spec.recipe.to_dict(),
         "plan": spec.plan.to_dict(),
         "layout": spec.layout,
-        "eval": {
-            name: {"loss": float(s["loss"]), "tokens": int(s["tokens"]), "prefix": spec.eval_domains[name]}
-            for name, s in per_domain.items()
-        },
+        "eval": {name: _domain_entry(spec, name, s) for name, s in per_domain.items()},
+        "eval_windows": eval_windows_record(spec.recipe.seq_length),
         "loss": token_weighted_loss(per_domain),
         "final_train_loss": train_loss_curve[-1][1] if train_loss_curve else None,
         "train_loss_curve": [[int(step), float(loss)] for step, loss in train_loss_curve],
@@ -116,12 +114,18 @@ def build_result(
     return record
 
 
+def _domain_entry(spec: RunSpec, name: str, scores: dict) -> dict:
+    entry = {"loss": float(scores["loss"]), "tokens": int(scores["tokens"]), "prefix": spec.eval_domains[name]}
+    if "samples" in scores:  # the first `samples` windows of the domain's evaluation set (recipes.evaluation)
+        entry["samples"] = int(scores["samples"])
+    return entry
+
+
 def add_domain_scores(record: dict, spec: RunSpec, per_domain: dict[str, dict]) -> dict:
     """`record` with newly evaluated domains added (eval, eval_domains, loss); the rest kept."""
     check_scores(per_domain)
     for name, scores in per_domain.items():
-        record["eval"][name] = {"loss": float(scores["loss"]), "tokens": int(scores["tokens"]),
-                                "prefix": spec.eval_domains[name]}
+        record["eval"][name] = _domain_entry(spec, name, scores)
     record["eval_domains"] = sorted(record["eval"])
     record["loss"] = token_weighted_loss(record["eval"])
     return record

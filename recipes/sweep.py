@@ -4,9 +4,10 @@
 run) if any run cannot go: an unknown or non-CPU shape on the CPU backend, fewer than
 MIN_TRAIN_ITERS steps, a blend that would read a source more than its max_epochs, a
 parallel layout that cannot work. `prepare_run` writes the run folder (run.json, the Bridge
-YAMLs, launch.sh and the launcher as NeMo-Run would submit it); `execute_sweep` skips runs
-that already have results.json (scoring them on any evaluation domain added since, from their
-final checkpoint, with no retraining) and launches the rest. CPU runs go `jobs` at a time, each
+YAMLs and, for local and docker, the launcher as NeMo-Run would run it); `execute_sweep` skips
+runs that already have results.json (scoring them on any evaluation domain added since, from
+their final checkpoint, with no retraining) and launches the rest: on Slurm as one job array
+per resource group (recipes.arrays), elsewhere one NeMo-Run launch per run. CPU runs go `jobs` at a time, each
 in its own process with `threads` torch threads: the same losses as one at a time.
 """
 
@@ -129,30 +130,18 @@ def _cpu_shape_names() -> list[str]:
     return [name for name, shape in SHAPES.items() if shape.cpu]
 
 
-def launch_command(planned: PlannedRun, settings: ExecutorSettings) -> str:
-    """The plain command that runs this run in place (what the launcher wraps)."""
-    run_dir = shlex.quote(str(planned.run_dir))
-    if planned.spec.backend == "cpu":
-        return f"recipes train {run_dir}"
-    nodes = settings.num_nodes
-    return (
-        f"torchrun --nnodes {nodes} --nproc-per-node {settings.gpus_per_node} "
-        f"-m recipes.bridge_entry --run-dir {run_dir}"
-    )
-
-
-def prepare_run(planned: PlannedRun, settings: ExecutorSettings) -> str:
-    """Write the run folder; return the launcher text (for Slurm, the sbatch script)."""
+def prepare_run(planned: PlannedRun, settings: ExecutorSettings) -> str | None:
+    """Write the run folder (run.json, the Bridge YAMLs); for local and docker also the launcher
+    text NeMo-Run would run (returned). Slurm runs are launched in arrays (recipes.arrays)."""
     run_dir = planned.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     planned.spec.save(run_dir)
     if planned.spec.backend == "bridge":
         write_bridge_configs(planned.spec, planned.blend, run_dir)
-    command = launch_command(planned, settings)
-    write_text_atomic(run_dir / "launch.sh", f"#!/usr/bin/env bash\n# run {planned.spec.run_id}\nset -euo pipefail\n{command}\n")
-    (run_dir / "launch.sh").chmod(0o755)
+    if settings.kind == "slurm":
+        return None
     if planned.spec.backend == "cpu" and settings.kind == "local":
-        text = f"# local, in process: {command}\n"
+        text = f"# local, in process: recipes train {shlex.quote(str(run_dir))}\n"
     else:
         text = dry_run(planned.spec, run_dir, settings, planned.blend)
     write_text_atomic(run_dir / f"launcher.{settings.kind}.txt", text)
@@ -181,7 +170,9 @@ def execute_sweep(
                 add_eval_domains(item, missing, echo)
             continue
         text = prepare_run(item, settings)
-        if dry_run_only:
+        if settings.kind == "slurm":
+            echo(f"{'would run' if dry_run_only else 'run  '}  {label}, {spec.plan.train_iters} steps (Slurm array)")
+        elif dry_run_only:
             echo(f"would run  {label}, {spec.plan.train_iters} steps\n{text}")
         elif spec.backend == "cpu" and settings.kind == "local":
             echo(f"run   {label}, {spec.plan.train_iters} steps")
@@ -189,9 +180,28 @@ def execute_sweep(
         else:
             echo(f"run   {label}, {spec.plan.train_iters} steps")
             launch(spec, item.run_dir, settings, item.blend)
+    if settings.kind == "slurm":
+        submit_arrays(planned, settings, Path(request.output), dry_run_only, echo)
     if in_process:
         run_cpu_runs(in_process, request.jobs, request.threads, echo, run_cpu_fn)
     return planned
+
+
+def submit_arrays(planned: list[PlannedRun], settings: ExecutorSettings, runs_dir: Path, dry_run_only: bool,
+                  echo: Callable[[str], None]) -> list[Path]:
+    """One Slurm job array per resource group of the runs not complete; print (dry run) or submit."""
+    from recipes.arrays import describe, group_pending, prepare_array, submit_array
+
+    folders = []
+    for group, runs in group_pending(planned, settings).items():
+        if dry_run_only:
+            folder, script = prepare_array(group, runs, settings, runs_dir)
+            echo(f"would submit {describe(group, runs, folder)}\n{script}")
+        else:
+            folder = submit_array(group, runs, settings, runs_dir)
+            echo(f"submitted {describe(group, runs, folder)}")
+        folders.append(folder)
+    return folders
 
 
 def add_eval_domains(item: PlannedRun, missing: list[str], echo: Callable[[str], None]) -> None:

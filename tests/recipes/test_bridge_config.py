@@ -37,7 +37,7 @@ MTRAIN_FIELDS = {
                   "end_weight_decay", "weight_decay_incr_style", "override_opt_param_scheduler"},
     "logger": {"log_interval", "tensorboard_dir", "log_throughput"},
     "checkpoint": {"save", "load", "save_interval", "ckpt_format", "fully_parallel_save", "save_optim", "save_rng",
-                   "load_optim", "load_rng", "exit_on_missing_checkpoint"},
+                   "load_optim", "load_rng", "exit_on_missing_checkpoint", "ckpt_step"},
     "tokenizer": {"tokenizer_type", "vocab_size", "null_tokenizer_eod_id", "use_tokenizer_vocab_size"},
     "rng": {"seed"},
     "dist": set(),
@@ -164,7 +164,8 @@ def test_eval_yaml_scores_the_final_checkpoint_on_the_domain(paper_runs, workspa
     eval_batch = 1 * spec.layout["data_parallel"]  # micro batch x DP
     assert cfg["validation"]["skip_train"] is True
     assert cfg["validation"]["eval_global_batch_size"] == eval_batch == 4
-    assert cfg["validation"]["eval_iters"] == ((tokens - 1) // 4096) // eval_batch >= 1
+    samples = (tokens - 1) // 4096  # 10 windows: rounded down to a multiple of 8, the largest power of two held
+    assert samples == 10 and cfg["validation"]["eval_iters"] * eval_batch == 8
     assert cfg["dataset"]["blend"] is None
     assert cfg["dataset"]["blend_per_split"] == [None, None, [[prefix], None]]
     assert cfg["checkpoint"]["load"] == str(run_dir.resolve() / "checkpoints") and cfg["checkpoint"]["save"] is None
@@ -205,3 +206,48 @@ def test_eval_dataset_section_builds_the_domain_test_split(paper_runs, workspace
         train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, [0, 0, samples], lambda: True, config).build()
     assert train is None and valid is None
     assert len(test) >= samples and test[0]["tokens"].shape[0] == 4096
+
+
+def test_eval_yaml_and_the_cpu_backend_score_the_same_windows(paper_runs, workspace, tmp_path):
+    """The eval YAML's test split, built by megatron-core as Bridge builds it, gives exactly the
+    windows the CPU backend scores (recipes.evaluation), whatever the run's training seed."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    from recipes.evaluation import EVAL_SEED, domain_windows
+
+    _, _, _, configs = paper_runs["1B"]
+    cfg = configs["eval_wiki"]
+    data = {k: v for k, v in cfg["dataset"].items() if k != "_target_" and k not in BRIDGE_DATASET_FIELDS}
+    assert data["random_seed"] == EVAL_SEED
+    data["path_to_cache"] = str(tmp_path / "bridge_cache")
+
+    class NullTokenizerLike:  # Bridge's NullTokenizer: no pad id, so nothing is masked
+        vocab_size, eod, unique_identifiers = 300, 0, {"class": "null"}
+
+    config = GPTDatasetConfig(sequence_length=4096, tokenizer=NullTokenizerLike(), **data)
+    samples = cfg["validation"]["eval_iters"] * cfg["validation"]["eval_global_batch_size"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, _, test = BlendedMegatronDatasetBuilder(GPTDataset, [0, 0, samples], lambda: True, config).build()
+    bridge = [[*test[i]["tokens"].tolist(), int(test[i]["labels"][-1])] for i in range(samples)]
+    cpu = domain_windows(workspace.prefixes["eval_wiki"], 4096, None, tmp_path / "cpu_cache")
+    assert cpu.tolist() == bridge and len(bridge) == 8
+
+
+def test_dataset_index_caches_go_to_the_run_folder(paper_runs, workspace, tmp_path):
+    import shutil
+
+    from recipes.evaluation import domain_windows
+
+    _, _, run_dir, configs = paper_runs["1B"]
+    for cfg in configs.values():
+        assert cfg["dataset"]["path_to_cache"] == str(run_dir.resolve() / "dataset_cache")
+    data = tmp_path / "readonly"
+    data.mkdir()
+    for suffix in (".bin", ".idx"):
+        shutil.copy(workspace.prefixes["eval_news"] + suffix, data / f"news{suffix}")
+    before = sorted(p.name for p in data.rglob("*"))
+    domain_windows(str(data / "news"), 64, None, tmp_path / "run" / "dataset_cache")
+    assert sorted(p.name for p in data.rglob("*")) == before  # nothing written beside the data
+    assert any((tmp_path / "run" / "dataset_cache").iterdir())

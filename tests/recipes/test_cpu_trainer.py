@@ -47,7 +47,10 @@ def test_loss_falls_on_a_real_blend(runs, workspace):
     assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.3
     for domain in ("wiki", "news"):
         assert record["eval"][domain]["loss"] < math.log(300) - 0.3
-        assert record["eval"][domain]["tokens"] == 63 * 64  # 4096 tokens -> 63 windows of 64
+        # 4096 tokens -> 63 windows of 64 -> 32 scored (a multiple of 32, the largest power of two held,
+        # so that a Bridge evaluation batch divides it: recipes.evaluation)
+        assert record["eval"][domain]["tokens"] == 32 * 64 and record["eval"][domain]["samples"] == 32
+    assert record["eval_windows"]["seed"] == 1234 and record["eval_windows"]["seq_length"] == 64
     # the longer run learned more
     assert record["loss"] < records[50 * 256]["loss"]
 
@@ -169,3 +172,13 @@ def test_peak_lr_override_reaches_the_run_and_its_id(workspace, tmp_path):
     assert sorted(s["recipe"]["peak_lr"] for s in specs) == [0.0003, 0.002]
     bad = invoke(sweep_args(workspace, output, "tiny-xs", "20480", "--peak-lr", "-1"))
     assert bad.exit_code == 2 and "--peak-lr" in bad.output
+
+
+def test_training_and_evaluation_index_caches_are_the_runs_own(runs, workspace):
+    """megatron-core's index caches go to RUN/dataset_cache, for the training blend as well as the
+    eval domains: data folders may be read-only and concurrent runs never share a cache file."""
+    for run in sorted(p for p in runs.iterdir() if (p / "results.json").exists()):
+        cached = [p.name for p in (run / "dataset_cache").rglob("*-description.txt")]
+        descriptions = [json.loads(p.read_text()) for p in (run / "dataset_cache").rglob("*-description.txt")]
+        train = [d for d in descriptions if d.get("index_split") == "train"]
+        assert train, f"{run.name}: no training index cache in its own folder: {cached}"

@@ -23,7 +23,7 @@ def _bridge_sweep(workspace, blend: Path, output: Path, executor: str, *extra: s
             "--output", str(output), "--dry-run", *extra]
     result = invoke(args)
     assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in output.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in output.iterdir() if p.is_dir() and not p.name.startswith("_")]
     return result.output, run_dir
 
 
@@ -36,30 +36,34 @@ def test_local_torchrun_dry_run(workspace, paper_blend_file, tmp_path):
     assert args[0] == "torchrun" and args[args.index("--nproc-per-node") + 1] == "4"
     assert args[-4:] == ["-m", "recipes.bridge_entry", "--run-dir", str(run_dir)]
     assert str(run_dir / "nemo_run") in request["log_dir"]  # NEMORUN_HOME under the run folder
-    assert (run_dir / "launch.sh").read_text().strip().endswith(
-        f"torchrun --nnodes 1 --nproc-per-node 4 -m recipes.bridge_entry --run-dir {run_dir}")
+    assert not (run_dir / "launch.sh").exists()  # one launch path: NeMo-Run
     # 3B on 4 GPUs: TP 1 (41 heads), PP 2, DP 2
     model = yaml.safe_load((run_dir / "bridge" / "train.yaml").read_text())["model"]
     assert (model["tensor_model_parallel_size"], model["pipeline_model_parallel_size"]) == (1, 2)
     assert not (run_dir / "results.json").exists() and not (run_dir / "checkpoints").exists()
 
 
-def test_slurm_dry_run_prints_the_sbatch_script(workspace, paper_blend_file, tmp_path):
+def test_slurm_dry_run_prints_the_array_sbatch_script(workspace, paper_blend_file, tmp_path):
     runs = tmp_path / "runs"
     output, run_dir = _bridge_sweep(
         workspace, paper_blend_file, runs, "slurm", "--nodes", "2", "--slurm-account", "acct",
         "--slurm-partition", "batch", "--slurm-time", "12:00:00", "--container-image", "nvcr.io/nvidia/nemo:26.08",
     )
-    script = (run_dir / "launcher.slurm.txt").read_text()
+    (array,) = (runs / "_arrays").iterdir()
+    script = (array / "sbatch.sh").read_text()
     assert script in output + "\n"  # printed as well as saved
-    for line in ("#SBATCH --account=acct", "#SBATCH --partition=batch", "#SBATCH --nodes=2",
+    for line in ("#SBATCH --account=acct", "#SBATCH --partition=batch", "#SBATCH --nodes=2", "#SBATCH --array=0-0",
                  "#SBATCH --gpus-per-node=8", "#SBATCH --time=12:00:00"):
         assert line in script
     assert "--container-image nvcr.io/nvidia/nemo:26.08" in script
     assert f"{paper_blend_file.parent}:{paper_blend_file.parent}" in script  # data and blend mounted in place
-    assert "torchrun" in script and "--nnodes 2 --nproc-per-node 8" in script
-    assert f"-m recipes.bridge_entry --run-dir {run_dir}" in script
-    assert str(run_dir.resolve() / "nemo_run" / "slurm") in script  # NeMo-Run's job folder in the run folder
+    # NeMo-Run's multi-node torchrun: a c10d rendezvous on the head node, one node rank per node
+    assert "--rdzv-backend c10d --rdzv-endpoint $head_node_ip:29500" in script
+    assert "--nnodes 2 --nproc-per-node 8 --node-rank $SLURM_NODEID" in script
+    assert f"-m recipes.bridge_entry --run-list {array / 'runs.txt'} --time-limit 720" in script
+    assert (array / "runs.txt").read_text() == f"{run_dir}\n"
+    assert str(array / "nemo_run" / "slurm") in script  # NeMo-Run's job folder in the array folder
+    assert "trap synthscale_requeue EXIT" in script
 
 
 def test_docker_dry_run(workspace, paper_blend_file, tmp_path):

@@ -1,0 +1,141 @@
+"""A sweep on Slurm: one NeMo-Run job array per group of runs with the same resources.
+
+Runs are grouped by what their job asks Slurm for: backend, nodes, GPUs per node, tensor and
+pipeline parallel sizes, and the time limit. Each group becomes one array in
+`RUNS/_arrays/<group>-<hash>/`:
+
+  - `runs.txt`: the runs not yet complete (no results.json), one run folder a line; array task
+    i trains line i + 1 (`bridge_entry --run-list`, or the CPU trainer on `$SYNTHSCALE_ITEM`);
+  - `sbatch.sh`: the script NeMo-Run renders (what `--dry-run` prints), with the requeue trap of
+    synthscale.slurm: after the task's command, a run that is not complete but progressed (its
+    checkpoint tracker, CPU checkpoint, train-done marker or per-domain scores changed) is
+    requeued with `scontrol requeue $SLURM_JOB_ID`, up to `--slurm-max-requeues` times; the
+    Bridge task stops itself before the time limit (`--time-limit`), saving a checkpoint, so a
+    multi-day run continues job after job until results.json exists;
+  - `nemo_run/`: NeMo-Run's home and job folder (logs).
+
+Rerunning the sweep leaves complete runs out and puts every other run (failed, stopped without
+progress, never started) in a new array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from recipes.launchers import ExecutorSettings, fold_mounts
+from synthscale import slurm
+from synthscale.files import write_text_atomic
+
+ARRAYS_DIR = "_arrays"
+RUN_LIST = "runs.txt"
+SCRIPT = "sbatch.sh"
+# Files whose content changes when a run makes progress (what the requeue trap compares).
+PROGRESS_FILES = ("checkpoints/latest_checkpointed_iteration.txt", "checkpoints/latest.pt",
+                  "bridge/train_done.json", "bridge/eval_scores.json", "results.json")
+
+
+@dataclass(frozen=True)
+class ArrayGroup:
+    backend: str
+    nodes: int
+    gpus_per_node: int
+    tensor_parallel: int
+    pipeline_parallel: int
+    time: str
+
+    @property
+    def label(self) -> str:
+        return (f"{self.backend}-n{self.nodes}x{self.gpus_per_node}-tp{self.tensor_parallel}-"
+                f"pp{self.pipeline_parallel}-t{self.time.replace(':', '')}")
+
+
+def group_of(planned, settings: ExecutorSettings) -> ArrayGroup:
+    layout = planned.spec.layout or {}
+    bridge = planned.spec.backend == "bridge"
+    return ArrayGroup(
+        backend=planned.spec.backend,
+        nodes=layout.get("num_nodes", settings.num_nodes) if bridge else 1,
+        gpus_per_node=layout.get("gpus_per_node", settings.gpus_per_node) if bridge else 0,
+        tensor_parallel=layout.get("tensor_parallel", 1),
+        pipeline_parallel=layout.get("pipeline_parallel", 1),
+        time=settings.slurm_time,
+    )
+
+
+def group_pending(planned: list, settings: ExecutorSettings) -> dict[ArrayGroup, list]:
+    """{group: runs not complete}, in plan order; complete runs are left out."""
+    groups: dict[ArrayGroup, list] = {}
+    for item in planned:
+        if not item.complete:
+            groups.setdefault(group_of(item, settings), []).append(item)
+    return groups
+
+
+def array_dir(runs_dir: Path, group: ArrayGroup, runs: list) -> Path:
+    digest = hashlib.sha256("\n".join(str(r.run_dir) for r in runs).encode()).hexdigest()[:8]
+    return Path(runs_dir).resolve() / ARRAYS_DIR / f"{group.label}-{digest}"
+
+
+def progress_stamp(var: str = "SYNTHSCALE_ITEM") -> str:
+    files = " ".join(f'"${var}/{name}"' for name in PROGRESS_FILES)
+    return f"for f in {files}; do [ -f \"$f\" ] && cksum \"$f\"; done"
+
+
+def _mounts(runs: list, settings: ExecutorSettings) -> list[str]:
+    from recipes.launchers import container_mounts
+
+    mounts: set[str] = set()
+    for item in runs:
+        mounts |= set(container_mounts(item.spec, item.blend, item.run_dir))
+    folders = {Path(m.split(":", 1)[0]) for m in mounts}
+    return fold_mounts(folders, settings.extra_mounts)
+
+
+def _executor_and_task(run, group: ArrayGroup, runs: list, settings: ExecutorSettings, folder: Path):
+    list_file = folder / RUN_LIST
+    sset = settings.slurm_settings(_mounts(runs, settings) + [f"{folder}:{folder}"])
+    setup = "\n".join([
+        slurm.item_lines(list_file),
+        slurm.requeue_lines('[ -f "$SYNTHSCALE_ITEM/results.json" ]', progress_stamp(), sset.max_requeues),
+    ])
+    array = slurm.array_spec(len(runs), sset.array_parallelism)
+    if group.backend == "bridge":
+        executor = slurm.slurm_executor(
+            run, sset, folder / "nemo_run" / "slurm", nodes=group.nodes, ntasks_per_node=group.gpus_per_node,
+            gpus_per_node=group.gpus_per_node, launcher="torchrun", array=array, setup_lines=setup)
+        task = run.Script(path="recipes.bridge_entry", m=True, entrypoint="python",
+                          args=["--run-list", str(list_file), "--time-limit", str(sset.minutes)])
+    else:
+        executor = slurm.slurm_executor(run, sset, folder / "nemo_run" / "slurm", array=array, setup_lines=setup)
+        task = run.Script(inline='exec python -m recipes.cli train --no-progress "$SYNTHSCALE_ITEM"')
+    return executor, task
+
+
+def prepare_array(group: ArrayGroup, runs: list, settings: ExecutorSettings, runs_dir: Path) -> tuple[Path, str]:
+    """Write the array folder (run list, sbatch script); return (folder, script)."""
+    folder = array_dir(runs_dir, group, runs)
+    folder.mkdir(parents=True, exist_ok=True)
+    slurm.write_item_list(folder / RUN_LIST, [str(r.run_dir) for r in runs])
+    run = slurm.import_nemo_run(folder / "nemo_run")
+    executor, task = _executor_and_task(run, group, runs, settings, folder)
+    script = slurm.render_script(run, executor, task, folder.name, folder / "nemo_run" / "dryrun")
+    write_text_atomic(folder / SCRIPT, script)
+    return folder, script
+
+
+def submit_array(group: ArrayGroup, runs: list, settings: ExecutorSettings, runs_dir: Path) -> Path:
+    """Submit the group's array through NeMo-Run (sbatch); returns the array folder."""
+    folder, _ = prepare_array(group, runs, settings, runs_dir)
+    run = slurm.import_nemo_run(folder / "nemo_run")
+    executor, task = _executor_and_task(run, group, runs, settings, folder)
+    slurm.submit(run, executor, task, folder.name)
+    return folder
+
+
+def describe(group: ArrayGroup, runs: list, folder: Path) -> str:
+    return (f"array {folder.name}: {len(runs)} runs ({group.nodes} nodes x {group.gpus_per_node} GPUs, "
+            f"TP {group.tensor_parallel}, PP {group.pipeline_parallel}, time {group.time}); "
+            f"run list {shlex.quote(str(folder / RUN_LIST))}")

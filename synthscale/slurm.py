@@ -1,0 +1,202 @@
+"""NeMo-Run on Slurm, shared by `recipes` (training sweeps) and `generation` (sharded corpora).
+
+One launch path: a NeMo-Run `SlurmExecutor` per job array, whose sbatch script NeMo-Run writes
+(with pyxis container flags, and for torchrun the multi-node rendezvous on the head node). What
+this module adds:
+
+  - **job arrays**: one job per group of work items with the same resources; task i takes line
+    i + 1 of a list file written next to the script (`item_lines`), so an array never needs
+    re-rendering to know its work;
+  - **requeue until complete**: the script installs an EXIT trap (`requeue_lines`) that, after the
+    task's command returns, requeues the array task (`scontrol requeue $SLURM_JOB_ID`) when its item
+    is not complete *and* its progress stamp changed during this attempt (a checkpoint advanced, a
+    shard committed more output), up to `max_requeues` times. A task that made no progress (a crash
+    at start-up, a bad config) is not requeued: rerunning the submitting command picks it up once
+    the cause is fixed. The trap runs on the batch host, outside the container: it uses only
+    POSIX shell, `sed`, `find`, `cksum` and `scontrol`;
+  - **dry runs through NeMo-Run's public functions**: `render_script` packages the task for the
+    executor (`packaging.package`) and asks NeMo-Run's torchx runner for a dry run
+    (`torchx_backend.launcher.launch(..., dryrun=True)`); for Slurm the text is the sbatch script
+    (`SlurmBatchRequest.materialize()`), for the others the request NeMo-Run would run.
+
+Nothing here imports `recipes` or `generation`; `nemo_run` is imported only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synthscale.files import write_text_atomic
+
+DEFAULT_TIME = "04:00:00"
+DEFAULT_MAX_REQUEUES = 50
+
+
+def import_nemo_run(home: str | Path):
+    """`nemo_run` with NEMORUN_HOME (its experiment bookkeeping) at `home`, never the home folder."""
+    home = str(Path(home).resolve())
+    os.environ["NEMORUN_HOME"] = home
+    import nemo_run
+    from nemo_run import config as nemo_run_config
+
+    nemo_run_config.set_nemorun_home(home)
+    return nemo_run
+
+
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def time_minutes(text: str) -> int:
+    """Minutes in a Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
+    match = _TIME.match(text.strip())
+    if not match:
+        raise ValueError(f"--slurm-time {text!r}: expected a Slurm time such as 04:00:00 or 2-00:00:00")
+    days, a, b, c = match.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = int(a), int(b or 0), int(c or 0)
+    elif c is not None:  # HH:MM:SS
+        hours, minutes, seconds = int(a), int(b), int(c)
+    else:  # MM or MM:SS
+        hours, minutes, seconds = 0, int(a), int(b or 0)
+    total = int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    if total < 1:
+        raise ValueError(f"--slurm-time {text!r}: must be at least one minute")
+    return total
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What every Slurm job of a launch shares (resources may differ per array)."""
+
+    account: str
+    partition: str | None = None
+    time: str = DEFAULT_TIME
+    container_image: str | None = None
+    mounts: tuple[str, ...] = ()
+    max_requeues: int = DEFAULT_MAX_REQUEUES
+    array_parallelism: int | None = None  # at most this many tasks of an array at once (`%N`)
+    env: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.account:
+            raise ValueError("executor slurm: --slurm-account is required")
+        time_minutes(self.time)
+        if self.max_requeues < 0:
+            raise ValueError(f"max_requeues must be >= 0, got {self.max_requeues}")
+        if self.array_parallelism is not None and self.array_parallelism < 1:
+            raise ValueError(f"array parallelism must be >= 1, got {self.array_parallelism}")
+
+    @property
+    def minutes(self) -> int:
+        return time_minutes(self.time)
+
+
+def array_spec(count: int, parallelism: int | None = None) -> str:
+    if count < 1:
+        raise ValueError("a job array needs at least one task")
+    return f"0-{count - 1}" + (f"%{parallelism}" if parallelism else "")
+
+
+def write_item_list(path: str | Path, items: list[str]) -> Path:
+    """The array's work list: task i takes line i + 1."""
+    for item in items:
+        if not item or "\n" in item:
+            raise ValueError(f"array item {item!r}: must be one non-empty line")
+    write_text_atomic(path, "".join(f"{item}\n" for item in items))
+    return Path(path)
+
+
+def item_lines(list_file: str | Path, var: str = "SYNTHSCALE_ITEM") -> str:
+    """Shell that sets `$var` to this array task's line of `list_file` (exported to the task)."""
+    q = shlex.quote(str(list_file))
+    return (
+        f'{var}=$(sed -n "$((${{SLURM_ARRAY_TASK_ID:-0}} + 1))p" {q})\n'
+        f'if [ -z "${var}" ]; then echo "synthscale: no line $((${{SLURM_ARRAY_TASK_ID:-0}} + 1)) in {q}" >&2; exit 2; fi\n'
+        f"export {var}"
+    )
+
+
+def requeue_lines(complete_test: str, progress_stamp: str, max_requeues: int, var: str = "SYNTHSCALE_ITEM") -> str:
+    """Shell (for the executor's setup_lines) that requeues this array task at exit while its item
+    is incomplete and made progress. `complete_test` is a shell test of the item (`$var`);
+    `progress_stamp` prints something that changes when the item makes progress."""
+    return f"""\
+# synthscale: requeue this task until its item is complete, while it makes progress
+synthscale_stamp() {{ {progress_stamp} ; }}
+synthscale_stamp_before=$(synthscale_stamp)
+synthscale_requeue() {{
+    synthscale_status=$?
+    if {complete_test}; then echo "synthscale: ${var} complete"; return 0; fi
+    if [ "$(synthscale_stamp)" = "$synthscale_stamp_before" ]; then
+        echo "synthscale: ${var} incomplete and made no progress in this attempt (exit $synthscale_status): not requeued"
+        return 0
+    fi
+    if [ "${{SLURM_RESTART_COUNT:-0}}" -ge {int(max_requeues)} ]; then
+        echo "synthscale: ${var} incomplete after {int(max_requeues)} requeues: not requeued"
+        return 0
+    fi
+    echo "synthscale: ${var} incomplete, progress made: requeue $SLURM_JOB_ID"
+    scontrol requeue "$SLURM_JOB_ID"
+}}
+trap synthscale_requeue EXIT"""
+
+
+def slurm_executor(run, settings: SlurmSettings, job_dir: str | Path, *, nodes: int = 1, ntasks_per_node: int = 1,
+                   gpus_per_node: int | None = None, launcher: str | None = None, array: str | None = None,
+                   setup_lines: str | None = None, env: dict | None = None, time: str | None = None):
+    """A NeMo-Run SlurmExecutor; NeMo-Run's job folder (scripts, logs) under `job_dir`."""
+    return run.SlurmExecutor(
+        account=settings.account,
+        partition=settings.partition,
+        nodes=nodes,
+        ntasks_per_node=ntasks_per_node,
+        gpus_per_node=gpus_per_node,
+        time=time or settings.time,
+        container_image=settings.container_image,
+        container_mounts=list(settings.mounts),
+        tunnel=run.LocalTunnel(job_dir=str(Path(job_dir).resolve())),
+        packager=run.Packager(),  # synthscale is installed in the image: nothing to package
+        launcher=launcher,
+        array=array,
+        setup_lines=setup_lines,
+        env_vars={"PYTHONUNBUFFERED": "1", **settings.env, **(env or {})},
+    )
+
+
+@contextlib.contextmanager
+def quiet():
+    """NeMo-Run prints banners and progress to stdout; keep the CLI's output ours."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def render_script(run, executor, task, name: str, experiment_dir: str | Path) -> str:
+    """What NeMo-Run would launch, through its public dry-run path: for Slurm the sbatch script."""
+    from nemo_run.run.torchx_backend.launcher import launch
+    from nemo_run.run.torchx_backend.packaging import package
+    from nemo_run.run.torchx_backend.runner import get_runner
+    from nemo_run.run.torchx_backend.schedulers.api import get_executor_str
+
+    experiment_dir = Path(experiment_dir).resolve()
+    executor = executor.clone()
+    executor.assign(name, str(experiment_dir), name, name)
+    with quiet():
+        executor.create_job_dir()
+        app = package(name, task, executor=executor, serialize_to_file=True)
+        _, info = launch(app, get_executor_str(executor), executor, dryrun=True, runner=get_runner())
+    request = info.request
+    return request.materialize() if hasattr(request, "materialize") else str(info)
+
+
+def submit(run, executor, task, name: str, wait: bool = False) -> None:
+    """Launch through a NeMo-Run Experiment: Slurm submits (sbatch) and returns; others wait."""
+    experiment = run.Experiment(name, executor=executor, log_level="WARN")
+    with experiment:
+        experiment.add(task, name=name, tail_logs=wait)
+        experiment.run(detach=not wait)
