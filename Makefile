@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m study --workdir demo_out
+	$(BIN)/python -m study --config study/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,4 @@
-"""`python -m study`: the tiny end-to-end study on CPU (what `make demo` runs)."""
+"""`python -m study`: a whole study from one config file (`make demo` runs study/demo.yaml)."""
 
 from __future__ import annotations
 
@@ -7,47 +7,64 @@ from pathlib import Path
 
 import click
 
-from study.pipeline import Study, StudyConfig
+from study.config import StudyConfig, study_config
+from synthscale.config import ConfigCommand, plain, write_resolved_config
 
-DEFAULTS = {f.name: f.default for f in fields(StudyConfig) if f.name != "workdir"}
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 
-def _joined(values) -> str:
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+def _option(field) -> click.Option:
+    """One --flag per StudyConfig field, its default shown; tuples are comma-separated."""
+    default = field.default
+    kind = str(field.type)
+    if kind.startswith("tuple"):
+        default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        ptype = str
+    elif kind == "Path":
+        default, ptype = str(default), click.Path()
+    elif kind in ("int", "float", "bool"):
+        ptype = {"int": int, "float": float, "bool": click.BOOL}[kind]
+    else:
+        default, ptype = ("" if default is None else default), str
+    return click.Option([f"--{field.name.replace('_', '-')}", field.name], type=ptype, default=default,
+                        show_default=True)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--workdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--recipes", default=_joined(DEFAULTS["recipes"]), show_default=True, help="Synthetic styles the real generator writes.")
-@click.option("--ablation-recipe", default=DEFAULTS["ablation_recipe"], show_default=True, help="Recipe also written by a random tiny Llama (the generator ablation); '' for none.")
-@click.option("--generate-docs", default=DEFAULTS["generate_docs"], show_default=True, help="Natural documents rephrased per recipe.")
-@click.option("--sizes", default=_joined(DEFAULTS["sizes"]), show_default=True, help="Model shapes (see `recipes shapes`).")
-@click.option("--budgets", default=_joined(DEFAULTS["budgets"]), show_default=True, help="Training tokens D per run.")
-@click.option("--ratios", default=_joined(DEFAULTS["ratios_pct"]), show_default=True, help="Synthetic percentages.")
-@click.option("--jobs", default=DEFAULTS["jobs"], show_default=True, type=click.IntRange(min=1), help="Training runs at once.")
-def main(workdir, recipes, ablation_recipe, generate_docs, sizes, budgets, ratios, jobs):
-    """Run the whole study at tiny scale: natural text -> synthetic corpora (vLLM, with
-    SmolLM2-135M-Instruct and a random tiny Llama for the generator ablation) -> Megatron
-    datasets and blends -> CPU training over sizes x budgets x mixtures -> scaling-law fits
-    and an HTML report. Rerun to resume; delete WORKDIR to start over (the converted
-    generator stays cached in $SYNTHSCALE_CACHE, default ~/.cache/synthscale).
+def _with_study_options(func):
+    func.__click_params__ = getattr(func, "__click_params__", []) + [_option(f) for f in reversed(fields(StudyConfig))]
+    return func
+
+
+class StudyCommand(ConfigCommand):
+    def resolved(self, ctx):
+        """The StudyConfig itself (validated), with lists for its tuples."""
+        config = study_config(ctx.params)
+        return {f.name: plain(getattr(config, f.name)) for f in fields(config)}
+
+
+@click.command(cls=StudyCommand)
+@_with_study_options
+@click.pass_context
+def main(ctx, **values):
+    """Run a whole study: natural text -> synthetic corpora (vLLM) -> Megatron datasets and
+    blends -> training over sizes x budgets x mixtures -> scaling-law fits and a report.
+
+    Every field of the study is a flag below and a key of a YAML config; `make demo` runs
+    study/demo.yaml (tiny, CPU). Copy that file to run your own study. Rerun to resume: a
+    step whose output exists is skipped. With `executor: slurm` the study submits the
+    training and stops; rerun it when the jobs are done to collect and fit them.
 
     \b
-    Example:
-      python -m study --workdir demo_out --sizes tiny-xs,tiny-s --ratios 0,33,67
+    Examples:
+      python -m study --config study/demo.yaml
+      python -m study --config study/demo.yaml --set training.sizes=tiny-xs,tiny-s,tiny-m --workdir out2
+      python -m study --config my_study.yaml --print-config
     """
-    try:
-        config = StudyConfig(
-            workdir=Path(workdir), recipes=_csv(recipes), ablation_recipe=ablation_recipe or None,
-            generate_docs=generate_docs, sizes=_csv(sizes), budgets=_csv(budgets),
-            ratios_pct=tuple(float(r) for r in _csv(ratios)), jobs=jobs,
-        )
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    from study.pipeline import Study  # after parsing: `--help` stays fast
+
+    config = study_config(values)
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(ctx, config.workdir / "study.config.yaml")
     Study(config)()
 
 
