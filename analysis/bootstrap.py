@@ -15,19 +15,17 @@ whose parameters the runs do not pin down (identify.py then flags the wide inter
 from __future__ import annotations
 
 import concurrent.futures as cf
-import math
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.defaults import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from analysis.fit import FitResult, FitSettings, minimise, select_best, split_theta
+from analysis.fit_inputs import FitUnit, check_unit
 from analysis.laws import natural_params
-from analysis.units import FitUnit, check_unit
 from analysis.workers import map_tasks
 
-DEFAULT_RESAMPLES = 1000
-DEFAULT_CONFIDENCE = 0.95
 WARM_START_SPACING = 0.05
 
 
@@ -151,9 +149,3 @@ def bootstrap_fits(
         failed = int(np.isnan(thetas).any(axis=1).sum())
         samples[i] = BootstrapSamples(fits[i].unit, thetas, failed)
     return samples
-
-
-def validate_confidence(confidence: float) -> float:
-    if not (math.isfinite(confidence) and 0.5 <= confidence < 1.0):
-        raise ValueError(f"confidence: must be in [0.5, 1), got {confidence!r}")
-    return confidence

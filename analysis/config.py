@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from analysis.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from analysis.defaults import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, MAX_MULTIPLE, TOL_ABS, TOL_REL
 from analysis.fit import FitSettings
 from analysis.laws import LAWS
-from analysis.plateau import MAX_MULTIPLE, TOL_ABS, TOL_REL
+from synthscale.errors import SynthscaleError
 
 
 @dataclass(frozen=True)
@@ -36,35 +36,35 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         if not self.laws:
-            raise ValueError("laws: name at least one of data, model, joint")
+            raise SynthscaleError("laws: name at least one of data, model, joint")
         for law in self.laws:
             if law not in LAWS:
-                raise ValueError(f"laws: expected data, rectified, model or joint, got {law!r}")
+                raise SynthscaleError(f"laws: expected data, rectified, model or joint, got {law!r}")
         if len(set(self.laws)) != len(self.laws):
-            raise ValueError(f"laws: repeated law in {self.laws!r}")
+            raise SynthscaleError(f"laws: repeated law in {self.laws!r}")
         if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
-            raise ValueError(f"bootstrap: must be 0 (none) or a positive count, got {self.bootstrap!r}")
+            raise SynthscaleError(f"bootstrap: must be 0 (none) or a positive count, got {self.bootstrap!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: must be a non-negative integer, got {self.seed!r}")
+            raise SynthscaleError(f"seed: must be a non-negative integer, got {self.seed!r}")
         if not (isinstance(self.confidence, float) and 0.5 <= self.confidence < 1.0):
-            raise ValueError(f"confidence: must be in [0.5, 1), got {self.confidence!r}")
+            raise SynthscaleError(f"confidence: must be in [0.5, 1), got {self.confidence!r}")
         if not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers: must be 0 (all cores) or a positive count, got {self.workers!r}")
+            raise SynthscaleError(f"workers: must be 0 (all cores) or a positive count, got {self.workers!r}")
         if self.speedup_law not in ("data", "joint"):
-            raise ValueError(f"speedup_law: expected 'data' or 'joint', got {self.speedup_law!r}")
+            raise SynthscaleError(f"speedup_law: expected 'data' or 'joint', got {self.speedup_law!r}")
         for name in ("extrapolate_N", "extrapolate_D"):
             for value in getattr(self, name):
                 if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                    raise ValueError(f"{name}: values must be positive numbers, got {value!r}")
+                    raise SynthscaleError(f"{name}: values must be positive numbers, got {value!r}")
         for name in ("plateau_tol_abs", "plateau_tol_rel"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name}: must be a positive number, got {value!r}")
+                raise SynthscaleError(f"{name}: must be a positive number, got {value!r}")
         if not (isinstance(self.plateau_max_multiple, (int, float)) and math.isfinite(self.plateau_max_multiple)
                 and self.plateau_max_multiple >= 1):
-            raise ValueError(f"plateau_max_multiple: must be a number >= 1, got {self.plateau_max_multiple!r}")
+            raise SynthscaleError(f"plateau_max_multiple: must be a number >= 1, got {self.plateau_max_multiple!r}")
         if not (self.target == "loss" or self.target.startswith("loss.")):
-            raise ValueError(f"target: expected 'loss' or 'loss.<domain>', got {self.target!r}")
+            raise SynthscaleError(f"target: expected 'loss' or 'loss.<domain>', got {self.target!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,28 +9,25 @@ output kept. Two generators of one recipe side by side show whether the generato
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from analysis.textfmt import Section, fmt
+from synthscale.errors import SynthscaleError
+from synthscale.files import read_manifest
 
 GENERATION_MANIFEST_KIND = "synthscale.synthetic"
 
 
-class CorpusError(ValueError):
+class CorpusError(SynthscaleError):
     """A --corpus that is not a generation output; the message names it."""
 
 
 def read_corpus(name: str, path: str | Path) -> dict:
     """One corpus's row from its generation manifest (a folder holding manifest.json, or the file)."""
-    path = Path(path)
-    manifest_path = path / "manifest.json" if path.is_dir() else path
-    if not manifest_path.is_file():
-        raise CorpusError(f"--corpus {name}={path}: no generation manifest at {str(manifest_path)!r}")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CorpusError(f"--corpus {name}={path}: {manifest_path} is not JSON: {exc}") from None
+        manifest_path, manifest = read_manifest(path, f"--corpus {name}={path}", "generation manifest")
+    except SynthscaleError as exc:
+        raise CorpusError(str(exc)) from None
     if manifest.get("kind") != GENERATION_MANIFEST_KIND:
         raise CorpusError(f"--corpus {name}={path}: {manifest_path} is not a generation manifest "
                           f"(kind {manifest.get('kind')!r}, expected {GENERATION_MANIFEST_KIND!r})")

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
+from analysis.fit_inputs import FitUnit
 from analysis.identify import Problem, point_problems
 from analysis.laws import HUBER_DELTA, HuberObjective, Law, natural_params, predict_loss
-from analysis.units import FitUnit
 from analysis.workers import map_tasks, one_blas_thread
 
 GRID = {

@@ -15,6 +15,14 @@ import pandas as pd
 UNLABELLED = "unlabelled"  # the family or generator of a synthetic mixture the table does not name
 
 
+def _label_blanks(runs: pd.DataFrame, synthetic: pd.Series, column: str, says: str, notes: list[str]) -> None:
+    """Synthetic runs with an empty `column` get UNLABELLED there, and a note naming their mixtures."""
+    blank = synthetic & (runs[column] == "")
+    if blank.any():
+        runs.loc[blank, column] = UNLABELLED
+        notes.append(f"mixture(s) {sorted(set(runs.loc[blank, 'mixture']))} are synthetic but {says} {UNLABELLED!r}")
+
+
 def label_mixtures(runs: pd.DataFrame, recorded: tuple[str, ...], notes: list[str]) -> pd.DataFrame:
     """Fill the family and generator of synthetic mixtures the table does not label ("unlabelled"),
     and tell apart mixtures that share a name but not their (family, generator)."""
@@ -28,20 +36,12 @@ def label_mixtures(runs: pd.DataFrame, recorded: tuple[str, ...], notes: list[st
         notes.append(f"the table has no family column: every synthetic mixture is put in one family "
                      f"{UNLABELLED!r} (mixture names are never parsed)")
     else:
-        blank = synthetic & (runs["family"] == "")
-        if blank.any():
-            runs.loc[blank, "family"] = UNLABELLED
-            notes.append(f"mixture(s) {sorted(set(runs.loc[blank, 'mixture']))} are synthetic but have no family: "
-                         f"put in family {UNLABELLED!r}")
+        _label_blanks(runs, synthetic, "family", "have no family: put in family", notes)
     if "generator" not in recorded and synthetic.any():
         runs.loc[synthetic, "generator"] = UNLABELLED
         notes.append(f"the table has no generator column: the generator of every synthetic mixture is {UNLABELLED!r}")
     else:
-        blank = synthetic & (runs["generator"] == "")
-        if blank.any():
-            runs.loc[blank, "generator"] = UNLABELLED
-            notes.append(f"mixture(s) {sorted(set(runs.loc[blank, 'mixture']))} are synthetic but name no generator: "
-                         f"generator {UNLABELLED!r}")
+        _label_blanks(runs, synthetic, "generator", "name no generator: generator", notes)
     natural = runs["synthetic_fraction"] == 0
     runs.loc[natural, ["family", "generator"]] = ""  # natural text only has neither
     # One mixture name, several blends (e.g. the same recipe from two generators): keep them apart.

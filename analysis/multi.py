@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass, field, replace
 
 from analysis.config import AnalysisConfig
+from analysis.fit_inputs import UnfittableError
 from analysis.grouping import split_conditions
 from analysis.identify import RECTIFIED_RULES, RULES
-from analysis.plateau import plateau_rules
 from analysis.labels import slug
 from analysis.pipeline import Analysis, run_analysis
+from analysis.plateau import plateau_rules
 from analysis.table import ResultsTable, TableError
-from analysis.units import UnfittableError
 from analysis.validation import holdout_summary
 from analysis.workers import worker_pool
 

@@ -15,13 +15,13 @@ from analysis.bootstrap import BootstrapSamples, bootstrap_fits
 from analysis.config import AnalysisConfig
 from analysis.derive import derive_findings
 from analysis.fit import FitResult, fit_units, shared_starts
+from analysis.fit_inputs import FitUnit, UnfittableError, build_units
 from analysis.grouping import group_rows, seed_spread
 from analysis.identify import Identification, interval_problems
 from analysis.laws import get_law
 from analysis.plateau import derive_plateaus
 from analysis.rectified import compare_laws, data_law_for_comparison, pre_learned, zero_threshold
 from analysis.table import ResultsTable, TableError, choose_baseline
-from analysis.units import FitUnit, UnfittableError, build_units
 from analysis.validation import Holdout, holdout_summary, holdout_validation
 from analysis.workers import worker_pool
 

@@ -41,9 +41,6 @@ from synthscale.units import format_count
 if TYPE_CHECKING:  # pragma: no cover
     from analysis.pipeline import Analysis, Fitted
 
-TOL_ABS = 0.01
-TOL_REL = 0.05
-MAX_MULTIPLE = 10.0
 SEARCH_MULTIPLE = 1e6
 GRID_POINTS = 256
 BISECTIONS = 60

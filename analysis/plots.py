@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -13,8 +14,10 @@ import numpy as np  # noqa: E402
 
 from analysis.labels import slug  # noqa: E402
 from analysis.pipeline import Analysis  # noqa: E402
-from analysis.unigram import UnigramResult  # noqa: E402
 from synthscale.units import format_count  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from analysis.unigram import UnigramResult
 
 
 @dataclass

@@ -168,7 +168,7 @@ def data_law_for_comparison(analysis: "Analysis", pool) -> tuple[dict, dict]:
     """The data-law fits and holdouts at the rectified fits' (mixture, N): the analysis's own when
     it fitted the data law, else fitted here (no bootstrap) on the same units."""
     from analysis.fit import fit_units
-    from analysis.units import build_units
+    from analysis.fit_inputs import build_units
     from analysis.validation import holdout_validation
 
     cfg = analysis.config

@@ -11,6 +11,7 @@ import html
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analysis.corpora import corpora_section
 from analysis.multi import AnalysisSet
@@ -18,9 +19,11 @@ from analysis.plots import unigram_figures
 from analysis.sections import build_sections
 from analysis.summary import summary_lines
 from analysis.textfmt import Section, fmt, interval_text, jsonable, with_interval  # noqa: F401 (re-exported)
-from analysis.unigram import UnigramResult
 from synthscale.files import atomic_paths, describe_file
 from synthscale.provenance import provenance
+
+if TYPE_CHECKING:  # pragma: no cover
+    from analysis.unigram import UnigramResult
 
 
 def unigram_section(result: UnigramResult) -> Section:
@@ -97,11 +100,14 @@ def fits_document(aset: AnalysisSet, unigram: UnigramResult | None, corpora: lis
 
 
 def write_report(aset: AnalysisSet, output: str | Path, unigram: UnigramResult | None = None,
-                 corpora: list[dict] | None = None) -> dict[str, Path]:
-    """Write report.html, report.md, fits.json, summary.txt and figures/*.png under `output`, all or nothing."""
+                 corpora: list[dict] | None = None, config_file: Path | None = None) -> dict[str, Path]:
+    """Write report.html, report.md, fits.json, summary.txt and figures/*.png under `output`, all or nothing.
+
+    `config_file`: where the caller writes the command's resolved configuration; the Input
+    section names it."""
     output = Path(output)
     document = fits_document(aset, unigram, corpora)
-    sections = build_sections(aset, document)
+    sections = build_sections(aset, document, config_file)
     if corpora:
         sections.append(corpora_section(corpora))
     if unigram is not None:

@@ -7,6 +7,8 @@ condition column and figures carry the condition in their titles.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from analysis.identify import RULES
 from analysis.laws import get_law
 from analysis.multi import AnalysisSet
@@ -41,7 +43,7 @@ def _cond(aset: AnalysisSet, entry: dict) -> list[str]:
     return [str(entry.get("condition") or "")] if aset.many_conditions else []
 
 
-def input_section(aset: AnalysisSet, data: dict) -> Section:
+def input_section(aset: AnalysisSet, data: dict, config_file: Path | None = None) -> Section:
     cfg, table = aset.config, aset.table
     s = Section("Input", [
         f"Results table `{table.path}`, fitted column `{table.target}`: {len(table.runs)} runs used, "
@@ -54,6 +56,9 @@ def input_section(aset: AnalysisSet, data: dict) -> Section:
         f"Converged (the optimiser succeeded) is not identified (numbers worth reporting): {RULES}. "
         "Findings use identified fits only.",
     ])
+    if config_file is not None:
+        s.text(f"Configuration: every option of this report is in `{config_file.name}` beside it "
+               f"(`analysis report --config {config_file}` runs it again, from the folder it ran in).")
     if table.notes:
         s.text("How the table was read (it lacks some labels):", *[f"- {n}" for n in table.notes])
     s.table(["mixture", "family", "generator", "synthetic fraction", "runs"],
@@ -280,9 +285,9 @@ def domain_section(aset: AnalysisSet) -> Section | None:
     return s
 
 
-def build_sections(aset: AnalysisSet, data: dict) -> list[Section]:
+def build_sections(aset: AnalysisSet, data: dict, config_file: Path | None = None) -> list[Section]:
     sections = [Section("Summary", [line for line in summary_lines(aset)]),
-                input_section(aset, data), grouping_section(aset, data)]
+                input_section(aset, data, config_file), grouping_section(aset, data)]
     sections += law_sections(aset, data)
     sections += rectified_sections(aset, data)
     if (s := holdout_section(aset)) is not None:

@@ -23,13 +23,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.labels import UNLABELLED, conditions, label_mixtures  # noqa: F401 (UNLABELLED re-exported)
+from synthscale.errors import SynthscaleError
 from synthscale.units import parse_count
 
 REQUIRED_COLUMNS = ("mixture", "N", "D", "loss")
 LABEL_COLUMNS = ("family", "generator", "backend", "recipe_hash", "seed")
 
 
-class TableError(ValueError):
+class TableError(SynthscaleError):
     """The results table cannot be used as it is; the message says why."""
 
 

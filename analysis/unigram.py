@@ -1,7 +1,9 @@
 """Unigram diagnostics straight from Megatron .bin/.idx datasets.
 
-Token counts are streamed with megatron-core's `IndexedDataset`, a block of whole documents at
-a time (about `chunk_tokens` tokens), never the whole file. From the counts:
+Token counts are streamed with data_prep's reader (`data_prep.indexed`, megatron-core's
+`IndexedDataset` underneath: the `synthscale[data_prep]` extra), a block of whole documents at a
+time (about `chunk_tokens` tokens), never the whole file. Only this module needs that extra, and
+only when it counts: fitting and the report do not. From the counts:
 
 - Zipf fit: least squares of log10 relative frequency on log10 rank over the ranks with a
   non-zero count (up to `max_rank`); reported as the exponent s in f(r) ~ r^-s, and R^2.
@@ -21,19 +23,21 @@ counts unless asked otherwise; what was left out is stated in the result.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-DEFAULT_SMOOTHING = 1.0
+from analysis.defaults import DEFAULT_SMOOTHING
+from synthscale.errors import SynthscaleError
+
 DEFAULT_CHUNK_TOKENS = 1 << 24
+DATA_EXTRA = "pip install 'synthscale[data_prep]'"
 
 
-class UnigramError(ValueError):
-    pass
+class UnigramError(SynthscaleError):
+    """Token files that cannot be compared as asked; the message names the prefix or value."""
 
 
 @dataclass
@@ -62,44 +66,45 @@ def read_manifest(prefix: str | Path) -> dict | None:
         raise UnigramError(f"manifest {str(path)!r} is not valid JSON: {exc}") from exc
 
 
-def count_tokens(
+def token_id_counts(
     prefix: str | Path,
     name: str | None = None,
     exclude_ids: tuple[int, ...] = (),
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> TokenCounts:
-    """Count every token id of PREFIX.bin/.idx, reading blocks of whole documents."""
-    with warnings.catch_warnings():  # megatron-core warns about optional GPU kernels on import
-        warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*")
-        from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    prefix = str(prefix)
-    if not IndexedDataset.exists(prefix):
-        raise UnigramError(f"no Megatron dataset at prefix {prefix!r} (expected {prefix}.bin and {prefix}.idx)")
+    """Occurrences of every token id in PREFIX.bin/.idx, read a block of whole documents at a time."""
     if chunk_tokens < 1:
         raise UnigramError(f"chunk_tokens: must be positive, got {chunk_tokens}")
-    dataset = IndexedDataset(prefix)  # kept alive while its memory map is read
-    ends = np.cumsum(dataset.sequence_lengths, dtype=np.int64)
+    prefix = str(prefix)
     counts = np.zeros(0, dtype=np.int64)
-    start, n = 0, len(dataset)
-    while start < n:
-        done = ends[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(ends, done + chunk_tokens, side="right")))
-        stop = min(stop, n)
-        block = np.concatenate(dataset[start:stop]) if stop > start else np.empty(0, np.int64)
-        if block.size and block.min() < 0:
-            raise UnigramError(f"{prefix!r}: negative token id {int(block.min())} in documents {start}..{stop - 1}")
-        block_counts = np.bincount(block.astype(np.int64, copy=False))
-        if block_counts.size > counts.size:
-            counts = np.pad(counts, (0, block_counts.size - counts.size))
-        counts[: block_counts.size] += block_counts
-        start = stop
+    with _open_tokens(prefix, name) as data:
+        documents = data.documents
+        for first, stop, block in data.blocks(chunk_tokens):
+            if block.size and block.min() < 0:
+                raise UnigramError(f"{prefix!r}: negative token id {int(block.min())} in documents {first}..{stop - 1}")
+            block_counts = np.bincount(block.astype(np.int64, copy=False))
+            if block_counts.size > counts.size:
+                counts = np.pad(counts, (0, block_counts.size - counts.size))
+            counts[: block_counts.size] += block_counts
     excluded = {}
     for token in exclude_ids:
         if 0 <= token < counts.size:
             excluded[int(token)] = int(counts[token])
             counts[token] = 0
-    return TokenCounts(name or Path(prefix).name, prefix, counts, n, excluded)
+    return TokenCounts(name or Path(prefix).name, prefix, counts, documents, excluded)
+
+
+def _open_tokens(prefix: str, name: str | None):
+    """data_prep's reader, imported here: without the data_prep extra, one line saying what to install.
+    (A missing file is named before megatron-core is imported, extra or not.)"""
+    label = f"unigram set {name!r}" if name else "unigram set"
+    try:
+        from data_prep.indexed import open_indexed
+
+        return open_indexed(prefix, label)
+    except ImportError as exc:
+        raise UnigramError(f"{label}: reading .bin/.idx token files needs the data_prep extra ({DATA_EXTRA}); "
+                           f"{exc}") from None
 
 
 def zipf_fit(counts: np.ndarray, max_rank: int | None = None) -> dict:
@@ -203,8 +208,8 @@ def unigram_diagnostics(
         if vocab_size is None and tokenizer.get("vocab_size"):
             vocab_size = int(tokenizer["vocab_size"])
     exclude = tuple(sorted(eod))
-    test_counts = count_tokens(test, "test", exclude, chunk_tokens)
-    train_counts = [count_tokens(p, name, exclude, chunk_tokens) for name, p in train.items()]
+    test_counts = token_id_counts(test, "test", exclude, chunk_tokens)
+    train_counts = [token_id_counts(p, name, exclude, chunk_tokens) for name, p in train.items()]
     largest = max(c.counts.size for c in [test_counts, *train_counts])
     if vocab_size is None or vocab_size < largest:
         vocab_size = largest

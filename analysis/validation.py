@@ -16,8 +16,8 @@ import numpy as np
 
 from analysis.bootstrap import BootstrapSamples, percentile_interval
 from analysis.fit import FitResult, FitSettings, fit_unit
+from analysis.fit_inputs import FitUnit, check_unit
 from analysis.laws import predict_loss
-from analysis.units import FitUnit, check_unit
 from synthscale.units import format_count
 
 

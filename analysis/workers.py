@@ -10,28 +10,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import multiprocessing
-import os
 import sys
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from threadpoolctl import threadpool_limits
 
+from synthscale.cli import resolve_workers
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def resolve_workers(workers: int) -> int:
-    """0 means all cores; otherwise a positive count."""
-    if workers < 0:
-        raise ValueError(f"workers: must be 0 (all cores) or a positive count, got {workers}")
-    return available_cores() if workers == 0 else workers
 
 
 def one_blas_thread():
@@ -49,7 +36,7 @@ def _call_limited(fn: Callable[[T], R], task: T) -> R:
 
 @contextlib.contextmanager
 def worker_pool(workers: int) -> Iterator[cf.Executor | None]:
-    """A process pool for `workers` > 1 (spawned, so safe after torch or threads), else None."""
+    """A process pool for `workers` > 1 (0: all cores; spawned, so safe after torch or threads), else None."""
     workers = resolve_workers(workers)
     if workers <= 1:
         yield None

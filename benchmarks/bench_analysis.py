@@ -21,17 +21,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.analysis.simulate: the simulated tables
+
 from analysis.bootstrap import bootstrap_fits
-from analysis.simulate import simulate_table
 from analysis.fit import FitSettings, fit_unit
+from analysis.fit_inputs import FitUnit
 from analysis.laws import LAWS
-from analysis.simulate import TrueLaw
-from analysis.units import FitUnit
 from analysis.workers import worker_pool
+from tests.analysis.simulate import TrueLaw, simulate_table
 
 TRUE = TrueLaw(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)  # Hoffmann et al.'s fit
 
@@ -69,7 +72,6 @@ def demo_table(path) -> int:
 
 def bench_report(workers: int, grid: str) -> None:
     import tempfile
-    from pathlib import Path
 
     from click.testing import CliRunner
 

@@ -55,7 +55,7 @@ def _environment(threads: int) -> None:
 
 def _sources(args) -> tuple[list[str], str]:
     """The source texts: real web text cut to --words words when asked for and present, else filler."""
-    from generation.tiny import sample_text
+    from study.tiny_llama import sample_text
 
     if args.text == "c4" and SHARED_TEXT.exists():
         texts = []
@@ -111,7 +111,7 @@ def main() -> int:
     from generation.pipeline import run
     from generation.prompts import build_messages, get_recipe
     from generation.run_config import RunConfig
-    from generation.tiny import build_tiny_model
+    from study.tiny_llama import build_tiny_model
     from generation.work_plan import request_seed
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-generation-work-"))

@@ -17,18 +17,23 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.analysis.simulate: the simulated curves
+
 from analysis.bootstrap import bootstrap_fits
 from analysis.fit import COARSE_GRID, FitSettings, fit_unit
+from analysis.fit_inputs import FitUnit
 from analysis.laws import LAWS
 from analysis.pipeline import Fitted
 from analysis.plateau import plateau_entry
-from analysis.simulate import RectifiedCurve
-from analysis.units import FitUnit
-from analysis.workers import available_cores, resolve_workers, worker_pool
+from analysis.workers import worker_pool
+from synthscale.cli import resolve_workers
+from tests.analysis.simulate import RectifiedCurve
 
 BUDGETS = np.geomspace(1e8, 1e12, 14)
 
@@ -65,7 +70,7 @@ def main() -> None:
     units = [unit_of(c, i, args.noise, rng) for i, c in enumerate(curves)]
     workers = resolve_workers(args.workers)
     print(f"{args.curves} curves x {BUDGETS.size} points; rectified law, {args.grid} starting grid; "
-          f"{args.resamples} bootstrap resamples each; {workers} worker process(es) on {available_cores()} "
+          f"{args.resamples} bootstrap resamples each; {workers} worker process(es) on {resolve_workers(0)} "
           f"available core(s); load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     per_curve, fit_s, boot_s = [], [], []
     identified = covered = checked = failed = plateaus = 0
@@ -105,7 +110,7 @@ def main() -> None:
     print(f"wall time: {wall:.1f} s for {args.curves} curves ({parent_cpu:.1f} s CPU in the parent process)")
     print(f"per curve: median {statistics.median(per_curve):.2f} s (grid fit {statistics.median(fit_s):.2f} s, "
           f"bootstrap + plateau {statistics.median(boot_s):.2f} s); min {min(per_curve):.2f} s, max {max(per_curve):.2f} s")
-    print(f"cores used: {workers} worker process(es) of {available_cores()} available; "
+    print(f"cores used: {workers} worker process(es) of {resolve_workers(0)} available; "
           f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"identified fits: {identified} of {args.curves}; planted parameters within their 95% intervals: "
           f"{covered} of {checked}; failed resamples: {failed} of {args.curves * args.resamples}; "

@@ -20,6 +20,8 @@ from data_prep.sources import (  # noqa: F401  (open_tokenized, TokenizedDataset
     open_source,
     open_tokenized,
 )
+from synthscale.cli import parse_named_values
+from synthscale.errors import SynthscaleError
 from synthscale.files import sha256_file
 from synthscale.provenance import provenance
 
@@ -51,12 +53,7 @@ def source_identity(
     """
     name = dataset.name
     made_by = dataset.origin("generator")
-    if name in synthetic:
-        role = "synthetic"
-    elif name in natural:
-        role = "natural"
-    else:
-        role = "synthetic" if made_by else "natural"
+    role = source_role(dataset, synthetic, natural)
     family = (families or {}).get(name)
     generator = (generators or {}).get(name)
     if role == "natural":
@@ -70,32 +67,67 @@ def source_identity(
     return SourceIdentity(role, family, generator)
 
 
-def parse_named(value: str, what: str) -> tuple[str, str]:
-    """'NAME=VALUE' -> (NAME, VALUE); the error names the option and the bad value."""
-    name, sep, rest = value.partition("=")
-    if not sep or not name.strip() or not rest.strip():
-        raise ValueError(f"{what}: expected NAME=VALUE, got {value!r}")
-    return name.strip(), rest.strip()
+def _weight(name: str, raw: str) -> float:
+    try:
+        weight = float(raw)
+    except ValueError:
+        raise SynthscaleError(f"--weights: weight of {name!r} is not a number: {raw!r}") from None
+    if not math.isfinite(weight) or weight < 0:
+        raise SynthscaleError(f"--weights: weight of {name!r} must be a non-negative number, got {raw!r}")
+    return weight
 
 
 def parse_weights(values: list[str] | tuple[str, ...]) -> dict[str, float]:
     """'a=0.67,b=0.33' (or several such strings) -> {'a': 0.67, 'b': 0.33}."""
-    weights: dict[str, float] = {}
-    for value in values:
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            name, raw = parse_named(item, "--weights")
-            try:
-                weight = float(raw)
-            except ValueError:
-                raise ValueError(f"--weights: weight of {name!r} is not a number: {raw!r}") from None
-            if not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"--weights: weight of {name!r} must be a non-negative number, got {raw!r}")
-            if name in weights:
-                raise ValueError(f"--weights: {name!r} is given twice")
-            weights[name] = weight
+    weights = parse_named_values(values, "--weights", "W", convert=_weight, split_commas=True)
     if not weights:
-        raise ValueError("--weights: give at least one NAME=W")
+        raise SynthscaleError("--weights: give at least one NAME=W")
     return weights
+
+
+def source_role(dataset: TokenizedDataset | DataSource, synthetic=frozenset(), natural=frozenset()) -> str:
+    """'synthetic' or 'natural': as `--synthetic NAME` / `--natural NAME` say, else from the manifest
+    (a dataset whose documents name a generator is synthetic)."""
+    if dataset.name in synthetic:
+        return "synthetic"
+    if dataset.name in natural:
+        return "natural"
+    return "synthetic" if dataset.origin("generator") else "natural"
+
+
+def check_names(names: list[str], **named) -> None:
+    """Source names are unique; every name an option gives (`synthetic={...}`) is a source's; roles
+    do not clash. Errors name the option (`--synthetic`) and the names."""
+    if len(set(names)) != len(names):
+        raise SynthscaleError(f"--data: names must be unique, got {names}")
+    for key, given in named.items():
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise SynthscaleError(f"--{key}: no --data for {', '.join(map(repr, unknown))} (data given: {names})")
+    both = sorted(set(named.get("synthetic", ())) & set(named.get("natural", ())))
+    if both:
+        raise SynthscaleError(f"--synthetic and --natural both name {', '.join(map(repr, both))}")
+
+
+def split_roles(datasets: list[TokenizedDataset | DataSource], synthetic=frozenset(), natural=frozenset(),
+                families: dict[str, str] | None = None,
+                generators: dict[str, str] | None = None) -> tuple[DataSource, list[DataSource]]:
+    """`data_prep grid`'s sources: (the one natural source, the synthetic ones), roles by `source_role`."""
+    datasets = [as_source(d) for d in datasets]
+    check_names([d.name for d in datasets], synthetic=synthetic, natural=natural, family=families or {},
+                generator=generators or {})
+    roles = {d.name: source_role(d, synthetic, natural) for d in datasets}
+    naturals = [d for d in datasets if roles[d.name] == "natural"]
+    synthetics = [d for d in datasets if roles[d.name] == "synthetic"]
+    if len(naturals) != 1:
+        raise SynthscaleError(
+            f"grid: needs exactly one natural source, got {[d.name for d in naturals]} "
+            "(mark sources with --natural NAME / --synthetic NAME; without a mark, a source is synthetic "
+            "when its documents name a generator)")
+    if not synthetics:
+        raise SynthscaleError(f"grid: needs at least one synthetic source (data given: {list(roles)}); "
+                              "mark one with --synthetic NAME")
+    return naturals[0], synthetics
 
 
 def make_blend(
@@ -118,27 +150,16 @@ def make_blend(
     """
     datasets = [as_source(d) for d in datasets]
     names = [d.name for d in datasets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"--data: names must be unique, got {names}")
-    unknown = sorted(set(weights) - set(names))
-    if unknown:
-        raise ValueError(f"--weights: no --data for {', '.join(map(repr, unknown))} (data given: {names})")
+    check_names(names, weights=weights, synthetic=synthetic, natural=natural, family=families or {},
+                generator=generators or {})
     unweighted = sorted(set(names) - set(weights))
     if unweighted:
-        raise ValueError(f"--weights: no weight for data {', '.join(map(repr, unweighted))}")
-    for option, given in (("--synthetic", synthetic), ("--natural", natural),
-                          ("--family", families or {}), ("--generator", generators or {})):
-        unknown_names = sorted(set(given) - set(names))
-        if unknown_names:
-            raise ValueError(f"{option}: no --data for {', '.join(map(repr, unknown_names))} (data given: {names})")
-    both = sorted(set(synthetic) & set(natural))
-    if both:
-        raise ValueError(f"--synthetic and --natural both name {', '.join(map(repr, both))}")
+        raise SynthscaleError(f"--weights: no weight for data {', '.join(map(repr, unweighted))}")
     total = sum(weights.values())
     if total <= 0:
-        raise ValueError("--weights: at least one weight must be positive")
+        raise SynthscaleError("--weights: at least one weight must be positive")
     if not normalize and abs(total - 1.0) > WEIGHT_TOLERANCE:
-        raise ValueError(f"--weights: weights sum to {total:.6g}, not 1 (pass --normalize to rescale them)")
+        raise SynthscaleError(f"--weights: weights sum to {total:.6g}, not 1 (pass --normalize to rescale them)")
     check_same_tokenizer(datasets)
     sources = []
     for dataset in datasets:
@@ -146,7 +167,7 @@ def make_blend(
         requested = int(round(weight * tokens))
         epochs = requested / dataset.tokens
         if epochs > max_epochs:
-            raise ValueError(
+            raise SynthscaleError(
                 f"source {dataset.name!r} has {dataset.tokens:,} tokens but the blend asks for "
                 f"{requested:,}: it would be read {epochs:.3g} times, more than --max-epochs {max_epochs:g}"
             )
@@ -209,7 +230,7 @@ def make_grid(
     natural, synthetic = as_source(natural), [as_source(s) for s in synthetic]
     bad = [r for r in ratios_pct if not 0 <= r <= 100]
     if bad:
-        raise ValueError(f"--ratios: percentages must lie in [0, 100], got {bad}")
+        raise SynthscaleError(f"--ratios: percentages must lie in [0, 100], got {bad}")
     blends: list[BlendSpec] = []
     if 0 in ratios_pct:
         blends.append(make_blend(natural.name, [natural], {natural.name: 1.0}, tokens, seq_length,

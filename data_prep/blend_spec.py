@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import sha256_file, write_text_atomic
 
 BLEND_KIND = "synthscale.blend"
@@ -71,15 +72,15 @@ class BlendSource:
 
     def __post_init__(self):
         if not self.name:
-            raise ValueError("sources[].name: must not be empty")
+            raise SynthscaleError("sources[].name: must not be empty")
         if self.role not in ROLES:
-            raise ValueError(f"sources[{self.name}].role: must be one of {ROLES}, got {self.role!r}")
+            raise SynthscaleError(f"sources[{self.name}].role: must be one of {ROLES}, got {self.role!r}")
         if not self.family or "+" in self.family:
-            raise ValueError(f"sources[{self.name}].family: must be a non-empty name without '+', got {self.family!r}")
+            raise SynthscaleError(f"sources[{self.name}].family: must be a non-empty name without '+', got {self.family!r}")
         if not (math.isfinite(self.weight) and self.weight >= 0):
-            raise ValueError(f"sources[{self.name}].weight: must be >= 0, got {self.weight}")
+            raise SynthscaleError(f"sources[{self.name}].weight: must be >= 0, got {self.weight}")
         if self.tokens_available <= 0:
-            raise ValueError(
+            raise SynthscaleError(
                 f"sources[{self.name}].tokens_available: must be positive, got {self.tokens_available}"
             )
         if self.shards is not None:
@@ -90,19 +91,19 @@ class BlendSource:
         shards = tuple(s if isinstance(s, Shard) else Shard(**s) for s in self.shards)
         object.__setattr__(self, "shards", shards)
         if not shards:
-            raise ValueError(f"{where}: a sharded source needs at least one shard")
+            raise SynthscaleError(f"{where}: a sharded source needs at least one shard")
         prefixes = [s.prefix for s in shards]
         if len(set(prefixes)) != len(prefixes):
             twice = sorted({p for p in prefixes if prefixes.count(p) > 1})
-            raise ValueError(f"{where}: {twice[0]!r} is listed twice")
+            raise SynthscaleError(f"{where}: {twice[0]!r} is listed twice")
         bad = [s.prefix for s in shards if not s.tokens > 0]
         if bad:
-            raise ValueError(f"{where}: shard {bad[0]!r} has no tokens")
+            raise SynthscaleError(f"{where}: shard {bad[0]!r} has no tokens")
         total = sum(s.tokens for s in shards)
         if total != self.tokens_available:
-            raise ValueError(f"{where}: shards hold {total:,} tokens, tokens_available says {self.tokens_available:,}")
+            raise SynthscaleError(f"{where}: shards hold {total:,} tokens, tokens_available says {self.tokens_available:,}")
         if self.manifest_sha256 != shards_sha256(s.manifest_sha256 for s in shards):
-            raise ValueError(f"sources[{self.name}].manifest_sha256: is not the hash of its shards' manifest sha256s")
+            raise SynthscaleError(f"sources[{self.name}].manifest_sha256: is not the hash of its shards' manifest sha256s")
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -140,22 +141,22 @@ class BlendSpec:
 
     def __post_init__(self):
         if self.tokens <= 0:
-            raise ValueError(f"tokens: must be positive, got {self.tokens}")
+            raise SynthscaleError(f"tokens: must be positive, got {self.tokens}")
         if self.seq_length <= 0:
-            raise ValueError(f"seq_length: must be positive, got {self.seq_length}")
+            raise SynthscaleError(f"seq_length: must be positive, got {self.seq_length}")
         if not self.max_epochs > 0:
-            raise ValueError(f"max_epochs: must be positive, got {self.max_epochs}")
+            raise SynthscaleError(f"max_epochs: must be positive, got {self.max_epochs}")
         if not self.sources:
-            raise ValueError("sources: a blend needs at least one source")
+            raise SynthscaleError("sources: a blend needs at least one source")
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
-            raise ValueError(f"sources: names must be unique, got {names}")
+            raise SynthscaleError(f"sources: names must be unique, got {names}")
         total = sum(s.weight for s in self.sources)
         if abs(total - 1.0) > WEIGHT_TOLERANCE:
-            raise ValueError(f"sources[].weight: must sum to 1, they sum to {total:.9g}")
+            raise SynthscaleError(f"sources[].weight: must sum to 1, they sum to {total:.9g}")
         for source in self.sources:
             if source.epochs > self.max_epochs + 1e-12:
-                raise ValueError(
+                raise SynthscaleError(
                     f"source {source.name!r} would be read {source.epochs:.3g} times "
                     f"(max_epochs={self.max_epochs:g})"
                 )
@@ -244,14 +245,14 @@ class BlendSpec:
     def from_dict(cls, data: dict, path: str | None = None) -> "BlendSpec":
         where = path or "blend"
         if not isinstance(data, dict) or data.get("kind") != BLEND_KIND:
-            raise ValueError(f"{where}: not a synthscale blend (kind must be {BLEND_KIND!r})")
+            raise SynthscaleError(f"{where}: not a synthscale blend (kind must be {BLEND_KIND!r})")
         if data.get("version") not in READ_VERSIONS:
-            raise ValueError(
+            raise SynthscaleError(
                 f"{where}: version {data.get('version')!r} is not supported (this synthscale reads {READ_VERSIONS})"
             )
         missing = [k for k in ("name", "tokens", "seq_length", "max_epochs", "tokenizer", "sources") if k not in data]
         if missing:
-            raise ValueError(f"{where}: missing fields {missing}")
+            raise SynthscaleError(f"{where}: missing fields {missing}")
         try:
             sources = tuple(BlendSource(**_source_fields(s)) for s in data["sources"])
             spec = cls(
@@ -265,31 +266,31 @@ class BlendSpec:
                 path=path,
             )
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: {exc}") from None
+            raise SynthscaleError(f"{where}: {exc}") from None
         if "data_path" in data and data["data_path"] != spec.data_path:
-            raise ValueError(f"{where}: data_path does not match sources' weights and prefixes")
+            raise SynthscaleError(f"{where}: data_path does not match sources' weights and prefixes")
         return spec
 
     @classmethod
     def load(cls, path: str | Path) -> "BlendSpec":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no blend file at {str(path)!r}")
+            raise MissingInputError(f"no blend file at {str(path)!r}")
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from None
+            raise SynthscaleError(f"{path}: not valid YAML: {exc}") from None
         return cls.from_dict(data, str(path.resolve()))
 
 
 def _source_fields(raw: dict) -> dict:
     """A source's fields; version-1 blends had a `synthetic` flag instead of role/family/generator."""
     if not isinstance(raw, dict):
-        raise ValueError(f"sources: each source must be a mapping, got {raw!r}")
+        raise SynthscaleError(f"sources: each source must be a mapping, got {raw!r}")
     fields = dict(raw)
     if isinstance(fields.get("shards"), list):
         if not all(isinstance(s, dict) for s in fields["shards"]):
-            raise ValueError(f"sources[{fields.get('name')}].shards: each shard must be a mapping")
+            raise SynthscaleError(f"sources[{fields.get('name')}].shards: each shard must be a mapping")
         fields["shards"] = tuple(Shard(**s) for s in fields["shards"])
     if "synthetic" in fields and "role" not in fields:
         synthetic = bool(fields.pop("synthetic"))

@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from data_prep.blend_spec import BlendSpec
+from data_prep.indexed import quiet_megatron_import
+from synthscale.errors import SynthscaleError
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ def megatron_blend(spec: BlendSpec) -> tuple[list[str], list[float] | None]:
 
 def gpt_dataset_config(spec: BlendSpec, seq_length: int | None = None, seed: int = 1234,
                        cache_dir: str | Path | None = None):
-    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+    with quiet_megatron_import():
+        from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
     tokenizer = BlendTokenizer(
         vocab_size=int(spec.tokenizer["vocab_size"]),
@@ -87,11 +91,12 @@ def build_gpt_dataset(spec: BlendSpec, num_samples: int, seq_length: int | None 
     megatron-core writes its index cache to `cache_dir` (a run's own folder, so data folders may
     be read-only and concurrent runs never race), or next to the data when it is None.
     """
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset
+    with quiet_megatron_import():
+        from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+        from megatron.core.datasets.gpt_dataset import GPTDataset
 
     if num_samples <= 0:
-        raise ValueError(f"num_samples: must be positive, got {num_samples}")
+        raise SynthscaleError(f"num_samples: must be positive, got {num_samples}")
     config = gpt_dataset_config(spec, seq_length, seed, cache_dir)
     if cache_dir is not None:
         _ensure_process_group()
@@ -100,7 +105,10 @@ def build_gpt_dataset(spec: BlendSpec, num_samples: int, seq_length: int | None 
     if quiet:
         logger.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext(), \
+                warnings.catch_warnings():
+            if quiet:  # BlendTokenizer's pad is its eod on purpose: nothing is masked (as Bridge's NullTokenizer)
+                warnings.filterwarnings("ignore", message="The pad token id in the tokenizer collides")
             train, _, _ = BlendedMegatronDatasetBuilder(
                 GPTDataset, [num_samples, 0, 0], lambda: True, config
             ).build()

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.indexed import megatron_indexed
 from data_prep.records import SKIP_REASONS
 from data_prep.sources import TokenizedDataset, check_same_tokenizer, open_shards
 from data_prep.tokenize import MANIFEST_KIND, output_paths
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import atomic_paths, sha256_file, write_json_atomic
 from synthscale.provenance import provenance
 
@@ -39,22 +41,22 @@ def open_parts(inputs: list[str]) -> list[TokenizedDataset]:
     seen: set[str] = set()
     for part in parts:
         if part.prefix in seen:
-            raise ValueError(f"merge: {part.prefix!r} is given twice")
+            raise SynthscaleError(f"merge: {part.prefix!r} is given twice")
         seen.add(part.prefix)
     return parts
 
 
 def _check(parts: list[TokenizedDataset], output: str) -> None:
     if Path(output).suffix in (".bin", ".idx"):
-        raise ValueError(f"--output: give the prefix without .bin/.idx, got {output!r}")
+        raise SynthscaleError(f"--output: give the prefix without .bin/.idx, got {output!r}")
     target = str(Path(output).resolve())
     if target in {p.prefix for p in parts}:
-        raise ValueError(f"--output {output!r} is one of the datasets to merge: write the merge elsewhere")
+        raise SynthscaleError(f"--output {output!r} is one of the datasets to merge: write the merge elsewhere")
     check_same_tokenizer(parts, "dataset", "merged datasets need one tokenizer")
     dtypes = {p.manifest["dtype"] for p in parts}
     if len(dtypes) > 1:
         odd = next(p for p in parts if p.manifest["dtype"] != parts[0].manifest["dtype"])
-        raise ValueError(f"dataset {odd.name!r} is {odd.manifest['dtype']}, {parts[0].name!r} is "
+        raise SynthscaleError(f"dataset {odd.name!r} is {odd.manifest['dtype']}, {parts[0].name!r} is "
                          f"{parts[0].manifest['dtype']}: merged datasets need one dtype")
 
 
@@ -83,17 +85,17 @@ def _merge_doc_ids(parts: list[TokenizedDataset], target: Path) -> None:
         for part in parts:
             path = output_paths(part.prefix)["doc_ids"]
             if not path.is_file():
-                raise FileNotFoundError(f"dataset {part.name!r}: {str(path)!r} is missing")
+                raise MissingInputError(f"dataset {part.name!r}: {str(path)!r} is missing")
             with gzip.open(path, "rt", encoding="utf-8") as handle:
                 if handle.readline() != DOC_IDS_HEADER:
-                    raise ValueError(f"dataset {part.name!r}: {str(path)!r} is not a doc-id map")
+                    raise SynthscaleError(f"dataset {part.name!r}: {str(path)!r} is not a doc-id map")
                 rows = 0
                 while lines := handle.readlines(1 << 22):
                     fields = [line.split("\t", 2) for line in lines]
                     out.write("".join([f"{int(d) + documents}\t{int(i) + inputs}\t{rest}" for d, i, rest in fields]))
                     rows += len(lines)
             if rows != part.manifest["documents"]:
-                raise ValueError(f"dataset {part.name!r}: {str(path)!r} maps {rows:,} documents, "
+                raise SynthscaleError(f"dataset {part.name!r}: {str(path)!r} maps {rows:,} documents, "
                                  f"its manifest records {part.manifest['documents']:,}")
             documents += part.manifest["documents"]
             inputs += len(part.manifest["inputs"])
@@ -112,10 +114,8 @@ def _frozen_heap():
 
 def merge(inputs: list[str], output: str, show_progress: bool = True) -> dict:
     """Merge tokenized datasets into OUTPUT; return its manifest (also written to OUTPUT.manifest.json)."""
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
     if not inputs:
-        raise ValueError("merge: give at least one dataset to merge")
+        raise SynthscaleError("merge: give at least one dataset to merge")
     parts = open_parts(inputs)
     _check(parts, output)
     out = output_paths(output)
@@ -124,7 +124,7 @@ def merge(inputs: list[str], output: str, show_progress: bool = True) -> dict:
     dtype = np.dtype(parts[0].manifest["dtype"])
     tokens = sum(p.tokens for p in parts)
     with atomic_paths(out["bin"], out["idx"], out["doc_ids"]) as (tmp_bin, tmp_idx, tmp_ids):
-        builder = IndexedDatasetBuilder(str(tmp_bin), dtype=dtype.type)
+        builder = megatron_indexed().IndexedDatasetBuilder(str(tmp_bin), dtype=dtype.type)
         # The merged .bin is the parts' .bin files end to end: its sha256 is taken from them in a
         # thread while megatron-core copies them (hashlib and file I/O release the GIL).
         with ThreadPoolExecutor(1) as pool:
@@ -137,7 +137,7 @@ def merge(inputs: list[str], output: str, show_progress: bool = True) -> dict:
             _merge_doc_ids(parts, tmp_ids)
             hashes = {"bin_sha256": bin_sha256.result(), "idx_sha256": sha256_file(tmp_idx)}
         if tmp_bin.stat().st_size != tokens * dtype.itemsize:
-            raise ValueError(f"merge: wrote {tmp_bin.stat().st_size:,} bytes, expected {tokens * dtype.itemsize:,} "
+            raise SynthscaleError(f"merge: wrote {tmp_bin.stat().st_size:,} bytes, expected {tokens * dtype.itemsize:,} "
                              "(a part changed during the merge?)")
     manifest = merged_manifest(parts, out, hashes, inputs)
     write_json_atomic(out["manifest"], manifest)

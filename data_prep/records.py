@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from synthscale.errors import SynthscaleError
 from synthscale.files import open_binary
 
 # Why a record was skipped; the manifest counts each.
@@ -22,7 +23,8 @@ ORIGIN_KEYS = ("recipe", "generator")
 
 
 class RecordError(ValueError):
-    """A record that cannot become a document; `reason` is one of SKIP_REASONS."""
+    """A record that cannot become a document; `reason` is one of SKIP_REASONS (internal: the
+    tokenizer skips the record or raises InvalidInputError, which names the file and line)."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -30,7 +32,7 @@ class RecordError(ValueError):
         self.detail = detail
 
 
-class InvalidInputError(ValueError):
+class InvalidInputError(SynthscaleError):
     """A bad record, located: the message names the file and the line."""
 
     def __init__(self, path: str, line: int, error: RecordError):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.tokenize import MANIFEST_KIND, output_paths
+from synthscale.errors import MissingInputError, SynthscaleError
 
 SUFFIXES = (".manifest.json", ".bin", ".idx")
 
@@ -95,22 +96,22 @@ def open_tokenized(name: str, prefix: str | Path, label: str | None = None) -> T
     paths = output_paths(prefix)
     manifest_path = paths["manifest"]
     if not manifest_path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{label}: no manifest at {str(manifest_path)!r} "
             f"(run `data_prep tokenize ... --output {prefix}` first)"
         )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{label}: {str(manifest_path)!r} is not valid JSON: {exc}") from None
+        raise SynthscaleError(f"{label}: {str(manifest_path)!r} is not valid JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-        raise ValueError(f"{label}: {str(manifest_path)!r} is not a tokenized-dataset manifest")
+        raise SynthscaleError(f"{label}: {str(manifest_path)!r} is not a tokenized-dataset manifest")
     for part in ("bin", "idx"):
         if not paths[part].is_file():
-            raise FileNotFoundError(f"{label}: {str(paths[part])!r} is missing")
+            raise MissingInputError(f"{label}: {str(paths[part])!r} is missing")
     itemsize = 2 if manifest["dtype"] == "uint16" else 4
     if paths["bin"].stat().st_size != manifest["tokens"] * itemsize:
-        raise ValueError(
+        raise SynthscaleError(
             f"{label}: {str(paths['bin'])!r} does not hold the {manifest['tokens']:,} tokens "
             "its manifest records (rewritten since?)"
         )
@@ -132,7 +133,7 @@ def _glob_prefixes(label: str, pattern: str) -> list[str]:
     pattern = _strip_suffix(pattern)
     found = {m[: -len(suffix)] for suffix in SUFFIXES for m in glob.glob(pattern + suffix)}
     if not found:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{label}: no tokenized dataset matches {pattern!r} (looked for {pattern + '.manifest.json'!r})"
         )
     return sorted(found, key=_natural_key)
@@ -142,7 +143,7 @@ def _list_file_prefixes(name: str, path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
-        raise ValueError(f"data {name!r}: {str(path)!r} is neither a prefix nor a text file listing prefixes") from None
+        raise SynthscaleError(f"data {name!r}: {str(path)!r} is neither a prefix nor a text file listing prefixes") from None
     prefixes: list[str] = []
     for number, line in enumerate(lines, 1):
         entry = line.split("#", 1)[0].strip()
@@ -154,14 +155,14 @@ def _list_file_prefixes(name: str, path: Path) -> list[str]:
         else:
             prefixes.append(_strip_suffix(where))
     if not prefixes:
-        raise ValueError(f"data {name!r}: {str(path)!r} lists no prefixes")
+        raise SynthscaleError(f"data {name!r}: {str(path)!r} lists no prefixes")
     return prefixes
 
 
 def resolve_prefixes(name: str, value: str) -> tuple[str, list[str], bool]:
     """WHERE -> (its absolute location, the prefixes it names, whether it is sharded)."""
     if not value:
-        raise ValueError(f"data {name!r}: no prefix given")
+        raise SynthscaleError(f"data {name!r}: no prefix given")
     value = os.path.expanduser(value)
     if Path(value + ".manifest.json").is_file():
         return str(Path(value).resolve()), [value], False
@@ -171,7 +172,7 @@ def resolve_prefixes(name: str, value: str) -> tuple[str, list[str], bool]:
     if path.is_file() and path.suffix not in (".bin", ".idx", ".json"):
         return str(path.resolve()), _list_file_prefixes(name, path), True
     if path.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"data {name!r}: {value!r} is a folder; give a prefix, a glob such as "
             f"{os.path.join(value, '*')!r}, or a file listing prefixes"
         )
@@ -185,7 +186,7 @@ def check_same_tokenizer(datasets, what: str = "data", need: str = "a blend need
     for other in datasets[1:]:
         b = other.manifest["tokenizer"]
         if (a["sha256"], a["vocab_size"], a["eod_id"]) != (b["sha256"], b["vocab_size"], b["eod_id"]):
-            raise ValueError(
+            raise SynthscaleError(
                 f"{what} {other.name!r} was tokenized with {b['spec']!r}, {what} {first.name!r} with "
                 f"{a['spec']!r}: {need}"
             )
@@ -200,14 +201,14 @@ def open_shards(name: str, value: str, same_tokenizer: bool = True) -> tuple[str
         shard_name = prefix if sharded else name
         shard = open_tokenized(shard_name, prefix, f"data {name!r} shard {prefix!r}" if sharded else None)
         if shard.prefix in seen:
-            raise ValueError(f"data {name!r}: shard {shard.prefix!r} is listed twice")
+            raise SynthscaleError(f"data {name!r}: shard {shard.prefix!r} is listed twice")
         seen[shard.prefix] = prefix
         shards.append(shard)
     if sharded and same_tokenizer:
         try:
             check_same_tokenizer(shards, "shard", "a source's shards need one tokenizer")
-        except ValueError as exc:
-            raise ValueError(f"data {name!r}: {exc}") from None
+        except SynthscaleError as exc:
+            raise SynthscaleError(f"data {name!r}: {exc}") from None
     return location, shards, sharded
 
 

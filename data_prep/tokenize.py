@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from data_prep.indexed import megatron_indexed
 from data_prep.records import (
     ORIGIN_KEYS,
     SKIP_REASONS,
@@ -31,6 +32,7 @@ from data_prep.records import (
     parse_record,
 )
 from data_prep.tokenizer_spec import Tokenizer, load_tokenizer
+from synthscale.errors import SynthscaleError
 from synthscale.files import atomic_paths, describe_file, expand_inputs, sha256_file, write_json_atomic
 from synthscale.provenance import provenance
 
@@ -51,13 +53,13 @@ class TokenizeConfig:
 
     def __post_init__(self):
         if not self.inputs:
-            raise ValueError("inputs: give at least one JSONL or Parquet file (or glob)")
+            raise SynthscaleError("inputs: give at least one JSONL or Parquet file (or glob)")
         if self.workers < 1:
-            raise ValueError(f"workers: must be at least 1, got {self.workers}")
+            raise SynthscaleError(f"workers: must be at least 1, got {self.workers}")
         if not self.text_key:
-            raise ValueError("text_key: must not be empty")
+            raise SynthscaleError("text_key: must not be empty")
         if Path(self.output_prefix).suffix in (".bin", ".idx"):
-            raise ValueError(
+            raise SynthscaleError(
                 f"output_prefix: give the prefix without .bin/.idx, got {self.output_prefix!r}"
             )
 
@@ -181,11 +183,10 @@ def _remove_stale(paths: dict[str, Path]) -> None:
 
 def tokenize(config: TokenizeConfig) -> dict:
     """Run tokenization; return the manifest (also written to PREFIX.manifest.json)."""
-    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
-
     paths_in = expand_inputs(list(config.inputs))
     tokenizer = load_tokenizer(config.tokenizer)
-    dtype_class = DType.optimal_dtype(tokenizer.vocab_size)  # np.uint16 or np.int32
+    megatron = megatron_indexed()  # after the checks above: a bad input fails without the import's cost
+    dtype_class = megatron.DType.optimal_dtype(tokenizer.vocab_size)  # np.uint16 or np.int32
     dtype = np.dtype(dtype_class)
     accounts = [InputAccount(**describe_file(p)) for p in paths_in]
     out = output_paths(config.output_prefix)
@@ -194,7 +195,7 @@ def tokenize(config: TokenizeConfig) -> dict:
 
     n_docs = n_tokens = 0
     with atomic_paths(out["bin"], out["idx"], out["doc_ids"]) as (tmp_bin, tmp_idx, tmp_ids):
-        builder = IndexedDatasetBuilder(str(tmp_bin), dtype=dtype_class)
+        builder = megatron.IndexedDatasetBuilder(str(tmp_bin), dtype=dtype_class)
         with gzip.open(tmp_ids, "wt", encoding="utf-8", compresslevel=1) as ids_file, _progress(
             config
         ) as bar:
@@ -220,7 +221,7 @@ def tokenize(config: TokenizeConfig) -> dict:
                 bar.set_postfix(tokens=f"{n_tokens:,}", refresh=False)
         builder.finalize(str(tmp_idx))
         if n_docs == 0:
-            raise ValueError(
+            raise SynthscaleError(
                 f"no documents to write: every record of {', '.join(a.path for a in accounts)} was skipped"
             )
         hashes = {"bin_sha256": sha256_file(tmp_bin), "idx_sha256": sha256_file(tmp_idx)}

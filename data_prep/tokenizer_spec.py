@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import open_binary, sha256_file
 
 # Meta's Llama 3 pre-tokenizer split pattern (as in Meta's own tokenizer.py).
@@ -75,12 +76,12 @@ def load_tokenizer(spec: str) -> Tokenizer:
     """Load a tokenizer from its SPEC; errors name the spec and what is wrong with it."""
     kind, sep, target = spec.partition(":")
     if not sep or not target:
-        raise ValueError(
+        raise SynthscaleError(
             f"tokenizer spec {spec!r}: expected llama3:PATH, tiktoken:NAME_OR_PATH or hf:PATH"
         )
     loaders = {"llama3": _load_llama3, "tiktoken": _load_tiktoken, "hf": _load_hf}
     if kind not in loaders:
-        raise ValueError(
+        raise SynthscaleError(
             f"tokenizer spec {spec!r}: unknown kind {kind!r} (use llama3:, tiktoken: or hf:)"
         )
     return loaders[kind](spec, target)
@@ -89,7 +90,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
 def _require_file(spec: str, target: str) -> Path:
     path = Path(target).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"tokenizer spec {spec!r}: no file at {str(path)!r}")
+        raise MissingInputError(f"tokenizer spec {spec!r}: no file at {str(path)!r}")
     return path
 
 
@@ -100,7 +101,7 @@ def _load_ranks(spec: str, path: Path) -> dict[bytes, int]:
             pairs = (line.split() for line in handle.read().splitlines() if line.strip())
             return {binascii.a2b_base64(token): int(rank) for token, rank in pairs}
     except (ValueError, binascii.Error, OSError) as exc:
-        raise ValueError(
+        raise SynthscaleError(
             f"tokenizer spec {spec!r}: {str(path)!r} is not a tiktoken ranks file "
             f"(lines of 'base64-token rank'): {exc}"
         ) from None
@@ -156,13 +157,13 @@ def _load_tiktoken(spec: str, target: str) -> Tokenizer:
     try:
         encoding = tiktoken.get_encoding(target)
     except Exception as exc:
-        raise ValueError(
+        raise SynthscaleError(
             f"tokenizer spec {spec!r}: {target!r} is neither a file nor a tiktoken encoding "
             f"that can be loaded here ({type(exc).__name__}: {exc}); pass the path of its ranks file"
         ) from None
     eod = "<|endoftext|>" if "<|endoftext|>" in encoding.special_tokens_set else None
     if eod is None:
-        raise ValueError(f"tokenizer spec {spec!r}: encoding has no <|endoftext|> token")
+        raise SynthscaleError(f"tokenizer spec {spec!r}: encoding has no <|endoftext|> token")
     return _tiktoken_tokenizer(spec, encoding, eod, f"tiktoken-encoding:{target}")
 
 
@@ -177,10 +178,10 @@ def _load_hf(spec: str, target: str) -> Tokenizer:
     try:
         hf = HFTokenizer.from_file(str(path))
     except Exception as exc:
-        raise ValueError(f"tokenizer spec {spec!r}: cannot load {str(path)!r}: {exc}") from None
+        raise SynthscaleError(f"tokenizer spec {spec!r}: cannot load {str(path)!r}: {exc}") from None
     eod_token = _hf_eod_token(path, hf)
     if eod_token is None:
-        raise ValueError(
+        raise SynthscaleError(
             f"tokenizer spec {spec!r}: no end-of-document token found; add one of "
             f"{', '.join(HF_EOD_CANDIDATES)} or name eos_token in tokenizer_config.json beside it"
         )

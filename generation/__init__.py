@@ -24,7 +24,6 @@ Modules, in the order a run uses them:
   store.py           output files and the commit log that makes a run resumable
   manifest.py        the manifest of one worker's output, the end-of-run summary
   merge.py           `generation merge`: combine the manifests of n workers
-  tiny.py            a tiny random Llama with a chat template, for tests and smoke runs
   gguf_convert.py    `generation convert-gguf`: a Llama GGUF file -> a Hugging Face folder
 
 SynthLLM (Qin et al. 2025; docs/synthllm.md), on the same run loop:

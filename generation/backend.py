@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from synthscale.errors import SynthscaleError
+
 if TYPE_CHECKING:
     from generation.run_config import RunConfig, RunSettings
 
@@ -72,10 +74,25 @@ class Backend:
         pass
 
 
+def backend_problem(backend: str, base_url: str | None, batch_invariant: bool) -> str | None:
+    """What is wrong with this combination of backend options (the CLI: a usage error), or None."""
+    if backend not in ("vllm", "openai"):
+        return f"unknown backend {backend!r} (vllm or openai)"
+    if backend == "openai" and batch_invariant:
+        return ("--batch-invariant applies to --backend vllm (the engine in this process); for a vLLM "
+                "server, start it with VLLM_BATCH_INVARIANT=1 (GPU only)")
+    if backend == "openai" and not base_url:
+        return "--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)"
+    return None
+
+
 def make_backend(config: RunConfig, settings: RunSettings | None = None) -> Backend:
     """The backend `config.backend` names (`vllm` or `openai`), built from the config's settings
     (`settings`, when given, tells the vllm backend how long the run's sequences can get)."""
     c = config
+    problem = backend_problem(c.backend, c.base_url, c.batch_invariant)
+    if problem:
+        raise SynthscaleError(problem)
     if c.backend == "vllm":
         from generation.backend_vllm import VLLMBackend
 
@@ -86,24 +103,16 @@ def make_backend(config: RunConfig, settings: RunSettings | None = None) -> Back
             context_tokens=settings.context_tokens() if settings is not None else None,
             batch_invariant=c.batch_invariant,
         )
-    if c.batch_invariant:
-        raise ValueError("--batch-invariant applies to --backend vllm (the engine in this process); for a vLLM "
-                         "server, start it with VLLM_BATCH_INVARIANT=1 (GPU only)")
-    if c.backend == "openai":
-        from generation.backend_openai import OpenAIBackend, load_hf_tokenizer
+    from generation.backend_openai import OpenAIBackend, load_hf_tokenizer
 
-        if not c.base_url:
-            raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        name = c.tokenizer or c.model
-        try:
-            tokenizer = load_hf_tokenizer(name)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot load the generator's tokenizer {name!r} ({exc}); pass --tokenizer "
-                             "with a local directory holding the model's tokenizer files") from None
-        backend = OpenAIBackend(
-            base_url=c.base_url, model=c.model, tokenizer=tokenizer, api_key=c.api_key,
-            concurrency=c.max_inflight or c.concurrency, timeout=c.timeout, retries=c.retries,
-            backoff=c.backoff, max_model_len=c.max_model_len,
-        )
-        return backend
-    raise ValueError(f"unknown backend {c.backend!r} (vllm or openai)")
+    name = c.tokenizer or c.model
+    try:
+        tokenizer = load_hf_tokenizer(name)
+    except (OSError, ValueError) as exc:
+        raise SynthscaleError(f"cannot load the generator's tokenizer {name!r} ({exc}); pass --tokenizer "
+                              "with a local directory holding the model's tokenizer files") from None
+    return OpenAIBackend(
+        base_url=c.base_url, model=c.model, tokenizer=tokenizer, api_key=c.api_key,
+        concurrency=c.max_inflight or c.concurrency, timeout=c.timeout, retries=c.retries,
+        backoff=c.backoff, max_model_len=c.max_model_len,
+    )

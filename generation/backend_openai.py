@@ -19,9 +19,15 @@ import random
 import threading
 from typing import Any
 
+from synthscale.errors import SynthscaleError
+
 from generation.backend import Backend, Request, Result
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class ServerError(SynthscaleError, ConnectionError):
+    """The server at --base-url cannot be reached, or does not serve --model."""
 
 
 def load_hf_tokenizer(path: str, trust_remote_code: bool = False):
@@ -109,16 +115,16 @@ class OpenAIBackend(Backend):
                 except Exception as exc:
                     last_exc = exc
                     await asyncio.sleep(self._delay(attempt))
-            raise ConnectionError(f"cannot reach {self.base_url}/models: {last_exc}")
+            raise ServerError(f"cannot reach {self.base_url}/models: {last_exc}")
 
         response = self._call(fetch())
         if response.status_code != 200:
-            raise ConnectionError(f"{self.base_url}/models answered HTTP {response.status_code}: {response.text[:300]}")
+            raise ServerError(f"{self.base_url}/models answered HTTP {response.status_code}: {response.text[:300]}")
         models = response.json().get("data", [])
         ids = [m.get("id") for m in models]
         match = [m for m in models if m.get("id") == self.model]
         if not match:
-            raise ValueError(f"the server at {self.base_url} does not serve model {self.model!r}; it serves {ids}")
+            raise ServerError(f"the server at {self.base_url} does not serve model {self.model!r}; it serves {ids}")
         self.server_info = match[0]
         if self.max_model_len is None and match[0].get("max_model_len"):
             self.max_model_len = int(match[0]["max_model_len"])

@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Any
 
+from synthscale.errors import SynthscaleError
+
 from generation.backend import Backend, Request, Result
 
 
@@ -45,7 +47,7 @@ def _cpu_has_bf16() -> bool:
         return True
 
 
-class BatchInvarianceError(ValueError):
+class BatchInvarianceError(SynthscaleError):
     """--batch-invariant asked of an engine that does not offer it."""
 
 

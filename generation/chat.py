@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from synthscale.errors import SynthscaleError
+
 from generation.prompts import merge_system_into_user
 
 
-class ChatTemplateError(ValueError):
-    pass
+class ChatTemplateError(SynthscaleError):
+    """The generator's tokenizer cannot render the recipes' chat messages."""
 
 
 class ChatRenderer:

@@ -10,6 +10,8 @@ import math
 import re
 from typing import Callable
 
+from synthscale.errors import SynthscaleError
+
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _SENTENCE = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*\s+")
 _WORD = re.compile(r"\s+")
@@ -83,7 +85,7 @@ def split_into_chunks(text: str, count: CountFn, max_tokens: int) -> list[str]:
 def split_with_counts(text: str, count: CountFn, max_tokens: int) -> list[tuple[str, int]]:
     """`split_into_chunks` with each chunk's token count (a short source is tokenized once)."""
     if max_tokens <= 0:
-        raise ValueError("max_tokens must be positive")
+        raise SynthscaleError(f"--chunk-tokens must be positive, got {max_tokens}")
     stripped = text.strip()
     if not stripped:
         return []

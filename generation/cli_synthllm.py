@@ -10,11 +10,13 @@ The levels themselves run through `generation run --recipe synthllm-l1|synthllm-
 from __future__ import annotations
 
 import copy
-import json
-import sys
 from pathlib import Path
 
 import click
+
+from synthscale.cli import COUNT, StageCommand, emit_json, json_options
+from synthscale.errors import SynthscaleError
+from synthscale.files import read_manifest
 
 CONCEPTS_HELP = """Extract each document's topics and key concepts with an LLM (SynthLLM, step 1).
 
@@ -27,13 +29,19 @@ counted in the manifest's failures (concepts_unparseable, concepts_too_long, con
 kept with the raw output in DIR/failures/. Next: `generation concept-graph DIR --output GRAPH`.
 """
 
-_GRAPH_ONLY = {"graph", "combinations", "subsets_per_document", "combination_size", "reference_chars"}
+CONCEPTS_EXAMPLE = """\b
+Example:
+  generation concepts --model models/SmolLM2-135M-Instruct --input 'docs/*.jsonl' --output synth/concepts
+  generation concept-graph synth/concepts --output synth/graph
+"""
 
 
-def register(main: click.Group, run_command: click.Command) -> None:
+def register(main: click.Group, run_command: click.Command, graph_only: tuple[str, ...], output_epilog: str) -> None:
+    """`generation concepts` (`run` with the extraction recipe, without the `graph_only` options),
+    `concept-graph` and `diversity`."""
     params = []
     for param in run_command.params:
-        if param.name in _GRAPH_ONLY:
+        if param.name in graph_only or param.name == "debug":  # StageCommand adds its own --debug
             continue
         param = copy.copy(param)
         if param.name == "recipe":
@@ -43,45 +51,45 @@ def register(main: click.Group, run_command: click.Command) -> None:
         if param.name == "inputs":
             param.required = True
         params.append(param)
-    main.add_command(click.Command("concepts", params=params, callback=run_command.callback, help=CONCEPTS_HELP,
-                                   epilog=run_command.epilog, context_settings=run_command.context_settings))
+    main.add_command(StageCommand("concepts", params=params, callback=run_command.callback, help=CONCEPTS_HELP,
+                                  epilog=output_epilog + CONCEPTS_EXAMPLE))
     main.add_command(concept_graph_command)
     main.add_command(diversity_command)
 
 
-@click.command("concept-graph")
+@click.command("concept-graph", cls=StageCommand)
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="The graph directory to write.")
-@click.option("--min-docs", type=int, default=2, show_default=True,
+@click.option("--min-docs", type=COUNT, default=2, show_default=True,
               help="Prune concepts seen in fewer documents than this (rare).")
-@click.option("--max-docs", type=int, default=None, help="Prune concepts seen in more documents than this (common).")
-@click.option("--max-doc-fraction", type=float, default=0.5, show_default=True,
+@click.option("--max-docs", type=COUNT, default=None, help="Prune concepts seen in more documents than this (common).")
+@click.option("--max-doc-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="Prune concepts seen in more than this share of the documents (common); 1 = off.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
-@click.option("--json", "as_json", is_flag=True, help="Print graph.json.")
-def concept_graph_command(sources, output, min_docs, max_docs, max_doc_fraction, progress, as_json) -> None:
+@json_options
+def concept_graph_command(sources, output, min_docs, max_docs, max_doc_fraction, progress, as_json, json_file) -> None:
     """Build the global concept graph (SynthLLM level 3, step 2) from concept-extraction outputs:
     SOURCES are `generation concepts` output directories (every shard there and complete) or their
-    JSONL files.
+    JSONL files. `--json` prints graph.json.
 
     \b
     Nodes are concepts, an edge joins two concepts of one document, weighted by the documents
     they share. Streams in two passes: memory follows the graph, not the corpus.
     Writes OUTPUT/{nodes,edges,documents}.parquet, texts.bin and graph.json (inputs with sha256,
-    pruning counts, files with sha256, graph_sha256). Example:
-      generation concept-graph synth/concepts --output synth/graph --min-docs 2 --max-doc-fraction 0.05
-    """
-    from generation.concept_graph import ConceptGraphError, build_graph
+    pruning counts, files with sha256, graph_sha256).
 
-    try:
-        manifest = build_graph(list(sources), output, min_docs=min_docs, max_docs=max_docs,
-                               max_doc_fraction=None if max_doc_fraction >= 1 else max_doc_fraction,
-                               progress=progress, log=lambda line: click.echo(line, err=True))
-    except (ConceptGraphError, FileNotFoundError) as exc:
-        click.echo(f"generation concept-graph: error: {exc}", err=True)
-        sys.exit(2)
+    \b
+    Example:
+      generation concept-graph synth/concepts --output synth/graph --min-docs 2 --max-doc-fraction 0.05
+      generation run --recipe synthllm-l3 --graph synth/graph --combinations 100K --model MODEL --output synth/l3
+    """
+    from generation.concept_graph import build_graph
+
+    manifest = build_graph(list(sources), output, min_docs=min_docs, max_docs=max_docs,
+                           max_doc_fraction=None if max_doc_fraction >= 1 else max_doc_fraction,
+                           progress=progress, log=lambda line: click.echo(line, err=True))
+    emit_json(manifest, as_json, json_file)
     if as_json:
-        click.echo(json.dumps(manifest, indent=2))
         return
     c = manifest["counts"]
     click.echo(f"{output}: {c['documents']:,} documents, {c['concepts']:,} concepts: {c['kept']:,} kept, "
@@ -91,29 +99,32 @@ def concept_graph_command(sources, output, min_docs, max_docs, max_doc_fraction,
 
 
 def _corpus_files(source: str) -> tuple[str, list[Path]]:
-    path = Path(source)
-    manifest_path = path / "manifest.json" if path.is_dir() else path
-    if not manifest_path.is_file():
-        raise click.BadParameter(f"{source}: no manifest.json (run `generation merge` on a sharded output first)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    return manifest.get("recipe", str(source)), [manifest_path.parent / f["path"] for f in manifest["files"]]
+    manifest_path, manifest = read_manifest(source, source, "manifest.json (run `generation merge` on a sharded output first)")
+    try:
+        return manifest.get("recipe", str(source)), [manifest_path.parent / f["path"] for f in manifest["files"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SynthscaleError(f"{manifest_path}: not a `generation run` manifest ({type(exc).__name__}: {exc})") from None
 
 
-@click.command("diversity")
+@click.command("diversity", cls=StageCommand)
 @click.argument("corpora", nargs=-1, required=True)
 @click.option("--level3", default=None, help="The corpus to test as most diverse (default: the synthllm-l3 one).")
-@click.option("--max-tokens", type=int, default=1_000_000, show_default=True, help="Cap of the distinct-n budget.")
-@click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the comparison as JSON here.")
-def diversity_command(corpora, level3, max_tokens, output) -> None:
+@click.option("--max-tokens", type=COUNT, default=1_000_000, show_default=True, help="Cap of the distinct-n budget.")
+@click.option("--output", default=None, type=click.Path(dir_okay=False),
+              help="Write the comparison (the document --json prints) to this JSON file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout instead of the table.")
+def diversity_command(corpora, level3, max_tokens, output, as_json) -> None:
     """Compare the diversity of SynthLLM corpora (output directories of `generation run`, merged):
     distinct concepts and pairs, combinations spanning documents, documents cited, distinct-1/2/3 at
     one token budget (the smallest corpus). Says whether level 3 is above each other level, metric
-    by metric: the paper's claim, on your data.
+    by metric: the paper's claim, on your data. The comparison is this command's product: `--output`
+    writes it (there is no --json-file: it would write the same file).
 
     \b
+    Example:
       generation diversity synth/l1 synth/l2 synth/l3 --output synth/diversity.json
+      generation diversity synth/l1 synth/l3 --level3 synthllm-l3 --max-tokens 200K --json
     """
-    from synthscale.files import write_json_atomic
     from synthscale.provenance import provenance
 
     from generation.diversity import compare
@@ -131,6 +142,9 @@ def diversity_command(corpora, level3, max_tokens, output) -> None:
     result = compare(labelled, level3, max_tokens=max_tokens)
     result = {"kind": "synthscale.diversity", **result,
               "provenance": provenance(config={"corpora": list(corpora), "max_tokens": max_tokens})}
+    emit_json(result, as_json, output)
+    if as_json:
+        return
     for label, block in result["corpora"].items():
         d = block["distinct_n"]
         click.echo(f"{label:24s} records {block['records']:>7,}  concepts {block['distinct_concepts']}  "
@@ -141,5 +155,3 @@ def diversity_command(corpora, level3, max_tokens, output) -> None:
         click.echo(f"{level3} more diverse than {label}: {'yes' if row['all'] else 'no'} "
                    f"({', '.join(k for k, v in row.items() if k != 'all' and v is False) or 'every measured metric'}"
                    f"{' not above' if not row['all'] else ''})")
-    if output:
-        write_json_atomic(Path(output), result)

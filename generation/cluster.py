@@ -27,6 +27,8 @@ from pathlib import Path
 import click
 
 from synthscale import slurm
+from synthscale.cli import StageCommand
+from synthscale.errors import SynthscaleError
 from synthscale.files import write_text_atomic
 
 DEFAULT_IMAGE = "synthscale-vllm:latest"  # containers/Dockerfile.vllm
@@ -102,7 +104,7 @@ def build(run, args: list[str], output: Path, count: int, shards: list[int], set
     return folder, executor, task
 
 
-@click.command("submit", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command("submit", cls=StageCommand)
 @click.option("--shards", type=click.IntRange(min=1), required=True, help="N: array tasks, one `--shard I/N` each.")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Output directory (shared by the shards).")
 @click.option("--executor", type=click.Choice(["slurm"]), default="slurm", show_default=True)
@@ -120,7 +122,13 @@ def build(run, args: list[str], output: Path, count: int, shards: list[int], set
 def submit_command(shards, output, executor, gpus_per_task, slurm_account, slurm_partition, slurm_time,
                    slurm_max_requeues, slurm_array_parallelism, container_image, mounts, dry_run, run_args):
     """Run `generation run ARGS --shard I/N` as a Slurm job array (NeMo-Run), resubmittable until
-    every shard is complete, then merge. ARGS (after `--`) are `generation run`'s options."""
+    every shard is complete, then merge. ARGS (after `--`) are `generation run`'s options.
+
+    \b
+    Example:
+      generation submit --shards 16 --output synth/hq --slurm-account ACC --dry-run -- \\
+          --recipe hq --input 'docs/*.jsonl' --model /models/Mistral-7B-Instruct-v0.2 --tensor-parallel-size 2
+    """
     args = list(run_args)
     if _option(args, "--shard") or _option(args, "--output"):
         raise click.UsageError("give --output to `generation submit`, and no --shard in ARGS (each task gets its own)")
@@ -140,7 +148,7 @@ def submit_command(shards, output, executor, gpus_per_task, slurm_account, slurm
         settings = slurm.SlurmSettings(account=slurm_account or "", partition=slurm_partition, time=slurm_time,
                                        container_image=container_image, mounts=tuple(_mounts(args, out, mounts)),
                                        max_requeues=slurm_max_requeues, array_parallelism=slurm_array_parallelism)
-    except ValueError as exc:
+    except SynthscaleError as exc:  # a missing --slurm-account, a malformed --slurm-time
         raise click.UsageError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     run = slurm.import_nemo_run(out.resolve() / "_slurm" / "nemo_run")

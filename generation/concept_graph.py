@@ -39,6 +39,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from synthscale.errors import SynthscaleError
 from synthscale.files import sha256_file, write_json_atomic
 from synthscale.provenance import provenance
 
@@ -49,7 +50,7 @@ BATCH_ROWS = 20_000
 PAIR_BUFFER = 4_000_000  # pair keys buffered before a reduction
 
 
-class ConceptGraphError(ValueError):
+class ConceptGraphError(SynthscaleError):
     """Inputs or options that cannot make a graph; the message names the file or the value."""
 
 

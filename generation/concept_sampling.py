@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthscale.errors import SynthscaleError
+
 from generation.concept_graph_reader import ConceptGraph
 
 
@@ -45,9 +47,9 @@ def parse_sizes(spec: str) -> tuple[int, int]:
     try:
         lo, hi = int(left), int(right or left)
     except ValueError:
-        raise ValueError(f"--combination-size: expected K or KMIN-KMAX such as 2-4, got {spec!r}") from None
+        raise SynthscaleError(f"--combination-size: expected K or KMIN-KMAX such as 2-4, got {spec!r}") from None
     if not 1 <= lo <= hi <= 32:
-        raise ValueError(f"--combination-size: need 1 <= KMIN <= KMAX <= 32, got {spec!r}")
+        raise SynthscaleError(f"--combination-size: need 1 <= KMIN <= KMAX <= 32, got {spec!r}")
     return lo, hi
 
 

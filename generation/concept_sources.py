@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from synthscale.errors import SynthscaleError
+
 from generation.concept_graph_reader import ConceptGraph
 from generation.concept_sampling import combination_id, document_subset, walk_combination
 from generation.inputs import SourceDoc
@@ -61,7 +63,7 @@ def iter_walk_sources(graph: ConceptGraph, run_seed: int, shard: tuple[int, int]
                       options: SamplingOptions) -> Iterator[SourceDoc]:
     """Level 3: this shard's combinations, in index order."""
     if not options.combinations or options.combinations < 1:
-        raise ValueError("recipe with `sources: concept_walk` (level 3) needs --combinations N (N >= 1)")
+        raise SynthscaleError("recipe with `sources: concept_walk` (level 3) needs --combinations N (N >= 1)")
     index, count = shard
     where = str(graph.root)
     for i in range(index, options.combinations, count):
@@ -81,7 +83,7 @@ def iter_subset_sources(graph: ConceptGraph, run_seed: int, shard: tuple[int, in
                         options: SamplingOptions) -> Iterator[SourceDoc]:
     """Level 2: this shard's documents' concept subsets, in document order."""
     if options.subsets_per_document < 1:
-        raise ValueError(f"--subsets-per-document must be at least 1, got {options.subsets_per_document}")
+        raise SynthscaleError(f"--subsets-per-document must be at least 1, got {options.subsets_per_document}")
     index, count = shard
     where = str(graph.root)
     for doc in range(index, graph.n_docs, count):

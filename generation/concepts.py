@@ -1,6 +1,6 @@
 """Parsing an LLM's concept-extraction output into a normalised list of concepts (SynthLLM level 2/3).
 
-The extraction prompt (prompt_sets/synthllm.yaml, step `concepts`) asks for a JSON array of short
+The extraction prompt (prompt_sets/synthllm.yaml, step `concepts`) asks for a bulleted list of short
 strings, but models answer in many shapes. Accepted, in this order:
 
   1. JSON: an array of strings, or an object with a list under `concepts`, `topics`, `key_concepts`

@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from synthscale.errors import SynthscaleError
 from synthscale.files import sha256_file, write_json_atomic
 
 from generation.identity import CONVERT_MANIFEST, model_files, model_sha256
@@ -43,7 +44,7 @@ SHIPPED = {
 }
 
 
-class GGUFConvertError(ValueError):
+class GGUFConvertError(SynthscaleError):
     """A GGUF file that cannot be converted, or an output folder in the way; says which and why."""
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from synthscale.errors import SynthscaleError
 from synthscale.files import open_binary, sha256_file
 
 
@@ -33,9 +34,9 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
         left, right = str(spec).split("/")
         index, count = int(left), int(right)
     except ValueError:
-        raise ValueError(f"--shard: expected I/N such as 0/4, got {spec!r}") from None
+        raise SynthscaleError(f"--shard: expected I/N such as 0/4, got {spec!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard: need 0 <= I < N, got {spec!r}")
+        raise SynthscaleError(f"--shard: need 0 <= I < N, got {spec!r}")
     return index, count
 
 

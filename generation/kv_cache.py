@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from synthscale.errors import SynthscaleError
+
 MARGIN = 1.1  # block rounding, and prompts a little longer than estimated
 # Of the memory available when the engine starts. On 2 cores, 32 and 64 concurrent sequences gave
 # about the same tokens/s, and every GiB of cache costs seconds of start-up (it is zeroed).
@@ -35,7 +37,7 @@ _BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp8
           "fp8_e5m2": 1, "float8_e4m3fn": 1, "float8_e5m2": 1}
 
 
-class KVCacheError(ValueError):
+class KVCacheError(SynthscaleError):
     """Not even one sequence of the engine's context fits in the memory there is."""
 
 
@@ -92,7 +94,7 @@ def dtype_bytes(dtype: str, kv_cache_dtype: str | None, config_dtype: str | None
         if _BYTES.get(name, 4) == 4:
             return auto_fp32_bytes
     if name not in _BYTES:
-        raise ValueError(f"unknown dtype {dtype!r}")
+        raise SynthscaleError(f"--dtype: unknown dtype {dtype!r} (known: {', '.join(sorted(_BYTES))})")
     return _BYTES[name]
 
 

@@ -16,6 +16,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from synthscale.errors import SynthscaleError
 from synthscale.files import sha256_file, write_json_atomic
 from synthscale.provenance import provenance
 
@@ -25,8 +26,8 @@ from generation.manifest import MANIFEST_KIND, MANIFEST_VERSION
 _SHARD_MANIFEST = re.compile(r"manifest\.part-(\d{5})-of-(\d{5})\.json$")
 
 
-class MergeError(RuntimeError):
-    pass
+class MergeError(SynthscaleError):
+    """The manifests cannot be merged (a shard missing or incomplete, other settings, changed files)."""
 
 
 def find_manifests(sources: list[str]) -> list[tuple[Path, dict]]:

@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from synthscale.errors import SynthscaleError
+
 PROMPT_SET_KIND = "synthscale.prompt_set"
 BUILTIN_SETS = ("paper", "synthllm")
 # Where a recipe's sources come from: the input documents, or a concept graph (SynthLLM levels 2, 3).
@@ -42,7 +44,7 @@ FILTER_KEYS = {
 SAMPLING_KEYS = {"temperature": (int, float), "top_p": (int, float)}
 
 
-class PromptSetError(ValueError):
+class PromptSetError(SynthscaleError):
     """A prompt set file that cannot be used; the message names the file and the field."""
 
 
@@ -327,8 +329,6 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
 
 def load_prompt_set(path_or_name: str | Path) -> PromptSet:
     """Load a prompt set by file path (.yaml, .yml or .json) or by built-in name ('paper')."""
-    text: str
-    where: str
     candidate = Path(path_or_name)
     if str(path_or_name) in BUILTIN_SETS and not candidate.exists():
         ref = resources.files("generation").joinpath("prompt_sets", f"{path_or_name}.yaml")

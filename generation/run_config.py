@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import expand_inputs, write_json_atomic
 
 from generation.filters import FilterConfig
@@ -24,7 +25,7 @@ from generation.prompts import Recipe, get_recipe
 from generation.store import ShardStore
 
 
-class ConfigMismatchError(RuntimeError):
+class ConfigMismatchError(SynthscaleError):
     """The output directory holds a run started with other settings."""
 
 
@@ -116,7 +117,7 @@ class RunSettings:
             max_new[step.name] = int(config.max_new_tokens.get(step.name, config.max_new_tokens.get("*", step.max_new_tokens)))
         unknown = set(config.max_new_tokens) - {"*"} - {s.name for s in recipe.steps}
         if unknown:
-            raise ValueError(f"--max-new-tokens: recipe {recipe.name!r} has no step {sorted(unknown)} "
+            raise SynthscaleError(f"--max-new-tokens: recipe {recipe.name!r} has no step {sorted(unknown)} "
                              f"(steps: {', '.join(s.name for s in recipe.steps)})")
         filters = {s.name: FilterConfig.from_dict(s.filters, config.filters) for s in recipe.steps}
         identity = generator_identity(config.model, config.generator_name)  # hashes a local model once
@@ -162,26 +163,26 @@ def _source_paths(config: RunConfig, recipe: Recipe) -> tuple[list[Path], dict |
     """The files a run reads: the --input documents, or (levels 2 and 3) the --graph's files."""
     if recipe.sources == "documents":
         if config.graph:
-            raise ValueError(f"--graph: recipe {recipe.name!r} reads documents (--input), not a concept graph")
+            raise SynthscaleError(f"--graph: recipe {recipe.name!r} reads documents (--input), not a concept graph")
         if not config.inputs:
-            raise ValueError(f"recipe {recipe.name!r} needs --input FILES")
+            raise SynthscaleError(f"recipe {recipe.name!r} needs --input FILES")
         return expand_inputs(config.inputs), None
     if not config.graph:
-        raise ValueError(f"recipe {recipe.name!r} samples a concept graph: pass --graph DIR "
+        raise SynthscaleError(f"recipe {recipe.name!r} samples a concept graph: pass --graph DIR "
                          "(the output of `generation concept-graph`)")
     if config.inputs:
-        raise ValueError(f"recipe {recipe.name!r} reads --graph {config.graph}, not --input")
+        raise SynthscaleError(f"recipe {recipe.name!r} reads --graph {config.graph}, not --input")
     from generation.concept_graph_reader import ConceptGraph
 
     paths = ConceptGraph.files(config.graph)
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"--graph {config.graph}: no {path.name} (build it with `generation concept-graph`)")
+            raise MissingInputError(f"--graph {config.graph}: no {path.name} (build it with `generation concept-graph`)")
     if recipe.sources == "concept_walk" and (config.combinations is None or config.combinations < 1):
-        raise ValueError(f"recipe {recipe.name!r} (level 3) needs --combinations N, N >= 1: the combinations of the "
+        raise SynthscaleError(f"recipe {recipe.name!r} (level 3) needs --combinations N, N >= 1: the combinations of the "
                          "whole job, across its shards")
     if config.reference_chars < 100:
-        raise ValueError(f"--reference-chars must be at least 100, got {config.reference_chars}")
+        raise SynthscaleError(f"--reference-chars must be at least 100, got {config.reference_chars}")
     sampling = {"sources": recipe.sources, "combinations": config.combinations,
                 "subsets_per_document": config.subsets_per_document,
                 "combination_size": list(config.combination_size), "reference_chars": config.reference_chars}

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from synthscale.errors import SynthscaleError
+
 
 def shard_tag(index: int, count: int) -> str:
     return f"part-{index:05d}-of-{count:05d}"
@@ -58,7 +60,7 @@ def dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(SynthscaleError):
     pass
 
 

@@ -24,6 +24,7 @@ import yaml
 from data_prep.blend_spec import BlendSpec
 from recipes.evaluation import CACHE_DIR, EVAL_SAMPLE_MULTIPLE, EVAL_SEED, eval_samples
 from recipes.run_spec import RunSpec
+from synthscale.errors import SynthscaleError
 from synthscale.files import write_text_atomic
 
 CONFIG = "megatron.bridge.training.config."
@@ -238,7 +239,7 @@ def eval_batch(samples: int, data_parallel: int, micro_batch_size: int, domain: 
     for micro in range(micro_batch_size, 0, -1):
         if samples % (micro * data_parallel) == 0:
             return micro, micro * data_parallel
-    raise ValueError(
+    raise SynthscaleError(
         f"eval domain {domain!r}: its evaluation set has {samples} samples (a multiple of {EVAL_SAMPLE_MULTIPLE}, "
         f"or of a smaller power of two for a small domain), which data_parallel={data_parallel} does not divide; use a data-parallel "
         f"size that divides {samples} (a power of two up to {EVAL_SAMPLE_MULTIPLE}), or another --eval-max-tokens"

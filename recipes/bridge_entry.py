@@ -58,6 +58,8 @@ import click
 from recipes.bridge_config import bridge_dir
 from recipes.results import build_result, is_complete, write_result
 from recipes.run_spec import RunSpec
+from synthscale.cli import stage_command
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import write_json_atomic
 
 TRAIN_DONE = "train_done.json"
@@ -66,7 +68,7 @@ TRACKER = "latest_checkpointed_iteration.txt"
 EVAL_PROCESS_MODES = ("shared", "per-domain")
 
 
-class CheckpointNotFinal(FileNotFoundError):
+class CheckpointNotFinal(MissingInputError):
     """The checkpoint to evaluate is missing or is not the run's final iteration."""
 
 
@@ -271,11 +273,11 @@ def run_from_list(run_list: str | Path, task_id: int | None = None) -> Path:
     task_id = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0")) if task_id is None else task_id
     lines = [line.strip() for line in Path(run_list).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not 0 <= task_id < len(lines):
-        raise ValueError(f"array task {task_id}: {run_list} lists {len(lines)} runs")
+        raise SynthscaleError(f"array task {task_id}: {run_list} lists {len(lines)} runs")
     return Path(lines[task_id])
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@stage_command()
 @click.option("--run-dir", type=click.Path(file_okay=False, exists=True), help="A run folder from `recipes sweep`.")
 @click.option("--run-list", type=click.Path(dir_okay=False, exists=True),
               help="A Slurm array's run list: this task's run is line SLURM_ARRAY_TASK_ID + 1.")

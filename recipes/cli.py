@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import click
 
-from synthscale.cli import friendly_errors
-from synthscale.units import format_count, parse_count
+from recipes.sweep_config import SLURM_TIME, SweepCommand, count_list, int_list, split_list
+from synthscale.cli import COUNT, emit_json, json_options, stage_group, usage_error
 
 
 def _quiet_library_notices() -> None:
@@ -19,54 +18,50 @@ def _quiet_library_notices() -> None:
     warnings.filterwarnings("ignore", message=".*starlette.middleware.wsgi is deprecated.*")
 
 
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    """Accept `--x a --x b` and `--x a,b`."""
-    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@stage_group()
 def main():
     """Train Llama-3-style models over a grid of size N, tokens D and mixture, and tabulate the losses.
 
     \b
     Backends: `cpu` (default; a real transformers trainer for the tiny shapes) and `bridge`
     (Megatron-Bridge in the nvcr.io/nvidia/nemo container, launched with NeMo-Run).
+    Each run folder RUNS_DIR/<run_id>/ holds run.json (shape, recipe, plan, blend sha256, eval
+    domains), sweep.config.yaml (the resolved config of the sweep that wrote it),
+    launcher.<executor>.txt (local, docker), bridge/*.yaml (Bridge backend), checkpoints/, and at
+    the end results.json, the same for both backends: run_id, backend, model, N (non-embedding
+    parameters), D (tokens trained), D_requested, mixture, synthetic_fraction, family, generator,
+    recipe_hash, seed, eval_domains, blend {name, path, identity_sha256, weights, data_path,
+    sources {role, family, generator}}, eval {domain: {loss, tokens, prefix}}, loss
+    (token-weighted mean over domains), final_train_loss, train_loss_curve [[step, loss], ...],
+    wall_time_s, train_time_s, tokens_per_s, versions, shape, recipe, plan, layout, provenance.
+    Every sweep also keeps its resolved config as RUNS_DIR/_sweeps/<UTC time>-<hash>.yaml.
+
     \b
     Example, a tiny CPU sweep (blends made with --seq-length 128) and its table:
       recipes sweep --sizes tiny-xs,tiny-s --tokens 1M,2M --blends blends/hq_33.yaml \\
           --eval wiki=data/wiki_eval --output runs
       recipes results runs --output results.csv
-    Each run folder RUNS_DIR/<run_id>/ holds run.json (shape, recipe, plan, blend sha256, eval
-    domains), launcher.<executor>.txt (local, docker), bridge/*.yaml (Bridge backend),
-    checkpoints/, and at the end results.json, the same for both backends: run_id, backend,
-    model, N (non-embedding parameters), D (tokens trained), D_requested, mixture,
-    synthetic_fraction, family, generator, recipe_hash, seed, eval_domains, blend {name, path,
-    identity_sha256, weights, data_path, sources {role, family, generator}}, eval {domain:
-    {loss, tokens, prefix}}, loss (token-weighted mean over domains), final_train_loss,
-    train_loss_curve [[step, loss], ...], wall_time_s, train_time_s, tokens_per_s, versions,
-    shape, recipe, plan, layout, provenance.
-    \b
-    Example, the paper's 1B model for 5B tokens on 2 Slurm nodes (prints the sbatch script):
-      recipes sweep --sizes 1B --tokens 5B --blends blends/hq_33.yaml --eval wiki=data/wiki \\
-          --backend bridge --executor slurm --nodes 2 --slurm-account ACC --output runs --dry-run
+    Example, the paper's grid from a config file (prints the sbatch scripts):
+      recipes sweep --config recipes/examples/sweep.paper.yaml --set execution.slurm_account=ACC
     """
     _quiet_library_notices()
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def shapes(as_json):
+@json_options
+def shapes(as_json, json_file):
     """List the model shapes with their exact non-embedding parameter count N.
 
     \b
     Example:
       recipes shapes
+      recipes shapes --json
     """
     from recipes.shapes import FFN_DIM_MULTIPLIER, FFN_MULTIPLE_OF, describe_shapes
 
     rows = describe_shapes()
+    emit_json(rows, as_json, json_file)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
         return
     click.echo(f"{'name':<8} {'d_model':>7} {'layers':>6} {'heads':>5} {'ffn':>6} {'N':>14}  cpu")
     for r in rows:
@@ -80,11 +75,15 @@ def shapes(as_json):
     )
 
 
-@main.command()
-@click.option("--sizes", multiple=True, required=True, help="Shape names, comma-separated or repeated (see `recipes shapes`).")
-@click.option("--tokens", multiple=True, required=True, help="Training tokens D per run: 5B, 200M, 1e9 (comma-separated or repeated).")
-@click.option("--blends", multiple=True, required=True, help="BLEND.yaml files from `data_prep blend` (comma-separated or repeated).")
-@click.option("--eval", "evals", multiple=True, required=True, metavar="NAME=PREFIX", help="An evaluation domain: PREFIX of .bin/.idx (repeat).")
+@main.command(cls=SweepCommand)
+@click.option("--sizes", type=str, multiple=True, required=True, callback=split_list,
+              help="Shape names, comma-separated or repeated (see `recipes shapes`).")
+@click.option("--tokens", type=str, multiple=True, required=True, callback=count_list, metavar="COUNT",
+              help="Training tokens D per run: 5B, 200M, 1e9 (comma-separated or repeated).")
+@click.option("--blends", type=str, multiple=True, required=True, callback=split_list,
+              help="BLEND.yaml files from `data_prep blend` (comma-separated or repeated).")
+@click.option("--eval", "evals", type=str, multiple=True, required=True, metavar="NAME=PREFIX",
+              help="An evaluation domain: PREFIX of .bin/.idx (repeat).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="RUNS_DIR: one folder per run.")
 @click.option("--backend", type=click.Choice(["cpu", "bridge"]), default="cpu", show_default=True)
 @click.option("--executor", type=click.Choice(["local", "slurm", "docker"]), default="local", show_default=True)
@@ -94,7 +93,7 @@ def shapes(as_json):
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=None, help="Override the recipe's micro batch.")
 @click.option("--peak-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the recipe's peak learning rate (tiny models learn faster at ~1e-3).")
 @click.option("--checkpoint-interval", type=click.IntRange(min=1), default=None, help="Optimizer steps between checkpoints.")
-@click.option("--eval-max-tokens", default=None, help="Evaluate on at most this many tokens per domain.")
+@click.option("--eval-max-tokens", type=COUNT, default=None, help="Evaluate on at most this many tokens per domain.")
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes (Slurm).")
 @click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--tensor-parallel", type=click.IntRange(min=1), default=None, help="TP size [default: per shape].")
@@ -102,19 +101,21 @@ def shapes(as_json):
 @click.option("--container-image", default=None, help="Image with synthscale on the NeMo container (containers/Dockerfile) [default: synthscale-nemo:26.08].")
 @click.option("--slurm-account", default=None)
 @click.option("--slurm-partition", default=None)
-@click.option("--slurm-time", default="04:00:00", show_default=True, help="Time limit per job; a run longer than this continues in requeued jobs.")
+@click.option("--slurm-time", type=SLURM_TIME, default="04:00:00", show_default=True, help="Time limit per job; a run longer than this continues in requeued jobs.")
 @click.option("--slurm-max-requeues", type=click.IntRange(min=0), default=50, show_default=True, help="Requeues per array task (each needs progress).")
 @click.option("--slurm-array-parallelism", type=click.IntRange(min=1), default=None, help="At most this many tasks of an array at once (%N).")
-@click.option("--mount", "mounts", multiple=True, metavar="SRC:DST", help="Extra container mount (repeat).")
-@click.option("--seeds", default=None, help="Train every run once per seed, e.g. 1,2,3 [default: the recipe's seed].")
+@click.option("--mount", "mounts", type=str, multiple=True, metavar="SRC:DST", help="Extra container mount (repeat).")
+@click.option("--seeds", type=str, multiple=True, callback=int_list, metavar="INT",
+              help="Train every run once per seed, e.g. 1,2,3 [default: the recipe's seed].")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="CPU runs at once, each in its own process.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per CPU run [default: 1 with --jobs > 1, else torch's or $SYNTHSCALE_TORCH_THREADS].")
-@click.option("--dry-run", is_flag=True, help="Write the run folders and print what would launch (sbatch scripts for Slurm); launch nothing.")
-@friendly_errors
-def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, seq_length, global_batch_size,
+@click.option("--dry-run/--no-dry-run", default=False, help="Write the run folders and print what would launch (sbatch scripts for Slurm); launch nothing.")
+@json_options
+@click.pass_context
+def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_name, seq_length, global_batch_size,
           micro_batch_size, peak_lr, checkpoint_interval, eval_max_tokens, nodes, gpus_per_node, tensor_parallel,
           pipeline_parallel, container_image, slurm_account, slurm_partition, slurm_time, slurm_max_requeues,
-          slurm_array_parallelism, mounts, seeds, jobs, threads, dry_run):
+          slurm_array_parallelism, mounts, seeds, jobs, threads, dry_run, as_json, json_file):
     """Plan, write and launch one run per (size, tokens, blend); completed runs are skipped.
 
     Train iterations = tokens / (global batch x sequence length); a run is refused when that is
@@ -126,15 +127,29 @@ def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, 
     A rerun skips completed runs, and scores them on any --eval domain added since (CPU backend,
     from the final checkpoint, no retraining).
 
+    Every option can come from `--config FILE.yaml`, whose keys are the option names, optionally
+    grouped in the sections grid (sizes, tokens, blends, seeds), evaluation (eval,
+    eval_max_tokens), training (recipe, seq_length, batch sizes, peak_lr, checkpoint_interval) and
+    execution (the rest); list options take YAML lists. `--set training.peak_lr=1e-3` overrides
+    one value; a flag beats both. `--print-config` shows the resolved config; each sweep writes
+    it to RUNS_DIR/_sweeps/<UTC time>-<hash>.yaml and to every run folder it writes
+    (RUN/sweep.config.yaml). It is not part of any run id.
+    With --json, the planned runs (run_id, run_dir, status) go to stdout and the log to stderr.
+
     \b
     Example (a blend made with `data_prep blend ... --seq-length 128`), 2 runs at a time:
       recipes sweep --sizes tiny-xs --tokens 1M --blends blends/hq_33.yaml \\
           --eval wiki=data/wiki_eval --output runs --jobs 2
+    Example, the paper's 1B model for 5B tokens on 2 Slurm nodes (prints the sbatch script):
+      recipes sweep --sizes 1B --tokens 5B --blends blends/hq_33.yaml --eval wiki=data/wiki \\
+          --backend bridge --executor slurm --nodes 2 --slurm-account ACC --output runs --dry-run
+    Example, a config file with one value changed, printed before it runs:
+      recipes sweep --config recipes/examples/sweep.paper.yaml --set training.peak_lr=1e-3 --print-config
     """
     from recipes.launchers import DEFAULT_CONTAINER, ExecutorSettings
     from recipes.recipe import get_recipe
     from recipes.run_spec import parse_eval_domains
-    from recipes.sweep import RunFailed, SweepRequest, execute_sweep
+    from recipes.sweep import SweepRequest, execute_sweep, sweep_summary
 
     recipe = get_recipe(recipe_name or ("cpu-tiny" if backend == "cpu" else "paper")).with_overrides(
         seq_length=seq_length,
@@ -156,39 +171,27 @@ def sweep(sizes, tokens, blends, evals, output, backend, executor, recipe_name, 
         array_parallelism=slurm_array_parallelism,
     )
     request = SweepRequest(
-        sizes=_split(sizes),
-        tokens=tuple(parse_count(t, "--tokens") for t in _split(tokens)),
-        blends=_split(blends),
+        sizes=sizes,
+        tokens=tokens,
+        blends=blends,
         backend=backend,
         recipe=recipe,
         eval_domains=parse_eval_domains(evals),
         output=output,
         executor=settings,
-        eval_max_tokens=parse_count(eval_max_tokens, "--eval-max-tokens") if eval_max_tokens else None,
+        eval_max_tokens=eval_max_tokens,
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
         micro_batch_size=micro_batch_size,
-        seeds=_seeds(seeds),
+        seeds=seeds,
         jobs=jobs,
         threads=threads,
+        config_text=ctx.command.config_text(ctx),
     )
-    try:
-        planned = execute_sweep(request, dry_run_only=dry_run, echo=click.echo)
-    except RunFailed as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"{len(planned)} runs in {output}")
-
-
-def _seeds(value: str | None) -> tuple[int, ...]:
-    if not value:
-        return ()
-    try:
-        seeds = tuple(int(v) for v in _split((value,)))
-    except ValueError:
-        raise ValueError(f"--seeds: expected comma-separated integers, got {value!r}") from None
-    if any(s < 0 for s in seeds):
-        raise ValueError(f"--seeds: seeds must be >= 0, got {value!r}")
-    return seeds
+    log = lambda line: click.echo(line, err=as_json)  # noqa: E731 -- stdout is the JSON's with --json
+    planned, record = execute_sweep(request, dry_run_only=dry_run, echo=log)
+    log(f"{len(planned)} runs in {output} (config: {record})")
+    emit_json(sweep_summary(planned, record), as_json, json_file)
 
 
 @main.command()
@@ -196,32 +199,48 @@ def _seeds(value: str | None) -> tuple[int, ...]:
 @click.option("--checkpoint-interval", type=click.IntRange(min=1), default=None, help="Override the run's checkpoint interval.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's, or $SYNTHSCALE_TORCH_THREADS].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@friendly_errors
-def train(run_dir, checkpoint_interval, threads, no_progress):
+@json_options
+def train(run_dir, checkpoint_interval, threads, no_progress, as_json, json_file):
     """Train (or resume after a kill) and evaluate one CPU run folder; writes results.json.
+
+    With --json, the run's record (its results.json) goes to stdout.
 
     \b
     Example:
       recipes train runs/tiny-xs-1.05M-0123456789-hq_33
     """
     from recipes.cpu_trainer import run_cpu
+    from synthscale.units import format_count
 
     record = run_cpu(
         run_dir, progress=False if no_progress else None, checkpoint_interval=checkpoint_interval, threads=threads
     )
     domains = ", ".join(f"{k} {v['loss']:.4f}" for k, v in record["eval"].items())
-    click.echo(f"{record['run_id']}: loss {record['loss']:.4f} ({domains}); D={format_count(record['D'])}")
+    click.echo(f"{record['run_id']}: loss {record['loss']:.4f} ({domains}); D={format_count(record['D'])}", err=as_json)
+    emit_json(record, as_json, json_file)
+
+
+def _table_output(ctx, param, value):
+    from recipes.results import table_format
+    from synthscale.errors import SynthscaleError
+
+    try:
+        table_format(value)
+    except SynthscaleError:
+        raise usage_error(f"use a .csv or .parquet name, got {value!r}", "--output") from None
+    return value
 
 
 @main.command()
 @click.argument("runs_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="results.csv or results.parquet")
-@friendly_errors
-def results(runs_dir, output):
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), callback=_table_output,
+              help="results.csv or results.parquet")
+@json_options
+def results(runs_dir, output, as_json, json_file):
     """Gather every run's results.json into one table (one row per run).
 
     Columns: run_id, model, N, D, mixture, synthetic_fraction, family, generator, backend,
-    recipe_hash, seed, loss, loss.<domain>...
+    recipe_hash, seed, loss, loss.<domain>... With --json the rows also go to stdout.
 
     \b
     Example:
@@ -231,7 +250,8 @@ def results(runs_dir, output):
 
     rows, columns = gather_results(runs_dir)
     write_table(rows, columns, output)
-    click.echo(f"{len(rows)} runs -> {output}")
+    click.echo(f"{len(rows)} runs -> {output}", err=as_json)
+    emit_json(rows, as_json, json_file)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from recipes.evaluation import CACHE_DIR, evaluate_domains
 from recipes.recipe import learning_rate
 from recipes.results import add_domain_scores, build_result, is_complete, load_result, write_result
 from recipes.run_spec import RESULTS_FILE, RunSpec
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import atomic_paths
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
@@ -67,7 +68,7 @@ class CpuTrainer:
         self.run_dir = Path(run_dir).resolve()
         self.spec = RunSpec.load(self.run_dir)
         if self.spec.backend != "cpu":
-            raise ValueError(f"run {self.spec.run_id} is for the {self.spec.backend!r} backend, not 'cpu'")
+            raise SynthscaleError(f"run {self.spec.run_id} is for the {self.spec.backend!r} backend, not 'cpu'")
         self.blend = self.spec.load_blend()
         recipe = self.spec.recipe
         self.checkpoint_interval = checkpoint_interval or recipe.checkpoint_interval
@@ -106,7 +107,7 @@ class CpuTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         if state["run_id"] != self.spec.run_id:
-            raise ValueError(f"checkpoint in {self.run_dir} belongs to run {state['run_id']}, not {self.spec.run_id}")
+            raise SynthscaleError(f"checkpoint in {self.run_dir} belongs to run {state['run_id']}, not {self.spec.run_id}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -239,7 +240,7 @@ def evaluate_added_domains(run_dir: str | Path, domains: dict[str, str], threads
         torch.set_num_threads(int(threads))
     trainer = CpuTrainer(run_dir)
     if not trainer.resume() or trainer.step != trainer.spec.plan.train_iters:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"run {trainer.spec.run_id}: no final checkpoint in {run_dir / CHECKPOINT} to evaluate "
             f"{', '.join(domains)} on (it was deleted?); retrain the run to score it"
         )

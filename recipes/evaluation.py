@@ -25,9 +25,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from recipes.cpu_model import token_losses
+from data_prep.indexed import count_tokens
+from synthscale.errors import SynthscaleError
 
 EVAL_SEED = 1234
 EVAL_SAMPLE_MULTIPLE = 64
@@ -42,12 +42,8 @@ def eval_windows_record(seq_length: int) -> dict:
 
 
 def domain_tokens(prefix: str) -> int:
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    dataset = IndexedDataset(prefix, mmap=True)
-    tokens = int(dataset.sequence_lengths.sum())
-    del dataset
-    return tokens
+    """Tokens in an evaluation domain, from its .idx (data_prep.indexed, the one reader)."""
+    return count_tokens(prefix, f"eval domain {prefix!r}")
 
 
 def eval_samples(prefix: str, seq_length: int, max_tokens: int | None = None) -> int:
@@ -59,7 +55,7 @@ def eval_samples(prefix: str, seq_length: int, max_tokens: int | None = None) ->
     multiple = min(EVAL_SAMPLE_MULTIPLE, 1 << (windows.bit_length() - 1)) if windows else 1
     windows -= windows % multiple
     if windows < 1:
-        raise ValueError(f"eval domain {prefix}: {tokens} tokens, fewer than one window of seq_length {seq_length} + 1")
+        raise SynthscaleError(f"eval domain {prefix}: {tokens} tokens, fewer than one window of seq_length {seq_length} + 1")
     return windows
 
 
@@ -112,18 +108,22 @@ def domain_windows(prefix: str, seq_length: int, max_tokens: int | None = None,
     return out
 
 
-@torch.no_grad()
 def evaluate_domain(model, windows: np.ndarray, batch_size: int) -> dict:
     """{loss, tokens, samples}: token-weighted mean cross-entropy over all windows."""
+    import torch
+
+    from recipes.cpu_model import token_losses
+
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     try:
-        for start in range(0, len(windows), batch_size):
-            batch = torch.from_numpy(windows[start : start + batch_size])
-            losses = token_losses(model, batch[:, :-1], batch[:, 1:])
-            total += float(losses.double().sum())
-            count += losses.numel()
+        with torch.no_grad():
+            for start in range(0, len(windows), batch_size):
+                batch = torch.from_numpy(windows[start : start + batch_size])
+                losses = token_losses(model, batch[:, :-1], batch[:, 1:])
+                total += float(losses.double().sum())
+                count += losses.numel()
     finally:
         model.train(was_training)
     return {"loss": total / count, "tokens": count, "samples": len(windows)}

@@ -26,6 +26,7 @@ from pathlib import Path
 from data_prep.blend_spec import BlendSpec
 from recipes.run_spec import RunSpec
 from synthscale import slurm
+from synthscale.errors import SynthscaleError
 
 EXECUTORS = ("local", "slurm", "docker")
 DEFAULT_CONTAINER = "synthscale-nemo:26.08"  # containers/Dockerfile on nvcr.io/nvidia/nemo:26.08
@@ -50,15 +51,15 @@ class ExecutorSettings:
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
-            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.kind!r}")
+            raise SynthscaleError(f"executor must be one of {EXECUTORS}, got {self.kind!r}")
         if self.num_nodes < 1 or self.gpus_per_node < 1:
-            raise ValueError(
+            raise SynthscaleError(
                 f"num_nodes and gpus_per_node must be >= 1, got {self.num_nodes} and {self.gpus_per_node}"
             )
         if self.kind == "slurm":
             self.slurm_settings([])  # checks the account, the time limit and the array settings
         if self.kind != "slurm" and self.num_nodes != 1:
-            raise ValueError(f"executor {self.kind}: runs on one node, got num_nodes={self.num_nodes}")
+            raise SynthscaleError(f"executor {self.kind}: runs on one node, got num_nodes={self.num_nodes}")
 
     def slurm_settings(self, mounts: list[str]) -> slurm.SlurmSettings:
         return slurm.SlurmSettings(

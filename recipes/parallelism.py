@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from recipes.recipe import TrainingRecipe
 from recipes.shapes import ModelShape
+from synthscale.errors import SynthscaleError
 
 # Per-shape defaults: the smallest model parallelism that fits an 80 GB GPU at seq 4096.
 # 3B cannot use TP (41 heads), so it splits its 32 layers over 2 pipeline stages.
@@ -27,7 +28,7 @@ DEFAULT_MODEL_PARALLEL: dict[str, tuple[int, int]] = {
 }
 
 
-class ParallelismError(ValueError):
+class ParallelismError(SynthscaleError):
     """A layout that cannot run; the message names the field and the values that work."""
 
 

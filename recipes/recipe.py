@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+from synthscale.errors import SynthscaleError
 from synthscale.units import format_count
 
 MIN_TRAIN_ITERS = 50  # fewer steps measure warmup, not training: refuse (the loss of a run this short
@@ -47,7 +48,7 @@ class TrainingRecipe:
         def positive(key, kind=(int,)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-                raise ValueError(f"recipe {self.name!r}: {key} must be positive, got {value!r}")
+                raise SynthscaleError(f"recipe {self.name!r}: {key} must be positive, got {value!r}")
 
         for key in ("seq_length", "global_batch_size", "micro_batch_size", "checkpoint_interval"):
             positive(key)
@@ -58,13 +59,13 @@ class TrainingRecipe:
         for key in ("min_lr_ratio", "warmup_fraction", "adam_beta1", "adam_beta2"):
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"recipe {self.name!r}: {key} must be in [0, 1), got {value!r}")
+                raise SynthscaleError(f"recipe {self.name!r}: {key} must be in [0, 1), got {value!r}")
         if self.weight_decay < 0:
-            raise ValueError(f"recipe {self.name!r}: weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise SynthscaleError(f"recipe {self.name!r}: weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"recipe {self.name!r}: precision must be bf16 or fp32, got {self.precision!r}")
+            raise SynthscaleError(f"recipe {self.name!r}: precision must be bf16 or fp32, got {self.precision!r}")
         if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(
+            raise SynthscaleError(
                 f"recipe {self.name!r}: global_batch_size={self.global_batch_size} must be a multiple of "
                 f"micro_batch_size={self.micro_batch_size}"
             )
@@ -105,7 +106,7 @@ def get_recipe(name: str) -> TrainingRecipe:
     try:
         return RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown training recipe {name!r}; known recipes: {', '.join(RECIPES)}") from None
+        raise SynthscaleError(f"unknown training recipe {name!r}; known recipes: {', '.join(RECIPES)}") from None
 
 
 @dataclass(frozen=True)
@@ -143,15 +144,15 @@ class TrainPlan:
 def plan_training(tokens: int, recipe: TrainingRecipe) -> TrainPlan:
     """Train iterations = tokens / (global batch x sequence length), rounded down.
 
-    Refused (ValueError naming the numbers and the smallest budget that works) when that is
+    Refused (SynthscaleError naming the numbers and the smallest budget that works) when that is
     fewer than MIN_TRAIN_ITERS steps.
     """
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
-        raise ValueError(f"tokens: must be a positive integer, got {tokens!r}")
+        raise SynthscaleError(f"tokens: must be a positive integer, got {tokens!r}")
     per_step = recipe.tokens_per_step
     iters = tokens // per_step
     if iters < MIN_TRAIN_ITERS:
-        raise ValueError(
+        raise SynthscaleError(
             f"tokens={tokens} ({format_count(tokens)}) buys {iters} train iterations at "
             f"global_batch_size={recipe.global_batch_size} x seq_length={recipe.seq_length} "
             f"= {per_step} tokens per step; at least {MIN_TRAIN_ITERS} are needed: use tokens >= "

@@ -20,6 +20,7 @@ from pathlib import Path
 from data_prep.blend_spec import BlendSpec
 from recipes.evaluation import eval_windows_record, token_weighted_loss
 from recipes.run_spec import RESULTS_FILE, RunSpec, recipe_hash
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import atomic_paths, write_json_atomic
 from synthscale.provenance import provenance
 
@@ -154,10 +155,10 @@ def load_result(path: str | Path) -> dict:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        raise SynthscaleError(f"{path}: not valid JSON: {exc}") from None
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
-        raise ValueError(f"{path}: not a run result, missing {missing}")
+        raise SynthscaleError(f"{path}: not a run result, missing {missing}")
     return record
 
 
@@ -165,7 +166,7 @@ def gather_results(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
     """(rows, columns) for every `*/results.json` under runs_dir, sorted by mixture, N, D."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise FileNotFoundError(f"no runs folder at {str(runs_dir)!r}")
+        raise MissingInputError(f"no runs folder at {str(runs_dir)!r}")
     rows, domains = [], set()
     for path in sorted(runs_dir.glob(f"*/{RESULTS_FILE}")):
         record = load_result(path)
@@ -175,7 +176,7 @@ def gather_results(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
             domains.add(domain)
         rows.append(row)
     if not rows:
-        raise FileNotFoundError(f"no completed runs (*/{RESULTS_FILE}) under {str(runs_dir)!r}")
+        raise MissingInputError(f"no completed runs (*/{RESULTS_FILE}) under {str(runs_dir)!r}")
     rows.sort(key=lambda r: (str(r["mixture"]), r["N"], r["D"], r["run_id"]))
     columns = list(TABLE_COLUMNS) + [f"loss.{d}" for d in sorted(domains)]
     return rows, columns
@@ -184,19 +185,25 @@ def gather_results(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
 def write_table(rows: list[dict], columns: list[str], output: str | Path) -> Path:
     """CSV, or Parquet when the name ends in .parquet; written atomically."""
     output = Path(output)
-    if output.suffix == ".parquet":
+    if table_format(output) == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
         with atomic_paths(output) as (temp,):
             pq.write_table(table, temp)
-    elif output.suffix == ".csv":
+    else:
         with atomic_paths(output) as (temp,):
             with open(temp, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=columns, restval="")
                 writer.writeheader()
                 writer.writerows(rows)
-    else:
-        raise ValueError(f"--output {str(output)!r}: use a .csv or .parquet name")
     return output
+
+
+def table_format(output: str | Path) -> str:
+    """'csv' or 'parquet', from the table's file name; any other name is refused."""
+    suffix = Path(output).suffix
+    if suffix not in (".csv", ".parquet"):
+        raise SynthscaleError(f"--output {str(output)!r}: use a .csv or .parquet name")
+    return suffix[1:]

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from data_prep.blend_spec import BlendSpec
+from data_prep.indexed import dataset_exists
 from recipes.recipe import TrainingRecipe, TrainPlan, plan_training
 from recipes.shapes import ModelShape
+from synthscale.cli import parse_named_values
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import write_json_atomic
 from synthscale.units import format_count
 
@@ -29,7 +32,7 @@ RUN_SPEC_FILE = "run.json"
 RESULTS_FILE = "results.json"
 
 
-class RunRefused(ValueError):
+class RunRefused(SynthscaleError):
     """A run that must not start (too few steps, a source repeated too often, a mismatch)."""
 
 
@@ -62,22 +65,18 @@ def make_run_id(shape: ModelShape, tokens: int, blend_identity: str, recipe: Tra
     return f"{_safe(shape.name)}-{format_count(tokens)}-{digest}"
 
 
+def _existing_prefix(name: str, prefix: str) -> str:
+    path = Path(prefix).expanduser().resolve()
+    if not dataset_exists(path):
+        raise MissingInputError(f"--eval {name}={prefix}: no tokenized dataset {path}.bin + {path}.idx")
+    return str(path)
+
+
 def parse_eval_domains(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     """`NAME=PREFIX` pairs (PREFIX of a .bin/.idx pair) -> {name: absolute prefix}."""
-    domains: dict[str, str] = {}
-    for item in items:
-        name, sep, prefix = item.partition("=")
-        if not sep or not name or not prefix:
-            raise ValueError(f"--eval {item!r}: expected NAME=PREFIX (PREFIX of PREFIX.bin/PREFIX.idx)")
-        if name in domains:
-            raise ValueError(f"--eval {item!r}: domain {name!r} named twice")
-        path = Path(prefix).expanduser().resolve()
-        missing = [s for s in (".bin", ".idx") if not Path(str(path) + s).is_file()]
-        if missing:
-            raise FileNotFoundError(f"--eval {item!r}: no {' or '.join(str(path) + s for s in missing)}")
-        domains[name] = str(path)
+    domains = parse_named_values(items, "--eval", "PREFIX", convert=_existing_prefix)
     if not domains:
-        raise ValueError("at least one --eval NAME=PREFIX is needed: each run is scored per evaluation domain")
+        raise SynthscaleError("at least one --eval NAME=PREFIX is needed: each run is scored per evaluation domain")
     return domains
 
 
@@ -128,9 +127,9 @@ class RunSpec:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not self.eval_domains:
-            raise ValueError("eval_domains: at least one evaluation domain is needed")
+            raise SynthscaleError("eval_domains: at least one evaluation domain is needed")
         if self.eval_max_tokens is not None and self.eval_max_tokens <= 0:
-            raise ValueError(f"eval_max_tokens must be positive, got {self.eval_max_tokens}")
+            raise SynthscaleError(f"eval_max_tokens must be positive, got {self.eval_max_tokens}")
 
     @classmethod
     def create(
@@ -198,7 +197,7 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "RunSpec":
         if data.get("kind") != "synthscale.run":
-            raise ValueError("not a synthscale run spec (kind must be 'synthscale.run')")
+            raise SynthscaleError("not a synthscale run spec (kind must be 'synthscale.run')")
         shape_fields = dict(data["shape"])
         shape_fields.pop("non_embedding_params", None)
         recipe_fields = dict(data["recipe"])
@@ -229,8 +228,8 @@ class RunSpec:
     def load(cls, run_dir: str | Path) -> "RunSpec":
         path = Path(run_dir) / RUN_SPEC_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"no {RUN_SPEC_FILE} in {str(run_dir)!r}: not a run directory")
+            raise MissingInputError(f"no {RUN_SPEC_FILE} in {str(run_dir)!r}: not a run directory")
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise SynthscaleError(f"{path}: {f'missing key {exc}' if isinstance(exc, KeyError) else exc}") from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from synthscale.errors import SynthscaleError
 from synthscale.units import format_count
 
 LLAMA3_VOCAB_SIZE = 128_256
@@ -58,21 +59,21 @@ class ModelShape:
         for key in ("d_model", "num_layers", "num_heads", "head_dim"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"shape {self.name!r}: {key} must be a positive integer, got {value!r}")
+                raise SynthscaleError(f"shape {self.name!r}: {key} must be a positive integer, got {value!r}")
         if self.num_heads * self.head_dim != self.d_model:
-            raise ValueError(
+            raise SynthscaleError(
                 f"shape {self.name!r}: num_heads x head_dim must equal d_model, got "
                 f"{self.num_heads} x {self.head_dim} = {self.num_heads * self.head_dim} != {self.d_model}"
             )
         if self.head_dim < 32:
-            raise ValueError(f"shape {self.name!r}: head_dim must be >= 32, got {self.head_dim}")
+            raise SynthscaleError(f"shape {self.name!r}: head_dim must be >= 32, got {self.head_dim}")
         groups = self.query_groups
         if groups <= 0 or self.num_heads % groups:
-            raise ValueError(
+            raise SynthscaleError(
                 f"shape {self.name!r}: num_query_groups must divide num_heads={self.num_heads}, got {groups}"
             )
         if self.ffn_hidden_size is not None and self.ffn_hidden_size <= 0:
-            raise ValueError(f"shape {self.name!r}: ffn_hidden_size must be positive, got {self.ffn_hidden_size}")
+            raise SynthscaleError(f"shape {self.name!r}: ffn_hidden_size must be positive, got {self.ffn_hidden_size}")
 
     # --- derived sizes ------------------------------------------------------------
     @property
@@ -149,7 +150,7 @@ def get_shape(name: str) -> ModelShape:
     try:
         return SHAPES[name]
     except KeyError:
-        raise ValueError(f"unknown model shape {name!r}; known shapes: {', '.join(SHAPES)}") from None
+        raise SynthscaleError(f"unknown model shape {name!r}; known shapes: {', '.join(SHAPES)}") from None
 
 
 def describe_shapes() -> list[dict]:

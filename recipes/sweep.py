@@ -9,14 +9,21 @@ runs that already have results.json (scoring them on any evaluation domain added
 their final checkpoint, with no retraining) and launches the rest: on Slurm as one job array
 per resource group (recipes.arrays), elsewhere one NeMo-Run launch per run. CPU runs go `jobs` at a time, each
 in its own process with `threads` torch threads: the same losses as one at a time.
+
+A sweep given its resolved config (`config_text`, recipes.sweep_config) keeps it, once planning
+succeeded, as RUNS_DIR/_sweeps/<UTC time>-<hash>.yaml and as RUN/sweep.config.yaml in every run
+folder it writes (completed runs it skips keep the config that trained them). Run ids never
+depend on it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import multiprocessing as mp
 import shlex
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +36,12 @@ from recipes.recipe import TrainingRecipe
 from recipes.results import is_complete, scored_domains
 from recipes.run_spec import RunRefused, RunSpec
 from recipes.shapes import get_shape
+from synthscale.cli import debug_enabled
+from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import write_text_atomic
+
+SWEEP_CONFIG_FILE = "sweep.config.yaml"
+SWEEPS_DIR = "_sweeps"
 
 
 @dataclass(frozen=True)
@@ -49,17 +61,18 @@ class SweepRequest:
     seeds: tuple[int, ...] = ()  # one run per seed (default: the recipe's own seed)
     jobs: int = 1  # CPU runs at once
     threads: int | None = None  # torch threads per CPU run (default: 1 with jobs > 1, else torch's)
+    config_text: str | None = None  # the resolved config, kept beside the runs (not part of any run id)
 
     def __post_init__(self) -> None:
         for key in ("sizes", "tokens", "blends"):
             if not getattr(self, key):
-                raise ValueError(f"sweep: --{key} needs at least one value")
+                raise SynthscaleError(f"sweep: --{key} needs at least one value")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"sweep: --seeds repeats a seed: {list(self.seeds)}")
+            raise SynthscaleError(f"sweep: --seeds repeats a seed: {list(self.seeds)}")
         if self.jobs < 1:
-            raise ValueError(f"sweep: --jobs must be at least 1, got {self.jobs}")
+            raise SynthscaleError(f"sweep: --jobs must be at least 1, got {self.jobs}")
         if self.backend == "cpu" and self.executor.kind == "local" and self.executor.num_nodes != 1:
-            raise ValueError("the CPU backend runs on one machine")
+            raise SynthscaleError(f"the CPU backend runs on one machine, got --nodes {self.executor.num_nodes}")
 
 
 @dataclass
@@ -74,6 +87,9 @@ class PlannedRun:
 
 
 def plan_sweep(request: SweepRequest) -> list[PlannedRun]:
+    missing = [path for path in request.blends if not Path(path).is_file()]
+    if missing:
+        raise MissingInputError(f"--blends: no blend file at {', '.join(map(repr, missing))}")
     blends = [BlendSpec.load(path) for path in request.blends]
     runs_dir = Path(request.output).resolve()
     planned, problems = [], []
@@ -130,12 +146,15 @@ def _cpu_shape_names() -> list[str]:
     return [name for name, shape in SHAPES.items() if shape.cpu]
 
 
-def prepare_run(planned: PlannedRun, settings: ExecutorSettings) -> str | None:
-    """Write the run folder (run.json, the Bridge YAMLs); for local and docker also the launcher
-    text NeMo-Run would run (returned). Slurm runs are launched in arrays (recipes.arrays)."""
+def prepare_run(planned: PlannedRun, settings: ExecutorSettings, config_text: str | None = None) -> str | None:
+    """Write the run folder (run.json, sweep.config.yaml, the Bridge YAMLs); for local and docker
+    also the launcher text NeMo-Run would run (returned). Slurm runs are launched in arrays
+    (recipes.arrays)."""
     run_dir = planned.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     planned.spec.save(run_dir)
+    if config_text is not None:
+        write_text_atomic(run_dir / SWEEP_CONFIG_FILE, config_text)
     if planned.spec.backend == "bridge":
         write_bridge_configs(planned.spec, planned.blend, run_dir)
     if settings.kind == "slurm":
@@ -153,9 +172,11 @@ def execute_sweep(
     dry_run_only: bool = False,
     echo: Callable[[str], None] = print,
     run_cpu_fn: Callable | None = None,
-) -> list[PlannedRun]:
+) -> tuple[list[PlannedRun], Path | None]:
+    """Plan, write and run (or submit) the sweep: (its runs, the config record in RUNS_DIR/_sweeps)."""
     planned = plan_sweep(request)
     settings = request.executor
+    record = keep_sweep_config(Path(request.output), request.config_text)
     in_process: list[PlannedRun] = []
     for item in planned:
         spec = item.spec
@@ -169,7 +190,7 @@ def execute_sweep(
             else:
                 add_eval_domains(item, missing, echo)
             continue
-        text = prepare_run(item, settings)
+        text = prepare_run(item, settings, request.config_text)
         if settings.kind == "slurm":
             echo(f"{'would run' if dry_run_only else 'run  '}  {label}, {spec.plan.train_iters} steps (Slurm array)")
         elif dry_run_only:
@@ -184,7 +205,28 @@ def execute_sweep(
         submit_arrays(planned, settings, Path(request.output), dry_run_only, echo)
     if in_process:
         run_cpu_runs(in_process, request.jobs, request.threads, echo, run_cpu_fn)
-    return planned
+    return planned, record
+
+
+def keep_sweep_config(runs_dir: Path, config_text: str | None) -> Path | None:
+    """RUNS_DIR/_sweeps/<UTC time>-<hash of the config>.yaml: every sweep's resolved config, in order."""
+    if config_text is None:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    digest = hashlib.sha256(config_text.encode()).hexdigest()[:8]
+    path = runs_dir / SWEEPS_DIR / f"{stamp}-{digest}.yaml"
+    write_text_atomic(path, config_text)
+    return path
+
+
+def sweep_summary(planned: list[PlannedRun], record: Path | None) -> dict:
+    """What `recipes sweep --json` prints: the config record and each run's folder and status."""
+    return {
+        "config": str(record) if record else None,
+        "runs": [{"run_id": p.spec.run_id, "run_dir": str(p.run_dir), "model": p.spec.shape.name,
+                  "N": p.spec.shape.N, "D": p.spec.plan.tokens, "blend": p.blend.name, "seed": p.spec.recipe.seed,
+                  "status": "complete" if p.complete else "pending"} for p in planned],
+    }
 
 
 def submit_arrays(planned: list[PlannedRun], settings: ExecutorSettings, runs_dir: Path, dry_run_only: bool,
@@ -235,6 +277,8 @@ def run_cpu_runs(items: list[PlannedRun], jobs: int, threads: int | None, echo: 
         if error is not None:
             failures.append(f"{item.spec.run_id}: {type(error).__name__}: {error}")
             echo(f"FAIL  {progress} {item.spec.run_id}: {error}")
+            if debug_enabled() or not isinstance(error, SynthscaleError):  # a bug: show where
+                echo("".join(traceback.format_exception(error)).rstrip())
         else:
             echo(f"done  {progress} {item.spec.run_id}: loss {record['loss']:.4f} "
                  f"({record['tokens_per_s']:.0f} tokens/s)")
@@ -257,5 +301,6 @@ def run_cpu_runs(items: list[PlannedRun], jobs: int, threads: int | None, echo: 
                         f"sweep to retry):\n  - " + "\n  - ".join(failures))
 
 
-class RunFailed(RuntimeError):
-    """One or more runs of a sweep failed; the message lists them."""
+class RunFailed(SynthscaleError):
+    """One or more runs of a sweep failed; the message lists them (and the log each traceback
+    that is not a SynthscaleError's)."""

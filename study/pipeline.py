@@ -111,7 +111,7 @@ class Study:
         if self.config.ablation_recipe:
             path = self.root / "generator-random"
             if not (path / "config.json").exists():
-                from generation.tiny import build_tiny_model
+                from study.tiny_llama import build_tiny_model
 
                 texts = [json.loads(line)["text"] for line in _first_lines(train[0], 500)]
                 corpus = self.root / "generator-tokenizer-corpus.txt"
@@ -156,9 +156,12 @@ class Study:
         cfg, root = self.config, self.root / "synthetic" / "synthllm"
         common = ["--model", model, "--seed", cfg.seed, "--chunk-tokens", cfg.chunk_tokens, "--keep-truncated",
                   *cfg.generation_args]
+        pool = root / "pool.jsonl"  # the reference documents: the first synthllm_docs of the corpus
+        if not pool.exists():
+            write_text_atomic(pool, "".join(line.rstrip("\n") + "\n" for line in _first_lines(train[0], cfg.synthllm_docs)))
         if not (root / "concepts" / "manifest.json").exists():
-            self.run("concepts", *[a for f in train for a in ("--input", f)], "--output", root / "concepts",
-                     "--limit", cfg.synthllm_docs, "--max-new-tokens", 128, *common, stage="generation", env=VLLM_CPU_ENV)
+            self.run("concepts", "--input", pool, "--output", root / "concepts", "--max-new-tokens", 128, *common,
+                     stage="generation", env=VLLM_CPU_ENV)
         if not (root / "graph" / "graph.json").exists():
             # a small pool: keep concepts seen once, prune none as too common
             self.run("concept-graph", root / "concepts", "--output", root / "graph", "--min-docs", 1,
@@ -181,9 +184,9 @@ class Study:
         folder = self.root / "blends"
         if not folder.exists():
             largest = max(self.config.budgets, key=parse_count)
-            args = ["grid", "--natural", f"natural={natural}"]
+            args = ["grid", "--data", f"natural={natural}", "--natural", "natural"]
             for name, prefix in synthetic.items():
-                args += ["--synthetic", f"{name}={prefix}"]
+                args += ["--data", f"{name}={prefix}", "--synthetic", name]
             args += ["--tokens", largest, "--seq-length", self.config.seq_length,
                      "--ratios", ",".join(f"{r:g}" for r in self.config.ratios_pct),
                      "--max-epochs", self.config.max_epochs, "--output-dir", folder]
@@ -220,7 +223,8 @@ class Study:
             self._sweep(cfg.sizes[-1:], (middle,), repeated, evals,
                         "--seeds", ",".join(map(str, cfg.seed_repeats)))
         if cfg.is_cluster:
-            pending = [d.name for d in sorted((self.root / "runs").iterdir()) if not (d / "results.json").exists()]
+            pending = [f.parent.name for f in sorted((self.root / "runs").glob("*/run.json"))
+                       if not (f.parent / "results.json").exists()]
             if pending:
                 raise StudySubmitted(f"{len(pending)} training run(s) submitted to {cfg.executor} are not finished "
                                      f"(e.g. {pending[0]}); rerun the same command when they are, to collect and fit them")

@@ -65,8 +65,8 @@ class _ProjectErrors:
             return super().invoke(ctx)  # type: ignore[misc]
 
 
-class StageGroup(_ProjectErrors, click.Group):
-    """A stage's top-level command group: `-h`, `--debug` and the error convention."""
+class StageCommand(_ProjectErrors, click.Command):
+    """A command with the stage conventions: `-h`, `--debug` and the error convention."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
@@ -74,8 +74,10 @@ class StageGroup(_ProjectErrors, click.Group):
         debug_option(self)
 
 
-class StageCommand(_ProjectErrors, click.Command):
-    """A stand-alone command with the same conventions as StageGroup."""
+class StageGroup(_ProjectErrors, click.Group):
+    """A stage's top-level command group; its subcommands are StageCommands by default."""
+
+    command_class = StageCommand
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
@@ -94,6 +96,34 @@ def stage_command(**kwargs) -> Callable:
 def usage_error(message: str, option: str | None = None) -> click.BadParameter:
     """A bad flag value: exit 2 with click's usage line."""
     return click.BadParameter(message, param_hint=option)
+
+
+def option_callback(parse: Callable[[Any], Any]) -> Callable:
+    """A click option callback running `parse(value)`: a SynthscaleError it raises (a bad NAME=VALUE,
+    a malformed spec) becomes a usage error, exit 2, with the parser's message."""
+
+    def callback(ctx: click.Context, _param, value):
+        try:
+            return parse(value)
+        except SynthscaleError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+
+    return callback
+
+
+def named_values_callback(what: str = "VALUE", **parse_options) -> Callable:
+    """A click callback: repeated NAME=WHAT values -> {NAME: WHAT}; a malformed or repeated one is a
+    usage error (exit 2) that click prefixes with the option's name. `parse_options` go to
+    parse_named_values (convert=..., split_commas=...)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, values) -> dict[str, Any]:
+        option = max(param.opts, key=len)
+        try:
+            return parse_named_values(values or (), option, what, **parse_options)
+        except SynthscaleError as exc:
+            raise usage_error(str(exc).removeprefix(f"{option}: ")) from None
+
+    return callback
 
 
 # --- parsers ------------------------------------------------------------------------------
@@ -156,9 +186,9 @@ class CountType(click.ParamType):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         try:
-            return parse_count(value, f"--{param.name.replace('_', '-')}" if param else "count")
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+            return parse_count(value, "count")
+        except ValueError as exc:  # click names the option itself
+            self.fail(str(exc).removeprefix("count: "), param, ctx)
 
 
 COUNT = CountType()
@@ -196,18 +226,3 @@ def emit_json(document: Any, as_json: bool, json_file: str | None) -> None:
         json.dump(document, sys.stdout, indent=2, sort_keys=True, default=str)
         sys.stdout.write("\n")
 
-
-def friendly_errors(func):
-    """Deprecated (kept while the stage CLIs move to StageGroup): ValueError -> one line."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as exc:
-            if debug_enabled():
-                raise
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper

@@ -13,6 +13,7 @@ gives the same mapping to write beside a command's outputs.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,13 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def parse_scalar(text: str) -> Any:
-    """A --set value: YAML (lists, numbers, booleans, null), with 1e-3 read as a number."""
+    """A --set value: YAML (lists, numbers, booleans, null), with 1e-3 read as a number.
+
+    A value with a colon stays a string: YAML 1.1 reads `4:00:00` as the base-60 integer 14400,
+    never what a user means by a time limit. (In a config file, quote such values.)
+    """
+    if re.fullmatch(r"[0-9:.\-]+", text) and ":" in text:
+        return text
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

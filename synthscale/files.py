@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from synthscale.errors import MissingInputError, SynthscaleError
+
 
 def expand_inputs(patterns: list[str] | tuple[str, ...]) -> list[Path]:
     """Expand paths and globs in order, without duplicates. Errors name the pattern."""
@@ -21,11 +23,11 @@ def expand_inputs(patterns: list[str] | tuple[str, ...]) -> list[Path]:
     for pattern in patterns:
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not matches:
-            raise FileNotFoundError(f"no input matches {pattern!r}")
+            raise MissingInputError(f"no input matches {pattern!r}")
         for match in matches:
             path = Path(match)
             if not path.is_file():
-                raise FileNotFoundError(f"input {str(path)!r} does not exist or is not a file")
+                raise MissingInputError(f"input {str(path)!r} does not exist or is not a file")
             resolved = path.resolve()
             if resolved not in seen:
                 seen.add(resolved)
@@ -108,3 +110,22 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_paths(path) as (temp,):
         temp.write_text(text, encoding="utf-8")
+
+
+def read_manifest(path: str | os.PathLike, where: str, what: str = "manifest") -> tuple[Path, dict]:
+    """A stage's manifest: `path` is its folder (holding manifest.json) or the file itself.
+
+    Returns (the manifest's path, its JSON). A missing file or one that is not a JSON object is a
+    SynthscaleError whose message starts with `where`."""
+
+    path = Path(path)
+    manifest_path = path / "manifest.json" if path.is_dir() else path
+    if not manifest_path.is_file():
+        raise MissingInputError(f"{where}: no {what} at {str(manifest_path)!r}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SynthscaleError(f"{where}: {manifest_path} is not JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise SynthscaleError(f"{where}: {manifest_path} is not a {what} (a JSON object)")
+    return manifest_path, manifest

@@ -32,6 +32,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthscale.errors import SynthscaleError
 from synthscale.files import write_text_atomic
 
 DEFAULT_TIME = "04:00:00"
@@ -56,7 +57,7 @@ def time_minutes(text: str) -> int:
     """Minutes in a Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
     match = _TIME.match(text.strip())
     if not match:
-        raise ValueError(f"--slurm-time {text!r}: expected a Slurm time such as 04:00:00 or 2-00:00:00")
+        raise SynthscaleError(f"--slurm-time {text!r}: expected a Slurm time such as 04:00:00 or 2-00:00:00")
     days, a, b, c = match.groups()
     if days is not None:  # D-HH[:MM[:SS]]
         hours, minutes, seconds = int(a), int(b or 0), int(c or 0)
@@ -66,7 +67,7 @@ def time_minutes(text: str) -> int:
         hours, minutes, seconds = 0, int(a), int(b or 0)
     total = int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
     if total < 1:
-        raise ValueError(f"--slurm-time {text!r}: must be at least one minute")
+        raise SynthscaleError(f"--slurm-time {text!r}: must be at least one minute")
     return total
 
 
@@ -85,12 +86,12 @@ class SlurmSettings:
 
     def __post_init__(self) -> None:
         if not self.account:
-            raise ValueError("executor slurm: --slurm-account is required")
+            raise SynthscaleError("executor slurm: --slurm-account is required")
         time_minutes(self.time)
         if self.max_requeues < 0:
-            raise ValueError(f"max_requeues must be >= 0, got {self.max_requeues}")
+            raise SynthscaleError(f"max_requeues must be >= 0, got {self.max_requeues}")
         if self.array_parallelism is not None and self.array_parallelism < 1:
-            raise ValueError(f"array parallelism must be >= 1, got {self.array_parallelism}")
+            raise SynthscaleError(f"array parallelism must be >= 1, got {self.array_parallelism}")
 
     @property
     def minutes(self) -> int:
@@ -99,7 +100,7 @@ class SlurmSettings:
 
 def array_spec(count: int, parallelism: int | None = None) -> str:
     if count < 1:
-        raise ValueError("a job array needs at least one task")
+        raise SynthscaleError("a job array needs at least one task")
     return f"0-{count - 1}" + (f"%{parallelism}" if parallelism else "")
 
 
@@ -107,7 +108,7 @@ def write_item_list(path: str | Path, items: list[str]) -> Path:
     """The array's work list: task i takes line i + 1."""
     for item in items:
         if not item or "\n" in item:
-            raise ValueError(f"array item {item!r}: must be one non-empty line")
+            raise SynthscaleError(f"array item {item!r}: must be one non-empty line")
     write_text_atomic(path, "".join(f"{item}\n" for item in items))
     return Path(path)
 

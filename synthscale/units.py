@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from synthscale.errors import SynthscaleError
+
 _SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
 
@@ -13,7 +15,7 @@ def parse_count(value: str | int | float, what: str = "count") -> int:
     Raises ValueError naming `what` and the bad value.
     """
     if isinstance(value, bool):
-        raise ValueError(f"{what}: expected a number like 5e9, 5B or 200M, got {value!r}")
+        raise SynthscaleError(f"{what}: expected a number like 5e9, 5B or 200M, got {value!r}")
     if isinstance(value, (int, float)):
         number = float(value)
     else:
@@ -25,13 +27,13 @@ def parse_count(value: str | int | float, what: str = "count") -> int:
         try:
             number = float(text) * scale
         except ValueError:
-            raise ValueError(
+            raise SynthscaleError(
                 f"{what}: expected a number like 5e9, 5B or 200M, got {value!r}"
             ) from None
     if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{what}: must be a positive number, got {value!r}")
+        raise SynthscaleError(f"{what}: must be a positive number, got {value!r}")
     if abs(number - round(number)) > 1e-6 * max(1.0, number):
-        raise ValueError(f"{what}: must be a whole number, got {value!r}")
+        raise SynthscaleError(f"{what}: must be a whole number, got {value!r}")
     return int(round(number))
 
 

@@ -57,9 +57,10 @@ def study(tmp_path_factory):
         _invoke(data_prep, ["tokenize", path, "--output", root / name, "--tokenizer", f"hf:{root / 'tokenizer.json'}",
                             "--no-progress"])
     # blends named "variant-a" etc. would do as well: nothing downstream reads the names
-    _invoke(data_prep, ["grid", "--natural", f"web={root / 'web'}", "--synthetic", f"hq={root / 'hq'}",
-                        "--synthetic", f"qa={root / 'qa'}", "--tokens", "25600", "--seq-length", "64",
-                        "--ratios", "0,50", "--max-epochs", "4", "--output-dir", root / "blends"])
+    _invoke(data_prep, ["grid", "--data", f"web={root / 'web'}", "--data", f"hq={root / 'hq'}",
+                        "--data", f"qa={root / 'qa'}", "--natural", "web", "--synthetic", "hq", "--synthetic", "qa",
+                        "--tokens", "25600", "--seq-length", "64", "--ratios", "0,50", "--max-epochs", "4",
+                        "--output-dir", root / "blends"])
     blends = sorted((root / "blends").glob("*.yaml"))
     sweep = ["sweep", "--sizes", "tiny-2xs,tiny-xs,tiny-s", "--tokens", "12800,19200,25600",
              "--seq-length", "64", "--global-batch-size", "4", "--micro-batch-size", "4", "--peak-lr", "3e-3",

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.simulate import simulate_table
 from tests.analysis.helpers import BUDGETS, CONDITION, FRACTIONS, LABELS, LAWS, SIZES, TABLE_COLUMNS
+from tests.analysis.simulate import simulate_table
 
 
 @pytest.fixture
@@ -33,9 +33,10 @@ def _write_tokens(prefix: Path, documents: list[list[int]], eod_id: int | None =
                   vocab_size: int | None = None) -> Path:
     """PREFIX.bin/.idx with megatron-core's builder (one sequence per document), and a manifest."""
     import torch
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=np.uint16)
+    from data_prep.indexed import megatron_indexed
+
+    builder = megatron_indexed().IndexedDatasetBuilder(f"{prefix}.bin", dtype=np.uint16)
     for doc in documents:
         builder.add_item(torch.tensor(doc, dtype=torch.int64))
         builder.end_document()

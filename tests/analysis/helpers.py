@@ -1,7 +1,7 @@
 """Constants shared by the analysis tests: the results table's columns and a simulated study."""
 
 from analysis.fit import COARSE_GRID, FitSettings
-from analysis.simulate import TrueLaw
+from tests.analysis.simulate import TrueLaw
 
 # Three mixtures of one family, natural text as baseline (the report's inputs), named as
 # `data_prep grid` names blends; the analysis reads family and generator from their columns.

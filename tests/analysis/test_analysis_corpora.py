@@ -46,12 +46,13 @@ def test_a_folder_that_is_not_a_generation_output_is_named(tmp_path, results_csv
     (tmp_path / "x" / "manifest.json").write_text(json.dumps({"kind": "synthscale.tokenized"}))
     result = CliRunner().invoke(main, ["report", str(results_csv), "--output", str(tmp_path / "r"),
                                        "--corpus", f"x={tmp_path / 'x'}"])
-    assert result.exit_code == 2 and "not a generation manifest" in result.output and "x=" in result.output
+    assert result.exit_code == 1 and "not a generation manifest" in result.output and "x=" in result.output
     missing = CliRunner().invoke(main, ["report", str(results_csv), "--output", str(tmp_path / "r"),
                                         "--corpus", f"y={tmp_path / 'nothing'}"])
-    assert missing.exit_code == 2 and "no generation manifest" in missing.output
+    assert missing.exit_code == 1 and "Error: --corpus y=" in missing.output and "no generation manifest" in missing.output
+    assert not (tmp_path / "r").exists()  # refused before any fit
     bad = CliRunner().invoke(main, ["report", str(results_csv), "--output", str(tmp_path / "r"), "--corpus", "y"])
-    assert bad.exit_code == 2 and "expected NAME=DIR" in bad.output
+    assert bad.exit_code == 2 and "Invalid value for '--corpus': expected NAME=DIR, got 'y'" in bad.output
 
 
 def test_read_corpus_accepts_the_manifest_file_itself(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.simulate import TrueLaw, simulate_table
 from tests.analysis.helpers import GENERATOR, TABLE_COLUMNS
+from tests.analysis.simulate import TrueLaw, simulate_table
 
 SIZES, BUDGETS = list(np.geomspace(1e7, 1e9, 4)), list(np.geomspace(1e8, 1e11, 5))
 NATURAL = TrueLaw(A=400.0, B=1200.0, E=1.80, alpha=0.34, beta=0.28)

@@ -5,13 +5,12 @@ import pytest
 
 from analysis.config import AnalysisConfig
 from analysis.findings import crossings, ratio_families, speedup
+from analysis.fit import COARSE_GRID, FitSettings
 from analysis.grouping import split_conditions
 from analysis.laws import LAWS
 from analysis.pipeline import run_analysis
-from analysis.simulate import TrueLaw, simulate_table
 from analysis.table import read_results
-
-from analysis.fit import COARSE_GRID, FitSettings
+from tests.analysis.simulate import TrueLaw, simulate_table
 
 COARSE = FitSettings(grid=COARSE_GRID)
 

@@ -6,10 +6,10 @@ import pytest
 
 from analysis.bootstrap import bootstrap_fits, percentile_interval, resample_indices
 from analysis.fit import FitSettings, fit_unit, fit_units, shared_starts, starting_grid
+from analysis.fit_inputs import build_units
 from analysis.laws import LAWS
-from analysis.simulate import TrueLaw, simulate_table
 from analysis.table import read_results
-from analysis.units import build_units
+from tests.analysis.simulate import TrueLaw, simulate_table
 
 TRUE = TrueLaw(A=400.0, B=1200.0, E=1.7, alpha=0.34, beta=0.28)
 

@@ -11,9 +11,9 @@ from analysis.cli import main
 from analysis.config import AnalysisConfig
 from analysis.grouping import group_rows, seed_spread, split_conditions
 from analysis.multi import run_all
-from analysis.simulate import TrueLaw, simulate_table
 from analysis.table import UNLABELLED, read_results
 from tests.analysis.helpers import COARSE, GENERATOR, TABLE_COLUMNS
+from tests.analysis.simulate import TrueLaw, simulate_table
 
 NATURAL = TrueLaw(A=400.0, B=1200.0, E=1.80, alpha=0.34, beta=0.28)
 HQ = TrueLaw(A=400.0, B=900.0, E=1.75, alpha=0.34, beta=0.27)

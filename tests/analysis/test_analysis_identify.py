@@ -14,9 +14,9 @@ from analysis.grouping import split_conditions
 from analysis.identify import E_FLOOR_SHARE, interval_problems
 from analysis.pipeline import run_analysis
 from analysis.report import fmt
-from analysis.simulate import TrueLaw, simulate_table
 from analysis.table import read_results
 from tests.analysis.helpers import GENERATOR
+from tests.analysis.simulate import TrueLaw, simulate_table
 
 TRUE = TrueLaw(A=400.0, B=1200.0, E=1.7, alpha=0.34, beta=0.28)
 N = 1e8

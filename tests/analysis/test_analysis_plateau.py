@@ -9,9 +9,9 @@ from analysis.grouping import split_conditions
 from analysis.laws import LAWS
 from analysis.pipeline import run_analysis
 from analysis.plateau import plateau_budgets, plateau_trend
-from analysis.simulate import RectifiedCurve, simulate_curves
 from analysis.table import read_results
 from tests.analysis.helpers import COARSE
+from tests.analysis.simulate import RectifiedCurve, simulate_curves
 
 RECT = LAWS["rectified"]
 BUDGETS = np.geomspace(1e7, 1e11, 14)

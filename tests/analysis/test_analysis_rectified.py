@@ -9,15 +9,15 @@ from scipy.optimize import approx_fprime
 
 from analysis.cli import main
 from analysis.config import AnalysisConfig
+from analysis.fit_inputs import build_units
 from analysis.grouping import split_conditions
 from analysis.identify import interval_problems, point_problems
 from analysis.laws import LAWS, LOG_SCALE_BOUNDS, HuberObjective, natural_params, predict_loss
 from analysis.pipeline import run_analysis
 from analysis.rectified import RectifiedObjective, comparison_summary
-from analysis.simulate import RectifiedCurve, simulate_curves
 from analysis.table import read_results
-from analysis.units import build_units
 from tests.analysis.helpers import COARSE
+from tests.analysis.simulate import RectifiedCurve, simulate_curves
 
 RECT = LAWS["rectified"]
 BUDGETS = np.geomspace(1e6, 1e11, 14)

@@ -4,6 +4,7 @@ import json
 import re
 from html import unescape
 
+import yaml
 from click.testing import CliRunner
 
 from analysis.cli import main
@@ -87,3 +88,45 @@ def test_report_refuses_a_half_given_unigram_request(results_csv, tmp_path):
     result = CliRunner().invoke(main, ["report", str(results_csv), "-o", str(tmp_path / "r"), "--unigram-test", "x"])
     assert result.exit_code != 0 and "--unigram-train and --unigram-test go together" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_report_from_a_config_file_writes_its_resolved_config(results_csv, tmp_path):
+    out = tmp_path / "report"
+    config = tmp_path / "report.yaml"
+    config.write_text(yaml.safe_dump({
+        "input": {"results": str(results_csv), "output": str(out), "label": "from a file"},
+        "fits": {"law": ["data"], "grid": "coarse"},
+        "uncertainty": {"bootstrap": 3, "seed": 1},
+        "per_domain": {"domains": False},
+    }))
+    runner = CliRunner()
+    result = runner.invoke(main, ["report", "--config", str(config), "--set", "uncertainty.seed=7"])
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load((out / "report.config.yaml").read_text())
+    assert list(written) == ["input", "fits", "uncertainty", "validation", "plateau", "per_domain", "unigram",
+                             "synthetic_corpora"]
+    assert written["uncertainty"] == {"bootstrap": 3, "seed": 7, "confidence": 0.95, "workers": 1}
+    assert written["fits"]["laws"] == ["data"] and written["input"]["label"] == "from a file"
+    settings = _strict((out / "fits.json").read_text())["settings"]
+    assert (settings["bootstrap"], settings["seed"], settings["laws"]) == (3, 7, ["data"])  # what ran
+    assert f"`analysis report --config {out / 'report.config.yaml'}`" in (out / "report.md").read_text()
+    # The written file runs the same report again: it resolves to itself.
+    again = runner.invoke(main, ["report", "--config", str(out / "report.config.yaml"), "--print-config"])
+    assert again.exit_code == 0, again.output
+    assert yaml.safe_load(again.output) == written
+
+
+def test_print_config_flags_beat_the_file_and_nothing_runs(results_csv, tmp_path):
+    config = tmp_path / "report.yaml"
+    config.write_text("uncertainty:\n  bootstrap: 50\nunigram:\n  unigram_train: [natural=data/natural]\n"
+                      "  unigram_test: data/heldout\n")
+    result = CliRunner().invoke(main, ["report", str(results_csv), "-o", str(tmp_path / "r"), "--config", str(config),
+                                       "--bootstrap", "9", "--set", "plateau.plateau_tol=0.02", "--print-config"])
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.output)
+    assert printed["uncertainty"]["bootstrap"] == 9 and printed["plateau"]["plateau_tol_abs"] == 0.02
+    assert printed["unigram"]["unigram_train"] == ["natural=data/natural"]
+    assert not (tmp_path / "r").exists()
+    config.write_text("fits:\n  lawz: [data]\n")
+    bad = CliRunner().invoke(main, ["report", str(results_csv), "-o", str(tmp_path / "r"), "--config", str(config)])
+    assert bad.exit_code == 2 and "unknown key 'fits.lawz'" in bad.output

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.unigram import UnigramError, count_tokens, kl_divergence, unigram_diagnostics, zipf_fit
+from analysis.unigram import UnigramError, kl_divergence, token_id_counts, unigram_diagnostics, zipf_fit
+from synthscale.errors import SynthscaleError
 
 EOD = 9
 TEST_DOCS = [[1, 2, 3, EOD], [1, 1, 2, EOD]]
@@ -26,12 +27,12 @@ def token_sets(tmp_path, write_tokens):
 
 
 def test_counts_streamed_in_blocks_equal_the_whole(token_sets):
-    whole = count_tokens(token_sets["test"])
-    one_doc_at_a_time = count_tokens(token_sets["test"], chunk_tokens=1)
+    whole = token_id_counts(token_sets["test"])
+    one_doc_at_a_time = token_id_counts(token_sets["test"], chunk_tokens=1)
     assert whole.documents == 2
     assert whole.counts.tolist() == [0, 3, 2, 1, 0, 0, 0, 0, 0, 2]
     assert np.array_equal(whole.counts, one_doc_at_a_time.counts)
-    no_eod = count_tokens(token_sets["test"], exclude_ids=(EOD,))
+    no_eod = token_id_counts(token_sets["test"], exclude_ids=(EOD,))
     assert no_eod.tokens == 6 and no_eod.excluded == {EOD: 2}
 
 
@@ -80,16 +81,28 @@ def test_without_a_manifest_nothing_is_left_out(tmp_path, write_tokens):
 
 
 def test_missing_prefix_is_named(tmp_path):
-    with pytest.raises(UnigramError, match="no Megatron dataset at prefix"):
-        count_tokens(tmp_path / "nothing")
+    with pytest.raises(SynthscaleError, match="unigram set: no Megatron dataset at prefix"):
+        token_id_counts(tmp_path / "nothing")
 
 
-def test_cli(token_sets, tmp_path):
+def test_cli_text_json_and_json_file(token_sets, tmp_path):
     out = tmp_path / "u.json"
-    result = CliRunner().invoke(main, ["unigram", "--train", f"a={token_sets['a']}", "--train", f"b={token_sets['b']}",
-                                       "--test", token_sets["test"], "--min-test-count", "1", "--json", str(out)])
+    args = ["unigram", "--train", f"a={token_sets['a']}", "--train", f"b={token_sets['b']}", "--test", token_sets["test"],
+            "--min-test-count", "1"]
+    result = CliRunner().invoke(main, [*args, "--json-file", str(out)])
     assert result.exit_code == 0, result.output
-    assert "a: token coverage 0.8333, type coverage 0.6667" in result.output
+    assert "a: token coverage 0.8333, type coverage 0.6667" in result.stdout
     assert json.loads(out.read_text())["per_train"]["b"]["token_coverage"] == 0.5
+    printed = CliRunner().invoke(main, [*args, "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.stdout) == json.loads(out.read_text())  # stdout holds the JSON and nothing else
+
+
+def test_cli_errors(token_sets, tmp_path):
     bad = CliRunner().invoke(main, ["unigram", "--train", "a", "--test", token_sets["test"]])
-    assert bad.exit_code != 0 and "expected NAME=PREFIX" in bad.output
+    assert bad.exit_code == 2 and "Invalid value for '--train': expected NAME=PREFIX, got 'a'" in bad.output
+    twice = CliRunner().invoke(main, ["unigram", "--train", f"a={token_sets['a']}", "--train", f"a={token_sets['b']}",
+                                      "--test", token_sets["test"]])
+    assert twice.exit_code == 2 and "'a' is given twice" in twice.output
+    missing = CliRunner().invoke(main, ["unigram", "--train", f"a={token_sets['a']}", "--test", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and missing.output.count("\n") == 1 and str(tmp_path / "none") in missing.output

@@ -6,11 +6,11 @@ import pytest
 
 from analysis.bootstrap import bootstrap_fits
 from analysis.fit import COARSE_GRID, FitSettings, fit_unit
+from analysis.fit_inputs import build_units
 from analysis.laws import LAWS
-from analysis.simulate import TrueLaw
 from analysis.table import read_results
-from analysis.units import build_units
 from analysis.validation import extrapolate, holdout_summary, holdout_validation, split_largest
+from tests.analysis.simulate import TrueLaw
 
 TRUE = TrueLaw(A=400.0, B=1200.0, E=1.7, alpha=0.34, beta=0.28)
 BUDGETS = [1e9, 2e9, 4e9, 8e9, 1.6e10]

@@ -95,3 +95,11 @@ def test_parsers_name_the_bad_value(tmp_path):
     with pytest.raises(SynthscaleError, match="nothing matches"):
         expand_glob(str(tmp_path / "none-*"), "--data")
     assert resolve_workers(0) >= 1 and resolve_workers(3) == 3
+
+
+def test_set_values_parse_as_yaml_but_times_stay_strings():
+    from synthscale.config import parse_scalar
+
+    assert parse_scalar("1e-3") == 0.001 and parse_scalar("[a, b]") == ["a", "b"] and parse_scalar("true") is True
+    assert parse_scalar("04:00:00") == "04:00:00"  # YAML 1.1 would read 14400 (base 60)
+    assert parse_scalar("tiny-xs") == "tiny-xs"

@@ -48,9 +48,9 @@ def cli(*args):
 
 
 def read(prefix):
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
+    from data_prep.indexed import megatron_indexed
 
-    dataset = IndexedDataset(str(prefix))
+    dataset = megatron_indexed().IndexedDataset(str(prefix))  # megatron-core's own view: document_indices too
     docs = [np.array(dataset[i]) for i in range(len(dataset))]  # copies: the reader's memory map goes with it
     return docs, np.array(dataset.sequence_lengths), np.array(dataset.document_indices), dataset.index.dtype
 

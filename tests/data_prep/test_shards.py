@@ -161,7 +161,8 @@ def test_shard_origins_are_combined_and_flags_apply_per_source(tmp_path, shards)
 
 
 def test_grid_takes_sharded_sources(tmp_path, shards):
-    code, output = cli("grid", "--natural", f"cc={shards / 'cc' / 'shard-*'}", "--synthetic", f"hq={shards / 'hq.txt'}",
+    # no role flags: hq's documents name their generators, so it is the synthetic source
+    code, output = cli("grid", "--data", f"cc={shards / 'cc' / 'shard-*'}", "--data", f"hq={shards / 'hq.txt'}",
                        "--tokens", "20K", "--seq-length", "64", "--ratios", "0,33,100", "--output-dir", tmp_path / "g")
     assert code == 0, output
     specs = {p.stem: BlendSpec.load(p) for p in (tmp_path / "g").glob("*.yaml")}

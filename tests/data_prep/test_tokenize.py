@@ -6,9 +6,9 @@ import gzip
 import json
 import warnings
 
-import numpy as np
 import pytest
 
+from data_prep.indexed import open_indexed
 from data_prep.records import InvalidInputError
 from data_prep.tokenize import TokenizeConfig, output_paths, tokenize
 from data_prep.tokenizer_spec import load_tokenizer
@@ -17,11 +17,8 @@ from tests.data_prep.conftest import make_docs, write_jsonl
 
 
 def read_documents(prefix) -> list[list[int]]:
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    dataset = IndexedDataset(str(prefix))
-    # Copy: items point into the dataset's memory map.
-    return [np.array(dataset[i]).tolist() for i in range(len(dataset))]
+    with open_indexed(prefix) as data:
+        return [data.document(i).tolist() for i in range(data.documents)]
 
 
 def expected_ids(tokenizer, docs) -> list[list[int]]:

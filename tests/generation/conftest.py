@@ -14,9 +14,18 @@ from genhelpers import have
 def tiny_model(tmp_path_factory) -> Path:
     """A random LlamaForCausalLM (hidden 128, 4 heads of 32, 2 layers) + BPE tokenizer with a
     chat template, saved once per session."""
-    from generation.tiny import build_tiny_model
+    from study.tiny_llama import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "model", seed=0)
+
+
+@pytest.fixture
+def flaky_server():
+    """A misbehaving OpenAI-compatible server (genhelpers.FlakyHandler): (base URL, attempts)."""
+    from genhelpers import serve_flaky
+
+    with serve_flaky() as served:
+        yield served
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from generation.backend_vllm import VLLMBackend
 from generation.merge import merge
 from generation.pipeline import run
 from generation.run_config import RunConfig
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 
 from genhelpers import read_jsonl, read_outputs, write_jsonl
 

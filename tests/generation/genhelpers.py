@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
 import tempfile
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -142,3 +147,66 @@ class EchoBackend:
 
     def close(self):
         pass
+
+
+class FlakyHandler(BaseHTTPRequestHandler):
+    """A small misbehaving OpenAI-compatible server (model `flaky`, the `hq` prompt): documents
+    whose text holds ALWAYS500, BAD400, SLOW or TWICE503 misbehave so; the others get an article."""
+
+    attempts: Counter = Counter()
+    lock = threading.Lock()
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": "flaky", "object": "model"}]})
+        else:
+            self._send(404, {"error": "not found"})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        tag = next((t for t in ("ALWAYS500", "BAD400", "SLOW", "TWICE503") if t in prompt), "OK")
+        doc = prompt.split("Wikipedia: ")[1].split(". Provide the rephrased")[0]
+        with self.lock:
+            self.attempts[doc] += 1
+            attempt = self.attempts[doc]
+        if tag == "ALWAYS500":
+            return self._send(500, {"error": "boom"})
+        if tag == "BAD400":
+            return self._send(400, {"error": "This model's maximum context length is 1024 tokens"})
+        if tag == "SLOW":
+            time.sleep(1.0)
+        if tag == "TWICE503" and attempt <= 2:
+            return self._send(503, {"error": "overloaded"})
+        words = " ".join(["river"] * 60)
+        self._send(200, {
+            "id": "x", "object": "chat.completion", "model": "flaky",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"Sure, here is the article:\n{words}"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 66, "total_tokens": 76},
+        })
+
+
+@contextlib.contextmanager
+def serve_flaky():
+    """(base URL, attempts per document) of a FlakyHandler server on a free loopback port."""
+    FlakyHandler.attempts = Counter()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", FlakyHandler.attempts
+    finally:
+        server.shutdown()
+        server.server_close()

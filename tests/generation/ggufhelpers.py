@@ -1,6 +1,6 @@
 """Writing a tiny Llama as a GGUF file with the `gguf` package, the way llama.cpp's converter
 lays it out (tensor names, the q/k row permutation, tokenizer metadata), for the convert-gguf
-tests. Nothing is downloaded: the model and its BPE tokenizer are generation.tiny's."""
+tests. Nothing is downloaded: the model and its BPE tokenizer are study.tiny_llama's."""
 
 from __future__ import annotations
 

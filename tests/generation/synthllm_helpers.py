@@ -9,7 +9,7 @@ import re
 from genhelpers import EchoBackend
 
 from generation.run_config import RunConfig
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 
 # The pool: document id -> the concepts its extraction answer lists (as a model might write them).
 POOL = {

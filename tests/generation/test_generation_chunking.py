@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from generation.chunking import split_into_chunks
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 
 
 def count_with(tokenizer):

@@ -13,7 +13,7 @@ from generation.fidelity import STOP_WORDS, Tally, content_words, merge_totals, 
 from generation.merge import merge
 from generation.pipeline import run
 from generation.run_config import RunConfig
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 
 from genhelpers import EchoBackend, read_outputs, write_jsonl
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from generation.cli import main
 from generation.gguf_convert import GGUFConvertError, SHIPPED, convert_gguf, read_gguf_header, shipped_gguf
 from generation.identity import CONVERT_MANIFEST, generator_identity, model_sha256
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 from synthscale.files import sha256_file
 
 from genhelpers import PYTHON, have, subprocess_env
@@ -116,7 +116,8 @@ def test_clear_errors(tmp_path, tiny_gguf):
 
     def error(*args):
         result = runner.invoke(main, ["convert-gguf", *args])
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 1, result.output  # bad data: one line, exit 1
+        assert result.output.startswith("Error: ") and "Traceback" not in result.output
         return result.output
 
     assert "no such file" in error(str(tmp_path / "missing.gguf"), "--output", str(tmp_path / "o"))

@@ -11,7 +11,7 @@ import pytest
 from generation.identity import CONVERT_MANIFEST, generator_identity, model_sha256
 from generation.pipeline import run
 from generation.run_config import ConfigMismatchError, RunConfig
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 from synthscale.files import sha256_file
 
 from genhelpers import EchoBackend, read_outputs, write_jsonl

@@ -12,7 +12,7 @@ import pytest
 from generation.merge import MergeError, merge
 from generation.pipeline import run
 from generation.run_config import RunConfig
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 from generation.work_plan import request_seed
 
 from genhelpers import EchoBackend, read_jsonl, read_outputs, write_jsonl

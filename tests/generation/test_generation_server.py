@@ -7,17 +7,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from generation.pipeline import run
 from generation.run_config import RunConfig
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 
 from genhelpers import PYTHON, SERVER_ARGS, free_port, needs_vllm, read_jsonl, read_outputs, subprocess_env, write_jsonl
 
@@ -117,64 +115,7 @@ def test_server_seeds_reproduce_and_failures_are_recorded(tmp_path, vllm_server,
     assert {f["source_id"] for f in failures} == {"in.jsonl:6", "huge"}
 
 
-# ------------------------------------------------------------------ a misbehaving server
-class FlakyHandler(BaseHTTPRequestHandler):
-    attempts: Counter = Counter()
-    lock = threading.Lock()
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        if self.path == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": "flaky", "object": "model"}]})
-        else:
-            self._send(404, {"error": "not found"})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][-1]["content"]
-        tag = next((t for t in ("ALWAYS500", "BAD400", "SLOW", "TWICE503") if t in prompt), "OK")
-        doc = prompt.split("Wikipedia: ")[1].split(". Provide the rephrased")[0]
-        with self.lock:
-            self.attempts[doc] += 1
-            attempt = self.attempts[doc]
-        if tag == "ALWAYS500":
-            return self._send(500, {"error": "boom"})
-        if tag == "BAD400":
-            return self._send(400, {"error": "This model's maximum context length is 1024 tokens"})
-        if tag == "SLOW":
-            time.sleep(1.0)
-        if tag == "TWICE503" and attempt <= 2:
-            return self._send(503, {"error": "overloaded"})
-        words = " ".join(["river"] * 60)
-        self._send(200, {
-            "id": "x", "object": "chat.completion", "model": "flaky",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"Sure, here is the article:\n{words}"},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 66, "total_tokens": 76},
-        })
-
-
-@pytest.fixture
-def flaky_server():
-    FlakyHandler.attempts = Counter()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", FlakyHandler.attempts
-    server.shutdown()
-    server.server_close()
-
-
+# ------------------------------------------------------------------ a misbehaving server (conftest: flaky_server)
 def test_retries_backoff_timeouts_and_errors(tmp_path, flaky_server, tiny_model):
     url, attempts = flaky_server
     docs = {"ok1": "OK first", "ok2": "OK second", "twice": "TWICE503 x", "always": "ALWAYS500 x",

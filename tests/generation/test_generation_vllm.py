@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from genhelpers import ENGINE_ARGS, PYTHON, needs_vllm, read_outputs, subprocess_env, write_jsonl
-from generation.tiny import sample_text
+from study.tiny_llama import sample_text
 
 pytestmark = needs_vllm
 

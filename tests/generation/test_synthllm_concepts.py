@@ -76,7 +76,7 @@ def test_extraction_step_parses_and_records_failures(tmp_path, tiny_tokenizer):
     assert out["d2"]["concepts"] == ["trade", "market", "city"]  # case and duplicates
     assert out["d0"]["text"] == "river\ncity\ntrade"
     assert out["d0"]["document"].startswith("Topics: River|city|Trade")
-    assert out["d0"]["recipe"] == "synthllm-concepts" and out["d0"]["prompt_version"] == "synthllm/1"
+    assert out["d0"]["recipe"] == "synthllm-concepts" and out["d0"]["prompt_version"] == "synthllm/2"
     assert manifest["failures"]["by_reason"] == {"concepts_too_long": 1, "concepts_unparseable": 1}
     failures = {f["source_id"]: f for f in read_jsonl(tmp_path / "concepts" / manifest["failures_file"])}
     assert failures["d3"]["reason"] == "concepts_unparseable" and failures["d3"]["output"] == raw["d3"]

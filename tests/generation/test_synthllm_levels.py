@@ -58,7 +58,7 @@ def test_level3_records_span_documents_and_follow_the_graph(tmp_path, graph_dir,
         assert r["combination"]["spans_documents"] == (not together)
         assert r["source_ids"] == list(dict.fromkeys(graph.doc_source_ids[d] for d in docs))
         assert r["text"].startswith("Question: ") and "\n\nAnswer: " in r["text"]
-        assert r["recipe"] == "synthllm-l3" and r["generator"] == "echo" and r["prompt_version"] == "synthllm/1"
+        assert r["recipe"] == "synthllm-l3" and r["generator"] == "echo" and r["prompt_version"] == "synthllm/2"
         assert r["source_id"] == combination_id(graph.sha256, 0, r["combination"]["index"])
     div = manifest["diversity"]
     assert div["records"] == 24 and div["multi_document_share"] == 1.0
@@ -146,24 +146,38 @@ def test_levels_compared_by_generation_diversity(tmp_path, graph_dir, tiny_token
     assert row["multi_document_share"] is True and row["combinations_spanning_documents"] is True
     assert report["level3_more_diverse_than"]["synthllm-l1"]["distinct_concepts"] is None  # level 1 has none
     assert "synthllm-l3 more diverse than synthllm-l2" in result.output
+    as_json = CliRunner().invoke(main, ["diversity", str(tmp_path / "l1"), str(tmp_path / "l3"), "--json"])
+    printed = json.loads(as_json.stdout)  # the comparison alone, no table
+    assert printed["corpora"]["synthllm-l3"] == report["corpora"]["synthllm-l3"]
+    assert set(printed["level3_more_diverse_than"]) == {"synthllm-l1"}
+    missing = CliRunner().invoke(main, ["diversity", str(tmp_path / "l1"), str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and missing.output.startswith("Error: ") and "no manifest.json" in missing.output
 
 
 def test_cli_errors_name_the_missing_piece(tmp_path, graph_dir):
     runner = CliRunner()
     base = ["run", "--model", "m", "--output", str(tmp_path / "o")]
     result = runner.invoke(main, base + ["--recipe", "synthllm-l3"])
-    assert result.exit_code == 2 and "pass --graph DIR" in result.output
+    assert result.exit_code == 1 and "pass --graph DIR" in result.output
     result = runner.invoke(main, base + ["--recipe", "synthllm-l3", "--graph", str(graph_dir)])
-    assert result.exit_code == 2 and "needs --combinations N" in result.output
+    assert result.exit_code == 1 and "needs --combinations N" in result.output
     result = runner.invoke(main, base + ["--recipe", "synthllm-l3", "--graph", str(graph_dir), "--combinations", "4",
                                          "--combination-size", "5-2"])
-    assert result.exit_code == 2 and "'5-2'" in result.output
+    assert result.exit_code == 2 and "'5-2'" in result.output  # a malformed flag: a usage error
     result = runner.invoke(main, base + ["--recipe", "hq", "--graph", str(graph_dir)])
-    assert result.exit_code == 2 and "reads documents (--input)" in result.output
+    assert result.exit_code == 1 and "reads documents (--input)" in result.output
     result = runner.invoke(main, ["concept-graph", str(tmp_path / "nothing"), "--output", str(tmp_path / "g")])
-    assert result.exit_code == 2 and "nothing: no such directory" in result.output
+    assert result.exit_code == 1 and "nothing: no such directory" in result.output
     result = runner.invoke(main, ["concept-graph", str(tmp_path / "concepts"), "--output", str(tmp_path / "g"),
                                   "--no-progress"])
     assert result.exit_code == 0 and "8 documents, 12 concepts: 8 kept, 4 pruned as rare" in result.output
+    result = runner.invoke(main, ["concept-graph", str(tmp_path / "concepts"), "--output", str(tmp_path / "g2"),
+                                  "--no-progress", "--min-docs", "2", "--json", "--json-file", str(tmp_path / "g2.json")])
+    printed = json.loads(result.stdout)
+    assert printed == json.loads((tmp_path / "g2" / "graph.json").read_text()) == json.loads((tmp_path / "g2.json").read_text())
+    assert printed["counts"]["kept"] == 8
+    result = runner.invoke(main, ["concept-graph", str(tmp_path / "concepts"), "--output", str(tmp_path / "g3"),
+                                  "--max-docs", "lots"])
+    assert result.exit_code == 2 and "--max-docs" in result.output
     result = runner.invoke(main, ["concepts", "--help"])
     assert result.exit_code == 0 and "synthllm-concepts" in result.output and "--shard" in result.output

@@ -131,7 +131,7 @@ def _train_in_subprocess(run_dir: Path) -> subprocess.Popen:
 def test_resume_after_kill_reaches_the_uninterrupted_result(workspace, tmp_path):
     planned = invoke(sweep_args(workspace, tmp_path / "plan", "tiny-xs", "15360", "--dry-run"))
     assert planned.exit_code == 0, planned.output
-    (run_dir,) = [p for p in (tmp_path / "plan").iterdir() if p.is_dir()]
+    (run_dir,) = [p.parent for p in (tmp_path / "plan").glob("*/run.json")]
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     shutil.copytree(run_dir, killed)
     shutil.copytree(run_dir, straight)

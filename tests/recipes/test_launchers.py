@@ -85,7 +85,7 @@ def test_cpu_backend_on_docker_runs_the_cpu_trainer(workspace, tmp_path):
 
     result = invoke(sweep_args(workspace, tmp_path / "runs", "tiny-xs", "20480", "--executor", "docker", "--dry-run"))
     assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/run.json")]
     request = yaml.safe_load((run_dir / "launcher.docker.txt").read_text().split("\n", 1)[1])
     command = request["containers"][0]["command"]
     assert command[-4:] == ["-m", "recipes.cli", "train", str(run_dir)] and "torchrun" not in command

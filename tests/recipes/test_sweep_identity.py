@@ -52,7 +52,7 @@ def test_seeds_are_separate_runs_of_one_recipe(workspace, tmp_path):
     assert len({r["recipe_hash"] for r in records}) == 1  # same training recipe
     assert records[0]["loss"] != records[1]["loss"]  # other initialisation, other data order
     bad = invoke(sweep_args(workspace, runs, "tiny-xs", BUDGET, "--seeds", "1,x"))
-    assert bad.exit_code == 1 and "--seeds" in bad.output and "'1,x'" in bad.output
+    assert bad.exit_code == 2 and "--seeds" in bad.output and "'1,x'" in bad.output  # a usage error
 
 
 def test_added_eval_domain_is_scored_without_retraining(workspace, tmp_path):

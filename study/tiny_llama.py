@@ -1,5 +1,8 @@
 """A tiny random Llama with a real BPE tokenizer and a chat template, built locally.
 
+Demo and test scaffolding (not part of the `generation` stage): the study's generator ablation,
+the generation tests and benchmarks use it. `python -m study.tiny_llama DIR` writes one.
+
 For tests, benchmarks and smoke runs where no model hub can be reached: a byte-level BPE
 trained with `tokenizers` on text written here, wrapped as a transformers
 `PreTrainedTokenizerFast` with a Llama-3-style chat template, and a randomly initialised

@@ -14,10 +14,11 @@ import numpy as np
 
 from analysis.laws import HUBER_DELTA, HuberObjective, Law
 from analysis.table import ResultsTable
+from synthscale.errors import SynthscaleError
 from synthscale.units import format_count
 
 
-class UnfittableError(ValueError):
+class UnfittableError(SynthscaleError):
     """One or more fits lack the points they need; `problems` has one message each."""
 
     def __init__(self, problems: list[str]):
