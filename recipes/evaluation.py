@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,9 @@ def domain_windows(prefix: str, seq_length: int, max_tokens: int | None = None,
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # the tokenizer's pad is its eod on purpose: nothing is masked (as Bridge's NullTokenizer)
+            warnings.filterwarnings("ignore", message="The pad token id in the tokenizer collides")
             _, _, test = BlendedMegatronDatasetBuilder(GPTDataset, [0, 0, samples], lambda: True, config).build()
     finally:
         logger.setLevel(level)

@@ -101,8 +101,12 @@ def test_config_file_sections_set_and_print_config(workspace, tmp_path):
     bad = run("sweep", "--config", EXAMPLE, "--set", "training.peak_lrr=1", "--print-config")
     assert bad.exit_code == 2 and "unknown key 'training.peak_lrr'" in bad.output
     assert run("sweep", "--config", EXAMPLE, "--set", "grid.tokens=[5B, lots]").exit_code == 2
-    unquoted = run("sweep", "--config", EXAMPLE, "--set", "execution.slurm_time=4:00:00", "--print-config")
-    assert unquoted.exit_code == 2 and "quote a Slurm time" in unquoted.output  # YAML would read 14400
+    timed = run("sweep", "--config", EXAMPLE, "--set", "execution.slurm_time=4:00:00", "--print-config")
+    assert yaml.safe_load(timed.output)["execution"]["slurm_time"] == "4:00:00"  # --set keeps a time as text
+    unquoted = tmp_path / "unquoted.yaml"  # in a file, YAML 1.1 reads 4:00:00 as 14400 (base 60): refused
+    unquoted.write_text(Path(EXAMPLE).read_text().replace('slurm_time: "04:00:00"', "slurm_time: 4:00:00"))
+    refused = run("sweep", "--config", str(unquoted), "--print-config")
+    assert refused.exit_code == 2 and "quote a Slurm time" in refused.output
 
 
 def test_paper_example_dry_run_on_tiny_blends_keeps_its_config_and_the_run_ids(workspace, tmp_path):
