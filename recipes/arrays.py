@@ -14,14 +14,18 @@ pipeline parallel sizes, and the time limit. Each group becomes one array in
     multi-day run continues job after job until results.json exists;
   - `nemo_run/`: NeMo-Run's home and job folder (logs).
 
-Rerunning the sweep leaves complete runs out and puts every other run (failed, stopped without
-progress, never started) in a new array.
+Rerunning the sweep leaves complete runs out, and runs of an array it submitted that Slurm still
+lists (`squeue`: queued, running or requeued; the array's job name is in `submitted.json`), and
+puts every other run (failed, stopped without progress, never started) in a new array.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from synthscale.files import write_text_atomic
 ARRAYS_DIR = "_arrays"
 RUN_LIST = "runs.txt"
 SCRIPT = "sbatch.sh"
+SUBMITTED = "submitted.json"
 # Files whose content changes when a run makes progress (what the requeue trap compares).
 PROGRESS_FILES = ("checkpoints/latest_checkpointed_iteration.txt", "checkpoints/latest.pt",
                   "bridge/train_done.json", "bridge/eval_scores.json", "results.json")
@@ -128,11 +133,40 @@ def prepare_array(group: ArrayGroup, runs: list, settings: ExecutorSettings, run
 
 def submit_array(group: ArrayGroup, runs: list, settings: ExecutorSettings, runs_dir: Path) -> Path:
     """Submit the group's array through NeMo-Run (sbatch); returns the array folder."""
-    folder, _ = prepare_array(group, runs, settings, runs_dir)
+    folder, script = prepare_array(group, runs, settings, runs_dir)
     run = slurm.import_nemo_run(folder / "nemo_run")
     executor, task = _executor_and_task(run, group, runs, settings, folder)
     slurm.submit(run, executor, task, folder.name)
+    mark_submitted(folder, script)
     return folder
+
+
+def mark_submitted(folder: Path, script: str) -> None:
+    """Record that the array went to Slurm, with the job name `squeue` knows it by."""
+    match = re.search(r"^#SBATCH --job-name=(\S+)", script, re.M)
+    if match is None:
+        raise RuntimeError(f"{folder / SCRIPT}: no --job-name line")  # NeMo-Run always writes one
+    write_text_atomic(folder / SUBMITTED, json.dumps({"job_name": match.group(1)}) + "\n")
+
+
+def active_runs(runs_dir: Path) -> tuple[dict[str, str], str | None]:
+    """({run folder: array folder} for runs of submitted arrays Slurm still lists, a warning or None).
+
+    Without `squeue` (not a Slurm machine) nothing counts as active, and the warning says so."""
+    active: dict[str, str] = {}
+    for marker in sorted((Path(runs_dir) / ARRAYS_DIR).glob(f"*/{SUBMITTED}")):
+        name = json.loads(marker.read_text())["job_name"]
+        try:
+            listed = subprocess.run(["squeue", "--noheader", "--format=%j", "--name", name],
+                                    capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            return {}, "squeue not found: runs of arrays submitted before cannot be checked and are submitted again"
+        if listed.returncode != 0:
+            return {}, f"squeue failed ({listed.stderr.strip()[:200]}): runs of arrays submitted before are submitted again"
+        if name in listed.stdout.split():
+            for line in filter(None, (marker.parent / RUN_LIST).read_text().splitlines()):
+                active[line] = marker.parent.name
+    return active, None
 
 
 def describe(group: ArrayGroup, runs: list, folder: Path) -> str:

@@ -232,8 +232,15 @@ def sweep_summary(planned: list[PlannedRun], record: Path | None) -> dict:
 def submit_arrays(planned: list[PlannedRun], settings: ExecutorSettings, runs_dir: Path, dry_run_only: bool,
                   echo: Callable[[str], None]) -> list[Path]:
     """One Slurm job array per resource group of the runs not complete; print (dry run) or submit."""
-    from recipes.arrays import describe, group_pending, prepare_array, submit_array
+    from recipes.arrays import active_runs, describe, group_pending, prepare_array, submit_array
 
+    active, warning = active_runs(runs_dir)
+    if warning:
+        echo(f"warning: {warning}")
+    for item in planned:
+        if not item.complete and str(item.run_dir) in active:
+            echo(f"queued {item.run_dir.name} (array {active[str(item.run_dir)]} still in squeue)")
+    planned = [item for item in planned if str(item.run_dir) not in active]
     folders = []
     for group, runs in group_pending(planned, settings).items():
         if dry_run_only:

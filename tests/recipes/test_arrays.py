@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -58,6 +59,48 @@ def test_one_array_per_resource_group_and_a_rerun_leaves_complete_runs_out(works
     assert [len(r) for r in new_arrays.values()] == [1] and new_arrays.popitem()[1] == [one_b[1]]
     assert one_b[0] not in [r for n, rs in _arrays(runs).items() if n not in arrays for r in rs]
     assert "#SBATCH --array=0-0" in output and len(pending) == 5  # 4 from the first sweep + the new one
+
+
+FAKE_SQUEUE = """#!/bin/bash
+# fake squeue: lists the job names in $FAKE_QUEUE (one a line), whatever the filter
+[ -f "$FAKE_QUEUE" ] && cat "$FAKE_QUEUE"
+exit 0
+"""
+
+
+def test_a_rerun_leaves_out_runs_whose_submitted_array_slurm_still_lists(workspace, blend_file, tmp_path,
+                                                                      monkeypatch):
+    from recipes.arrays import mark_submitted
+
+    runs = tmp_path / "runs"
+    _sweep(workspace, blend_file, runs, "1B", "5B,10B")
+    (array,) = (runs / "_arrays").iterdir()
+    first = (array / "runs.txt").read_text().split()
+    mark_submitted(array, (array / "sbatch.sh").read_text())  # as a real submission does
+    job_name = json.loads((array / "submitted.json").read_text())["job_name"]
+    assert job_name in (array / "sbatch.sh").read_text()
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(FAKE_SQUEUE)
+    (bin_dir / "squeue").chmod(0o755)
+    queue = tmp_path / "queue.txt"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_QUEUE", str(queue))
+
+    queue.write_text(f"{job_name}\n")  # still queued or running: its runs are not submitted again
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B")
+    assert sorted(output.count(f"queued {Path(r).name}") for r in first) == [1, 1]
+    assert "would submit" not in output and len(_arrays(runs)) == 1
+
+    queue.write_text("")  # gone from the queue without finishing: submitted again
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B")
+    assert "would submit" in output and "queued " not in output
+
+    monkeypatch.setenv("PATH", os.environ["PATH"].replace(f"{bin_dir}:", "", 1))
+    if shutil.which("squeue") is None:  # not a Slurm machine: said, and the runs are submitted again
+        output = _sweep(workspace, blend_file, runs, "1B", "5B,10B")
+        assert "warning: squeue not found" in output and "would submit" in output
 
 
 FAKE_SRUN = """#!/bin/bash
