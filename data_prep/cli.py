@@ -19,6 +19,7 @@ from synthscale.cli import (
     COUNT,
     emit_json,
     json_options,
+    named_values_callback,
     option_callback,
     parse_named_values,
     resolve_workers,
@@ -26,11 +27,6 @@ from synthscale.cli import (
     workers_option,
 )
 from synthscale.errors import SynthscaleError
-
-
-def _named(option: str, what: str):
-    """Callback: repeated NAME=VALUE -> {NAME: VALUE}, in order; a malformed item is a usage error."""
-    return option_callback(lambda values: parse_named_values(values, option, what))
 
 
 def _names(option: str):
@@ -116,18 +112,18 @@ def source_options(func):
     """--data, --synthetic, --natural, --family, --generator: the sources and what they are (blend and grid)."""
     options = [
         click.option("--data", "data", multiple=True, required=True, metavar="NAME=PREFIX",
-                     callback=_named("--data", "PREFIX"), help=f"Declare a source (repeat). {WHERE_HELP}."),
+                     callback=named_values_callback("PREFIX"), help=f"Declare a source (repeat). {WHERE_HELP}."),
         click.option("--synthetic", multiple=True, metavar="NAME", callback=_names("--synthetic"),
                      help="Mark the --data source NAME as synthetic (repeat) [default: sources whose documents "
                           "name a generator]."),
         click.option("--natural", multiple=True, metavar="NAME", callback=_names("--natural"),
                      help="Mark the --data source NAME as natural text (repeat)."),
         click.option("--family", "families", multiple=True, metavar="NAME=FAMILY",
-                      callback=_named("--family", "FAMILY"),
+                      callback=named_values_callback("FAMILY"),
                      help="Set a synthetic source's family (hq, qa, textbook, ...) [default: the recipe its "
                           "manifest records]."),
         click.option("--generator", "generators", multiple=True, metavar="NAME=GENERATOR",
-                     callback=_named("--generator", "GENERATOR"),
+                     callback=named_values_callback("GENERATOR"),
                      help="Set the generator recorded for a synthetic source [default: from its manifest]."),
     ]
     for option in reversed(options):

@@ -8,6 +8,7 @@ import click
 
 from recipes.sweep_config import SLURM_TIME, SweepCommand, count_list, int_list, split_list
 from synthscale.cli import COUNT, emit_json, json_options, stage_group, usage_error
+from synthscale.config import resolved_config_text
 
 
 def _quiet_library_notices() -> None:
@@ -186,7 +187,7 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
         seeds=seeds,
         jobs=jobs,
         threads=threads,
-        config_text=ctx.command.config_text(ctx),
+        config_text=resolved_config_text(ctx),
     )
     log = lambda line: click.echo(line, err=as_json)  # noqa: E731 -- stdout is the JSON's with --json
     planned, record = execute_sweep(request, dry_run_only=dry_run, echo=log)

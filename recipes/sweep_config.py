@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 
 import click
-import yaml
 
 from synthscale.cli import COUNT, usage_error
 from synthscale.config import ConfigCommand
@@ -89,8 +88,3 @@ class SweepCommand(ConfigCommand):
                           for n, sep, p in (e.partition("=") for e in values["eval"])]
         values["recipe"] = values["recipe"] or ("cpu-tiny" if values["backend"] == "cpu" else "paper")
         return {section: {key: values[key] for key in keys_} for section, keys_ in SECTIONS.items()}
-
-    def config_text(self, ctx: click.Context) -> str:
-        """The resolved config as the YAML a sweep writes beside its runs (loadable with --config)."""
-        return (f"# {ctx.command_path}: resolved configuration (rerun with --config THIS_FILE)\n"
-                + yaml.safe_dump(self.resolved(ctx), sort_keys=False))

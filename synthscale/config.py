@@ -199,11 +199,16 @@ def resolved_config(ctx: click.Context) -> dict[str, Any]:
     return {key: plain(value) for key, value in ctx.params.items()}
 
 
+def resolved_config_text(ctx: click.Context) -> str:
+    """The resolved configuration as YAML that `--config` reads back, with a header line."""
+    values = ctx.command.resolved(ctx) if isinstance(ctx.command, ConfigCommand) else resolved_config(ctx)
+    return (f"# {ctx.command_path}: resolved configuration (rerun with --config THIS_FILE)\n"
+            + yaml.safe_dump(values, sort_keys=False))
+
+
 def write_resolved_config(ctx: click.Context, path: str | Path) -> Path:
     """Write the resolved configuration as YAML beside a command's outputs (atomically)."""
     from synthscale.files import write_text_atomic
 
-    values = ctx.command.resolved(ctx) if isinstance(ctx.command, ConfigCommand) else resolved_config(ctx)
-    text = f"# {ctx.command_path}: resolved configuration\n" + yaml.safe_dump(values, sort_keys=False)
-    write_text_atomic(Path(path), text)
+    write_text_atomic(Path(path), resolved_config_text(ctx))
     return Path(path)

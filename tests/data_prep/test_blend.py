@@ -120,7 +120,7 @@ def test_missing_or_incomplete_dataset_is_named(tmp_path, datasets):
     assert code == 1 and "data 'x': no manifest" in output
     code, output = cli("blend", "--data", "no-equals-sign", "--weights", "x=1",
                        "--tokens", "100", "--seq-length", "8", "--output", tmp_path / "b.yaml")
-    assert code == 2 and "--data: expected NAME=PREFIX, got 'no-equals-sign'" in output
+    assert code == 2 and "Invalid value for '--data': expected NAME=PREFIX, got 'no-equals-sign'" in output
 
 
 @pytest.mark.parametrize("weights", [{"cc": 0.67, "hq": 0.33}, {"cc": 0.5, "hq": 0.3, "qa": 0.2},
