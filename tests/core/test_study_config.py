@@ -7,11 +7,13 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from study.__main__ import DEMO_CONFIG, main
 from study.config import StudyConfig
+from synthscale.errors import SynthscaleError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,3 +60,33 @@ def test_help_is_fast_to_import_and_shows_an_example():
     assert "torch" not in subprocess.run(
         [sys.executable, "-c", "import sys, study.__main__; print(' '.join(sys.modules))"],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_a_users_own_corpus_and_domains_and_the_cluster_wait(tmp_path):
+    from study.config import StudyConfig
+    from study.pipeline import Study
+
+    web = tmp_path / "web"
+    web.mkdir()
+    for i in range(2):
+        (web / f"part-{i}.jsonl").write_text('{"id": "a", "text": "one document"}\n')
+    held = tmp_path / "wiki.jsonl"
+    held.write_text('{"id": "h", "text": "held out"}\n')
+    study = Study(StudyConfig(workdir=tmp_path / "out", natural_corpus=str(web / "*.jsonl"),
+                              eval_domains=(f"wiki={held}",), backend="bridge", executor="slurm"))
+    files, evals = study.natural()
+    assert files == [str(web / "part-0.jsonl"), str(web / "part-1.jsonl")] and evals == {"wiki": held}
+    runs = tmp_path / "out" / "runs"
+    for name, done in (("1B-5B-abc-hq", True), ("1B-5B-def-natural", False)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text("{}")
+        if done:
+            (runs / name / "results.json").write_text("{}")
+    (runs / "_sweeps").mkdir()
+    (runs / "_arrays" / "bridge-n1").mkdir(parents=True)
+    assert study.unfinished_runs() == ["1B-5B-def-natural"]  # bookkeeping folders are not runs
+
+    missing = Study(StudyConfig(workdir=tmp_path / "out2", natural_corpus=str(web / "*.jsonl"),
+                                eval_domains=(f"wiki={tmp_path / 'nope.jsonl'}",)))
+    with pytest.raises(SynthscaleError, match="eval_domains: wiki: no such file"):
+        missing.natural()
