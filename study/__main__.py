@@ -13,8 +13,8 @@ from synthscale.config import ConfigCommand, plain, write_resolved_config
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 
-def _option(field) -> click.Option:
-    """One --flag per StudyConfig field, its default shown; tuples are comma-separated."""
+def _option(field):
+    """The click.option decorator of one StudyConfig field, its default shown; tuples are comma-separated."""
     default = field.default
     kind = str(field.type)
     if kind.startswith("tuple"):
@@ -26,12 +26,13 @@ def _option(field) -> click.Option:
         ptype = {"int": int, "float": float, "bool": click.BOOL}[kind]
     else:
         default, ptype = ("" if default is None else default), str
-    return click.Option([f"--{field.name.replace('_', '-')}", field.name], type=ptype, default=default,
+    return click.option(f"--{field.name.replace('_', '-')}", field.name, type=ptype, default=default,
                         show_default=True)
 
 
 def _with_study_options(func):
-    func.__click_params__ = getattr(func, "__click_params__", []) + [_option(f) for f in reversed(fields(StudyConfig))]
+    for field in reversed(fields(StudyConfig)):  # decorators apply bottom-up: keep the fields' order
+        func = _option(field)(func)
     return func
 
 
