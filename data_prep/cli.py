@@ -22,6 +22,7 @@ from synthscale.cli import (
     named_values_callback,
     option_callback,
     parse_named_values,
+    parse_percentages,
     resolve_workers,
     stage_group,
     workers_option,
@@ -185,16 +186,7 @@ def _echo_accounting(spec, output) -> None:
 def _ratios(value):
     from data_prep.blend import PAPER_RATIOS_PCT
 
-    if value is None:
-        return PAPER_RATIOS_PCT
-    try:
-        ratios = tuple(float(r) for r in value.split(",") if r.strip())
-    except ValueError:
-        raise SynthscaleError(f"--ratios: expected comma-separated percentages, got {value!r}") from None
-    bad = [r for r in ratios if not 0 <= r <= 100]
-    if not ratios or bad:
-        raise SynthscaleError(f"--ratios: percentages must lie in [0, 100], got {value!r}")
-    return ratios
+    return PAPER_RATIOS_PCT if value is None else parse_percentages(value, "--ratios")
 
 
 @main.command()

@@ -7,7 +7,7 @@ Conventions:
   bug and keeps its traceback. `--debug` or SYNTHSCALE_DEBUG=1 shows every traceback.
 - `--json` prints machine-readable output on stdout; `--json-file PATH` writes it to a file.
 - `--workers 0` means all cores.
-- Parsers: NAME=VALUE lists, counts such as 5B or 200M, ratios (0.33 or 33%), globs.
+- Parsers: NAME=VALUE lists, counts such as 5B or 200M, ratios as percentages (0,33,67), globs.
 """
 
 from __future__ import annotations
@@ -157,16 +157,15 @@ def parse_named_values(values, option: str, what: str = "VALUE", *, convert: Cal
     return out
 
 
-def parse_ratio(value: str | float, option: str) -> float:
-    """'0.33', '33%' -> 0.33; must lie in [0, 1]."""
-    text = str(value).strip()
+def parse_percentages(value: str, option: str) -> tuple[float, ...]:
+    """'0,33,67' -> (0.0, 33.0, 67.0): synthetic shares as percentages, each in [0, 100]."""
     try:
-        ratio = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        percentages = tuple(float(p) for p in str(value).split(",") if p.strip())
     except ValueError:
-        raise SynthscaleError(f"{option}: expected a ratio such as 0.33 or 33%, got {value!r}") from None
-    if not math.isfinite(ratio) or not 0 <= ratio <= 1:
-        raise SynthscaleError(f"{option}: a ratio must lie in [0, 1] (or 0%..100%), got {value!r}")
-    return ratio
+        raise SynthscaleError(f"{option}: expected comma-separated percentages, got {value!r}") from None
+    if not percentages or any(not math.isfinite(p) or not 0 <= p <= 100 for p in percentages):
+        raise SynthscaleError(f"{option}: percentages must lie in [0, 100], got {value!r}")
+    return percentages
 
 
 def expand_glob(pattern: str, option: str) -> list[str]:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from synthscale.cli import COUNT, parse_named_values, parse_ratio, expand_glob, resolve_workers, stage_group
+from synthscale.cli import COUNT, parse_named_values, parse_percentages, expand_glob, resolve_workers, stage_group
 from synthscale.config import ConfigCommand
 from synthscale.errors import SynthscaleError
 
@@ -87,9 +87,11 @@ def test_parsers_name_the_bad_value(tmp_path):
         parse_named_values(["a=x"], "--weights", convert=lambda n, v: float(v))
     with pytest.raises(SynthscaleError, match="expected NAME=PREFIX, got 'oops'"):
         parse_named_values(["oops"], "--eval", "PREFIX")
-    assert parse_ratio("33%", "--ratio") == pytest.approx(0.33)
-    with pytest.raises(SynthscaleError, match="1.5"):
-        parse_ratio("1.5", "--ratio")
+    assert parse_percentages("0, 33,67", "--ratios") == (0.0, 33.0, 67.0)
+    with pytest.raises(SynthscaleError, match="--ratios: percentages must lie in \\[0, 100\\], got '0,150'"):
+        parse_percentages("0,150", "--ratios")
+    with pytest.raises(SynthscaleError, match="--ratios: expected comma-separated percentages, got '0,a'"):
+        parse_percentages("0,a", "--ratios")
     (tmp_path / "shard-1.bin").write_bytes(b"")
     assert expand_glob(str(tmp_path / "shard-*.bin"), "--data") == [str(tmp_path / "shard-1.bin")]
     with pytest.raises(SynthscaleError, match="nothing matches"):
