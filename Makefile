@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench clean slurm-up slurm-down
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# A one-node Slurm cluster with accounting, state and logs in .slurm/ (synthscale/local_cluster.py;
+# stdlib only, so no venv needed). As root it apt-installs slurm-wlm, munge, slurmdbd, mariadb-server.
+slurm-up:
+	$(PYTHON) -m synthscale.local_cluster up
+
+slurm-down:
+	$(PYTHON) -m synthscale.local_cluster down
 
 clean:
 	rm -rf $(VENV) demo_out
