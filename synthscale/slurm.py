@@ -104,6 +104,52 @@ def array_spec(count: int, parallelism: int | None = None) -> str:
     return f"0-{count - 1}" + (f"%{parallelism}" if parallelism else "")
 
 
+# Job states in which a task may still run (or run again): everything but the final states.
+ACTIVE_STATES = ("PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD",
+                 "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT")
+
+
+class QueueUnavailable(SynthscaleError):
+    """`squeue` is missing or failed: which tasks are queued or running is unknown."""
+
+
+def _task_ids(text: str) -> list[int]:
+    """Task ids in squeue's %K: `3`, or a range set such as `[1-4,7]%2` (arrays not yet split)."""
+    text = text.strip().strip("[]").split("%", 1)[0].rstrip("]")
+    ids: list[int] = []
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            return []  # N/A: not an array job
+        ids.extend(range(int(low), int(high or low) + 1))
+    return ids
+
+
+def active_array_tasks(job_names: list[str] | tuple[str, ...], timeout: float = 60) -> set[tuple[str, int]]:
+    """{(job name, array task id)} of the tasks of these jobs that Slurm lists as queued, running or
+    requeued (one line per task: `squeue --array`). QueueUnavailable when squeue is missing or fails."""
+    import subprocess
+
+    if not job_names:
+        return set()
+    command = ["squeue", "--noheader", "--array", "--format=%j %K", f"--states={','.join(ACTIVE_STATES)}",
+               f"--name={','.join(job_names)}"]
+    try:
+        listed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise QueueUnavailable("squeue not found (not a Slurm machine?)") from None
+    except subprocess.TimeoutExpired:
+        raise QueueUnavailable(f"squeue did not answer within {timeout:.0f} s") from None
+    if listed.returncode != 0:
+        raise QueueUnavailable(f"squeue failed (exit {listed.returncode}): {listed.stderr.strip()[:200]}")
+    wanted, tasks = set(job_names), set()
+    for line in listed.stdout.splitlines():
+        name, _, ids = line.strip().rpartition(" ")
+        if name in wanted:
+            tasks.update((name, task) for task in _task_ids(ids))
+    return tasks
+
+
 def write_item_list(path: str | Path, items: list[str]) -> Path:
     """The array's work list: task i takes line i + 1."""
     for item in items:
