@@ -163,6 +163,9 @@ def run_options(func):
                      help="Levels 2 and 3: each reference document is cut to this many characters."),
         click.option("--retry-failed", is_flag=True,
                      help="Retry requests that failed for transient reasons in an earlier run."),
+        click.option("--repair", is_flag=True,
+                     help="When an output file was lost or damaged after its commit (refused otherwise): keep "
+                          "every intact line and generate exactly the lost keys again."),
         click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."),
         json_options,
     ]
@@ -201,7 +204,8 @@ def run_command(**kw) -> None:
         batch_invariant=kw["batch_invariant"],
         concurrency=kw["concurrency"], timeout=kw["timeout"], retries=kw["retries"], backoff=kw["backoff"],
         max_inflight=kw["max_inflight"], commit_every=kw["commit_every"], commit_seconds=kw["commit_seconds"],
-        docs_per_file=kw["docs_per_file"], retry_failed=kw["retry_failed"], progress=kw["progress"],
+        docs_per_file=kw["docs_per_file"], retry_failed=kw["retry_failed"], repair=kw["repair"],
+        progress=kw["progress"],
         **{name: kw[name] for name in GRAPH_OPTIONS if name in kw},  # `generation concepts` has none
     )
     manifest = run(config)

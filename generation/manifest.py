@@ -132,6 +132,7 @@ def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict,
             },
             "commits": r.commits,
         },
+        "repairs": r.repairs,  # what each `--repair` found damaged and generated again
         "provenance": provenance(config=jsonable_config(settings.config), inputs=None),
         "synthscale_version": __version__,
     }

@@ -49,7 +49,7 @@ class Run:
         shard = self.settings.shard
         store = ShardStore(self.settings.output, shard[0], shard[1], docs_per_file=c.docs_per_file)
         self.store = store
-        replayed = store.open()
+        replayed = store.open(repair=self._document_id_of if c.repair else None)
         try:
             fingerprint, inputs = check_run_file(store, self.settings)
             if self.backend is None:
@@ -62,6 +62,14 @@ class Run:
                 self.graph.close()
             if self._own_backend and self.backend is not None:
                 self.backend.close()
+
+    def _document_id_of(self, key: str) -> str | None:
+        """The id of the document a work key writes (final-step keys), else None: what
+        `--repair` looks for in the data files."""
+        source_id, chunk, recipe, step, k = json.loads(key)
+        if step != self.recipe.steps[-1].name or chunk is None:
+            return None
+        return document_id(recipe, source_id, chunk, k)
 
     # ------------------------------------------------------------------ the loop
     def _start(self, replayed: Replayed) -> None:
@@ -81,7 +89,7 @@ class Run:
         self.high: deque[WorkItem] = deque()  # later steps: drain first, they finish books
         self.low: deque[WorkItem] = deque()
         self.source_chunks: dict[str, int] = {}  # source id -> chunks, until the source is finished
-        self.counted = set(replayed.sources_done)  # sources already in the "sources"/"chunks" counts
+        self.counted = set(replayed.sources_counted)  # sources already in the "sources"/"chunks" counts
         self.fidelity = Tally(self.store.count)  # committed with the outcomes it describes
         self.session = Counter()  # this invocation only
 

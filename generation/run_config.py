@@ -74,6 +74,7 @@ class RunConfig:
     combination_size: tuple[int, int] = (2, 4)
     reference_chars: int = 1500
     retry_failed: bool = False
+    repair: bool = False  # keep the intact lines of damaged output files, generate the lost keys again
     progress: bool | None = None  # None: when stderr is a terminal
     quiet: bool = False
 

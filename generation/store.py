@@ -14,7 +14,16 @@ the log with their sizes and the keys completed since the previous commit, and f
 On restart the log is replayed: a torn last line is dropped, each file is cut back to its
 committed size (whatever was written after the last commit is discarded, and redone), and the
 completed keys are skipped. So a kill at any moment, SIGKILL included, loses nothing that was
-committed and duplicates nothing.
+committed and duplicates nothing. Creating a file fsyncs its directory before any commit names it.
+
+A committed file that is missing, shorter than its committed size, or whose committed tail is not
+a complete JSON line (NUL bytes from a crash, a torn overwrite) is refused, naming the file:
+nothing is extended or guessed at. `open(repair=...)` (`generation run --repair`) instead keeps
+every intact line, and reopens exactly the keys whose documents (or failure records) were lost,
+so the run generates them again (generation/store_recovery.py).
+
+A data file that a manifest has listed is never appended to again: a store reopened after its
+manifest was written starts a new data file, so a merged or tokenized corpus keeps its sha256.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from synthscale.errors import SynthscaleError
 
@@ -56,12 +65,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _mkdir_durable(path: Path) -> None:
+    """mkdir -p, fsyncing the parent of every folder it creates (else a crash may lose the folder)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(folder.parent)
+
+
 def dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 class RunLockedError(SynthscaleError):
     pass
+
+
+class StoreDamagedError(SynthscaleError):
+    """A committed file is missing, shorter than committed, or its committed tail is corrupt."""
 
 
 @dataclass
@@ -81,6 +105,9 @@ class Replayed:
     inter_offset: int = 0
     fail_offset: int = 0
     files: dict[str, int] = field(default_factory=dict)  # data file name -> documents
+    sizes: dict[str, int] = field(default_factory=dict)  # data file name -> committed bytes (logs since v2)
+    sources_counted: set[str] = field(default_factory=set)  # sources ever finished (counted once)
+    repairs: list[dict] = field(default_factory=list)  # what each --repair found and reopened
 
 
 class ShardStore:
@@ -96,8 +123,9 @@ class ShardStore:
         self.run_path = self.state_dir / "run.json"
         self.inter_path = self.root / "intermediate" / f"{self.tag}.jsonl"
         self.fail_path = self.root / "failures" / f"{self.tag}.jsonl"
+        self.manifest_path = self.root / manifest_name(index, count)
         self._lock_handle: IO | None = None
-        self._data: IO[bytes] | None = None
+        self._data: IO[bytes] | None = None  # opened on the first document (a new file only when needed)
         self._inter: IO[bytes] | None = None
         self._fail: IO[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -108,11 +136,15 @@ class ShardStore:
         self._pending_sources: list[str] = []
         self._pending_counters: Counter = Counter()
         self._dirty_data: set[int] = set()
+        self._sizes: dict[str, int] = {}
 
     # ----------------------------------------------------------------- open / recover
-    def open(self) -> Replayed:
+    def open(self, repair: Callable[[str], str | None] | None = None) -> Replayed:
+        """Lock, replay the log and check the committed files. `repair` (key -> the id of the
+        document that key writes, None for keys that write none) turns a refusal of damaged
+        files into their repair: the keys whose output was lost are reopened."""
         for directory in (self.root, self.state_dir, self.inter_path.parent, self.fail_path.parent):
-            directory.mkdir(parents=True, exist_ok=True)
+            _mkdir_durable(directory)
         self._lock_handle = open(self.state_dir / "lock", "a+")
         try:
             fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -122,18 +154,41 @@ class ShardStore:
             raise RunLockedError(
                 f"another `generation run` holds {self.state_dir}: one process per shard and output directory"
             ) from None
-        self.replayed = self._replay()
-        self._recover_files()
+        try:
+            self.replayed = self._replay()
+            self._remove_uncommitted_files()
+            from generation.store_recovery import find_damage, repair_store
+
+            damage = find_damage(self)
+            if damage and repair is None:
+                more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+                raise StoreDamagedError(f"{damage[0]}{more}: committed output was lost after its commit; rerun "
+                                        "with --repair to keep every intact line and generate the lost keys again")
+            if damage:
+                repair_store(self, damage, repair)
+                self.replayed = self._replay()
+            self._cut_back_uncommitted()
+        except BaseException:
+            self.close()
+            raise
         r = self.replayed
-        self._data = open(self.root / data_file_name(self.tag, r.data_seq), "ab")
-        self._data_seq = r.data_seq
-        self._data_docs = r.data_docs
+        self._data_seq, self._data_docs = r.data_seq, r.data_docs
         self._files = dict(r.files)
-        self._files.setdefault(data_file_name(self.tag, r.data_seq), r.data_docs)
-        self._inter = open(self.inter_path, "ab")
-        self._fail = open(self.fail_path, "ab")
-        self._log = open(self.log_path, "ab")
+        self._sizes = dict(r.sizes)
+        if r.data_offset > 0 and self.manifest_path.exists():
+            self._data_seq, self._data_docs = r.data_seq + 1, 0  # listed by a manifest: never appended to
+        self._inter = self._open_append(self.inter_path)
+        self._fail = self._open_append(self.fail_path)
+        self._log = self._open_append(self.log_path)
         return r
+
+    def _open_append(self, path: Path) -> IO[bytes]:
+        """Open for appending; a file created here is made durable in its directory at once."""
+        created = not path.exists()
+        handle = open(path, "ab")
+        if created:
+            _fsync_dir(path.parent)
+        return handle
 
     def _replay(self) -> Replayed:
         r = Replayed()
@@ -143,34 +198,20 @@ class ShardStore:
         with open(self.log_path, "rb") as handle:
             raw = handle.read()
         position = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn last line
+        lines = raw.splitlines(keepends=True)
+        for number, line in enumerate(lines, start=1):
             try:
-                rec = json.loads(line)
+                rec = json.loads(line) if line.endswith(b"\n") else None
             except ValueError:
-                break
+                rec = None
+            if rec is None:
+                if number < len(lines):
+                    raise StoreDamagedError(f"{self.log_path}: line {number} of {len(lines)} is not a complete "
+                                            "commit record, and commits follow it: the log is corrupt")
+                break  # a torn last line: the commit it began never happened
             position += len(line)
             good_end = position
-            r.commits += 1
-            for key, status in rec.get("status", []):
-                r.status[key] = status
-                if status != "failed":
-                    r.failure_reason.pop(key, None)
-                    r.retryable.discard(key)
-            for key, reason, retryable in rec.get("failed", []):
-                r.failure_reason[key] = reason
-                if retryable:
-                    r.retryable.add(key)
-                else:
-                    r.retryable.discard(key)
-            r.sources_done.update(rec.get("sources_done", []))
-            r.counters.update(rec.get("counters", {}))
-            r.elapsed_s += float(rec.get("elapsed_s", 0.0))
-            r.data_seq, r.data_offset, r.data_docs = rec["data"]
-            r.inter_offset = rec["intermediate"]
-            r.fail_offset = rec["failures"]
-            r.files.update(rec.get("files", {}))
+            _apply(r, rec)
         if good_end != len(raw):
             with open(self.log_path, "r+b") as handle:
                 handle.truncate(good_end)
@@ -178,44 +219,73 @@ class ShardStore:
                 os.fsync(handle.fileno())
         return r
 
-    def _recover_files(self) -> None:
+    def _remove_uncommitted_files(self) -> None:
+        """Data files opened after the last commit: nothing in them is committed."""
         r = self.replayed
         pattern = re.compile(re.escape(self.tag) + r"-(\d{5})\.jsonl$")
+        removed = False
         for path in self.root.iterdir():
             match = pattern.fullmatch(path.name)
-            if match and int(match.group(1)) > r.data_seq:
-                path.unlink()  # opened after the last commit: nothing in it is committed
+            if match and int(match.group(1)) > r.data_seq and path.name not in r.files:
+                path.unlink()
+                removed = True
+        if removed:
+            _fsync_dir(self.root)
+
+    def _cut_back_uncommitted(self) -> None:
+        """Bytes written after the last commit are discarded (and redone)."""
+        r = self.replayed
         for path, offset in (
             (self.root / data_file_name(self.tag, r.data_seq), r.data_offset),
             (self.inter_path, r.inter_offset),
             (self.fail_path, r.fail_offset),
         ):
-            if path.exists() and path.stat().st_size != offset:
+            if path.exists() and path.stat().st_size > offset:
                 with open(path, "r+b") as handle:
                     handle.truncate(offset)
                     handle.flush()
                     os.fsync(handle.fileno())
-        _fsync_dir(self.root)
+
+    def committed_files(self) -> list[tuple[Path, int | None]]:
+        """(path, committed bytes) of every committed file; None where an older log did not
+        record the size of a data file that is no longer the current one."""
+        r = self.replayed
+        out: list[tuple[Path, int | None]] = []
+        current = data_file_name(self.tag, r.data_seq)
+        for name in sorted(r.files):
+            size = r.data_offset if name == current else r.sizes.get(name)
+            out.append((self.root / name, size))
+        if current not in r.files and r.data_offset:
+            out.append((self.root / current, r.data_offset))
+        out += [(self.inter_path, r.inter_offset), (self.fail_path, r.fail_offset)]
+        return out
 
     # ----------------------------------------------------------------- writing
     def write_document(self, record: dict) -> None:
-        assert self._data is not None
-        if self._data_docs >= self.docs_per_file:
+        if self._data is None:
+            self._open_data()
+        elif self._data_docs >= self.docs_per_file:
             self._roll()
+        assert self._data is not None
         self._data.write(dumps(record).encode("utf-8"))
         self._data_docs += 1
         self._files[data_file_name(self.tag, self._data_seq)] = self._data_docs
         self._dirty_data.add(self._data_seq)
 
+    def _open_data(self) -> None:
+        name = data_file_name(self.tag, self._data_seq)
+        self._data = self._open_append(self.root / name)
+        self._files.setdefault(name, self._data_docs)
+
     def _roll(self) -> None:
         assert self._data is not None
         self._data.flush()
         os.fsync(self._data.fileno())
+        self._sizes[data_file_name(self.tag, self._data_seq)] = self._data.tell()
         self._data.close()
         self._data_seq += 1
         self._data_docs = 0
-        self._data = open(self.root / data_file_name(self.tag, self._data_seq), "ab")
-        self._files[data_file_name(self.tag, self._data_seq)] = 0
+        self._open_data()
 
     def write_intermediate(self, record: dict) -> None:
         assert self._inter is not None
@@ -246,46 +316,49 @@ class ShardStore:
         """Make everything written since the last commit durable. Returns False if nothing to do."""
         if not self._pending_status and not self._pending_sources and not self._pending_counters:
             return False
-        assert self._data and self._inter and self._fail and self._log
+        assert self._inter and self._fail and self._log
         for handle in (self._data, self._inter, self._fail):
-            handle.flush()
-            os.fsync(handle.fileno())
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+        r = self.replayed
+        if self._data is not None:
+            data = [self._data_seq, self._data.tell(), self._data_docs]
+            self._sizes[data_file_name(self.tag, self._data_seq)] = data[1]
+        else:  # no document since the store was opened: the current file is still the last commit's
+            data = [r.data_seq, r.data_offset, r.data_docs]
+        dirty = sorted(self._dirty_data | ({self._data_seq} if self._data is not None else set()))
+        names = [data_file_name(self.tag, s) for s in dirty]
         record = {
-            "commit": self.replayed.commits + 1,
-            "data": [self._data_seq, self._data.tell(), self._data_docs],
+            "commit": r.commits + 1,
+            "data": data,
             "intermediate": self._inter.tell(),
             "failures": self._fail.tell(),
-            "files": {data_file_name(self.tag, s): self._files[data_file_name(self.tag, s)] for s in sorted(self._dirty_data | {self._data_seq})},
+            "files": {name: self._files[name] for name in names},
+            "sizes": {name: self._sizes[name] for name in names},
             "status": self._pending_status,
             "failed": self._pending_failed,
             "sources_done": self._pending_sources,
             "counters": dict(self._pending_counters),
             "elapsed_s": round(elapsed_s, 6),
         }
-        self._log.write(dumps(record).encode("utf-8"))
-        self._log.flush()
-        os.fsync(self._log.fileno())
-        # fold into the replayed view, so it always reflects the durable state
-        r = self.replayed
-        r.commits += 1
-        for key, status in self._pending_status:
-            r.status[key] = status
-            if status != "failed":
-                r.failure_reason.pop(key, None)
-                r.retryable.discard(key)
-        for key, reason, retryable in self._pending_failed:
-            r.failure_reason[key] = reason
-            (r.retryable.add if retryable else r.retryable.discard)(key)
-        r.sources_done.update(self._pending_sources)
-        r.counters.update(self._pending_counters)
-        r.elapsed_s += elapsed_s
-        r.data_seq, r.data_offset, r.data_docs = record["data"]
-        r.inter_offset, r.fail_offset = record["intermediate"], record["failures"]
-        r.files.update(record["files"])
+        self.append_commit(record)
         self._pending_status, self._pending_failed, self._pending_sources = [], [], []
         self._pending_counters = Counter()
         self._dirty_data = set()
         return True
+
+    def append_commit(self, record: dict) -> None:
+        """Append one record to the log, durably, and fold it into the replayed view."""
+        handle = self._log if self._log is not None else open(self.log_path, "ab")
+        try:
+            handle.write(dumps(record).encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            if handle is not self._log:
+                handle.close()
+        _apply(self.replayed, record)
 
     def read_intermediate(self) -> list[dict]:
         """Committed intermediate records (the file is cut back to its committed size on open)."""
@@ -309,3 +382,38 @@ class ShardStore:
             fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None
+
+
+def _apply(r: Replayed, rec: dict) -> None:
+    """Fold one commit record into the replayed view (the log's replay, and each new commit)."""
+    r.commits += 1
+    for key in rec.get("reopened", []):  # a repair: their output was lost, they are to do again
+        r.status.pop(key, None)
+        r.failure_reason.pop(key, None)
+        r.retryable.discard(key)
+    r.sources_done.difference_update(rec.get("sources_reopened", []))
+    for name in rec.get("files_removed", []):
+        r.files.pop(name, None)
+        r.sizes.pop(name, None)
+    if "repair" in rec:
+        r.repairs.append(rec["repair"])
+    for key, status in rec.get("status", []):
+        r.status[key] = status
+        if status != "failed":
+            r.failure_reason.pop(key, None)
+            r.retryable.discard(key)
+    for key, reason, retryable in rec.get("failed", []):
+        r.failure_reason[key] = reason
+        if retryable:
+            r.retryable.add(key)
+        else:
+            r.retryable.discard(key)
+    r.sources_done.update(rec.get("sources_done", []))
+    r.sources_counted.update(rec.get("sources_done", []))
+    r.counters.update(rec.get("counters", {}))
+    r.elapsed_s += float(rec.get("elapsed_s", 0.0))
+    r.data_seq, r.data_offset, r.data_docs = rec["data"]
+    r.inter_offset = rec["intermediate"]
+    r.fail_offset = rec["failures"]
+    r.files.update(rec.get("files", {}))
+    r.sizes.update(rec.get("sizes", {}))

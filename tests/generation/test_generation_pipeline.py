@@ -198,10 +198,45 @@ def test_merge_refuses_missing_incomplete_or_mismatched_shards(tmp_path, tiny_to
     run(config(tmp_path, out="c", shard=(1, 2)), EchoBackend(tiny_tokenizer))
     merged = merge([str(tmp_path / "a"), str(tmp_path / "c")], output=str(tmp_path / "m"))
     assert merged["counts"]["documents"] == 6
+    # c's trial run wrote a manifest: its continuation went to a new file, the trial's file stays as listed
     assert sorted(p.name for p in (tmp_path / "m").glob("*.jsonl")) == [
-        "part-00000-of-00002-00000.jsonl", "part-00001-of-00002-00000.jsonl"]
+        "part-00000-of-00002-00000.jsonl", "part-00001-of-00002-00000.jsonl", "part-00001-of-00002-00001.jsonl"]
     # tampering is caught
     with open(tmp_path / "a" / "part-00000-of-00002-00000.jsonl", "a") as handle:
         handle.write('{"id": "x", "text": "y"}\n')
     with pytest.raises(MergeError, match="size or sha256"):
         merge([str(tmp_path / "a"), str(tmp_path / "c")], output=str(tmp_path / "m2"))
+
+
+def test_a_lost_data_file_is_refused_then_repaired_key_for_key(tmp_path, tiny_tokenizer):
+    from generation.store import StoreDamagedError
+
+    write_jsonl(tmp_path / "in.jsonl", docs(8))
+    run(config(tmp_path, docs_per_file=3), EchoBackend(tiny_tokenizer))
+    expected = {(r["id"], r["text"]) for r in read_outputs(tmp_path / "out")}
+    lost_file = tmp_path / "out" / "part-00000-of-00001-00001.jsonl"
+    lost = {r["id"] for r in read_jsonl(lost_file)}
+    lost_file.unlink()
+    with pytest.raises(StoreDamagedError, match="part-00000-of-00001-00001.jsonl: missing"):
+        run(config(tmp_path, docs_per_file=3), EchoBackend(tiny_tokenizer))
+    backend = EchoBackend(tiny_tokenizer)
+    manifest = run(config(tmp_path, docs_per_file=3, repair=True), backend)
+    assert {f"hq:{json.loads(r.key)[0]}:0" for r in backend.submitted} == lost  # exactly the lost keys
+    got = [(r["id"], r["text"]) for r in read_outputs(tmp_path / "out")]
+    assert len(got) == len(set(got)) and set(got) == expected
+    assert manifest["counts"]["documents"] == 8 and manifest["counts"]["sources"] == 8
+    assert sum(f["documents"] for f in manifest["files"]) == 8
+    assert manifest["repairs"][0]["documents_lost"] == 3
+
+
+def test_a_merged_corpus_is_not_changed_by_a_later_run_of_its_shard(tmp_path, tiny_tokenizer):
+    from synthscale.files import sha256_file
+
+    write_jsonl(tmp_path / "in.jsonl", docs(6))
+    run(config(tmp_path, out="w0", shard=(0, 2)), EchoBackend(tiny_tokenizer, fail_keys=['"d2"']))
+    run(config(tmp_path, out="w1", shard=(1, 2)), EchoBackend(tiny_tokenizer))
+    merged = merge([str(tmp_path / "w0"), str(tmp_path / "w1")], output=str(tmp_path / "merged"))
+    run(config(tmp_path, out="w0", shard=(0, 2), retry_failed=True), EchoBackend(tiny_tokenizer))
+    for f in merged["files"]:  # hard links to the shard's files: still what the merge recorded
+        assert sha256_file(tmp_path / "merged" / f["path"]) == f["sha256"]
+    assert "d2" in {r["source_id"] for r in read_outputs(tmp_path / "w0")}

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
-from generation.store import RunLockedError, ShardStore
+from generation.store import RunLockedError, ShardStore, StoreDamagedError
+from generation.work_plan import document_id, work_key
 
 
 def lines(path):
@@ -103,3 +107,150 @@ def test_one_writer_per_shard(tmp_path):
     ShardStore(tmp_path, 1, 2).open()  # another shard is fine
     first.close()
     ShardStore(tmp_path, 0, 2).open()
+
+
+# ---------------------------------------------------------------- damage after a commit (issue 16 §1)
+DATA0 = "part-00000-of-00001-00000.jsonl"
+
+
+def key(i):
+    return work_key(f"s{i}", 0, "hq", "article")
+
+
+def doc_of(k):
+    source_id, chunk, recipe, _step, kk = json.loads(k)
+    return document_id(recipe, source_id, chunk, kk)
+
+
+def _committed_store(tmp_path, n=4, docs_per_file=100):
+    store = ShardStore(tmp_path, 0, 1, docs_per_file=docs_per_file)
+    store.open()
+    for i in range(n):
+        store.write_document({"id": doc_of(key(i)), "text": f"text {i}", "output_tokens": 2})
+        store.mark(key(i), "ok")
+        store.count("documents")
+        store.count("document_tokens", 2)
+    store.commit(0.1)
+    store.close()
+    return tmp_path / DATA0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "nul_tail", "garbage_tail"])
+def test_damaged_committed_file_is_refused_naming_it(tmp_path, damage):
+    """A file shorter than committed was extended with NUL bytes and its keys kept as done; a
+    deleted one was recreated empty. Both, and a corrupt tail, are now refused, naming the file."""
+    data = _committed_store(tmp_path)
+    raw = data.read_bytes()
+    if damage == "truncate":
+        data.write_bytes(raw[:-23])
+    elif damage == "delete":
+        data.unlink()
+    elif damage == "nul_tail":
+        data.write_bytes(raw[:-10] + b"\x00" * 10)
+    else:
+        data.write_bytes(raw[:-12] + b'xx"broken"}\n')
+    with pytest.raises(StoreDamagedError, match=re.escape(str(data))):
+        ShardStore(tmp_path, 0, 1).open()
+    if damage != "delete":
+        assert data.stat().st_size == len(raw) - (23 if damage == "truncate" else 0)  # left as it was
+    else:
+        assert not data.exists()
+
+
+def test_damage_of_a_closed_data_file_is_found(tmp_path):
+    _committed_store(tmp_path, n=5, docs_per_file=2)  # files 00000, 00001 (closed), 00002 (current)
+    closed = tmp_path / "part-00000-of-00001-00001.jsonl"
+    closed.write_bytes(closed.read_bytes()[:5])
+    with pytest.raises(StoreDamagedError, match=re.escape(str(closed))):
+        ShardStore(tmp_path, 0, 1, docs_per_file=2).open()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "nul_tail"])
+def test_repair_keeps_intact_lines_and_reopens_exactly_the_lost_keys(tmp_path, damage):
+    data = _committed_store(tmp_path)
+    raw = data.read_bytes()
+    linked = tmp_path / "merged-copy.jsonl"
+    os.link(data, linked)  # a hard link (as `generation merge` made) is left as it was
+    if damage == "truncate":
+        data.write_bytes(raw[:-23])  # the last document is cut
+    elif damage == "delete":
+        data.unlink()
+    else:
+        data.write_bytes(raw[:-10] + b"\x00" * 10)
+    store = ShardStore(tmp_path, 0, 1)
+    r = store.open(repair=doc_of)
+    kept = [] if damage == "delete" else [doc_of(key(i)) for i in range(3)]
+    assert set(r.status) == {key(i) for i in range(4) if doc_of(key(i)) in kept}
+    assert r.sources_done == set() and r.sources_counted == set()
+    assert r.counters["documents"] == len(kept) and r.counters["document_tokens"] == 2 * len(kept)
+    assert r.repairs[0]["documents_lost"] == 4 - len(kept) and r.repairs[0]["damaged"][0].startswith(str(data))
+    if kept:
+        assert [d["id"] for d in lines(data)] == kept
+    else:
+        assert not data.exists() and DATA0 not in r.files
+    if damage != "delete":
+        assert linked.read_bytes() == (raw[:-23] if damage == "truncate" else raw[:-10] + b"\x00" * 10)
+    # the lost keys are generated again, into a new file; nothing is refused any more
+    for i in range(4):
+        if key(i) not in r.status:
+            store.write_document({"id": doc_of(key(i)), "text": f"text {i}", "output_tokens": 2})
+            store.mark(key(i), "ok")
+    store.commit(0.1)
+    store.close()
+    again = ShardStore(tmp_path, 0, 1)
+    r2 = again.open()
+    ids = sorted(d["id"] for p in sorted(tmp_path.glob("part-*.jsonl")) for d in lines(p))
+    assert ids == sorted(doc_of(key(i)) for i in range(4)) and set(r2.status) == {key(i) for i in range(4)}
+    again.close()
+
+
+def test_a_corrupt_line_inside_the_log_is_refused(tmp_path):
+    _committed_store(tmp_path, n=1)
+    store = ShardStore(tmp_path, 0, 1)
+    store.open()
+    store.write_document({"id": "x", "text": "t"})
+    store.mark("kx", "ok")
+    store.commit(0.1)
+    store.close()
+    log = tmp_path / "state/part-00000-of-00001/commits.jsonl"
+    first, second = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(first[:-5] + b"\x00\x00\x00\x00\n" + second)
+    with pytest.raises(StoreDamagedError, match="line 1 of 2"):
+        ShardStore(tmp_path, 0, 1).open()
+
+
+def test_new_files_are_fsynced_in_their_directory_before_a_commit_names_them(tmp_path, monkeypatch):
+    import generation.store as store_module
+
+    events = []
+    real = store_module._fsync_dir
+    monkeypatch.setattr(store_module, "_fsync_dir", lambda path: (events.append(("dir", Path(path))), real(path)))
+    store = ShardStore(tmp_path, 0, 1, docs_per_file=1)
+    store.open()
+    store.write_document({"id": "a", "text": "A"})
+    store.write_document({"id": "b", "text": "B"})  # rolls to file 00001
+    events.append(("commit", None))
+    store.mark("ka", "ok")
+    store.commit(0.1)
+    store.close()
+    before_commit = events[: events.index(("commit", None))]
+    assert before_commit.count(("dir", tmp_path)) >= 2  # one per new data file
+
+
+def test_a_store_whose_manifest_was_written_appends_to_a_new_file(tmp_path):
+    """`generation merge` hard-links data files; a reopened store must never change them."""
+    data = _committed_store(tmp_path, n=2)
+    (tmp_path / "manifest.json").write_text("{}")
+    before = data.read_bytes()
+    store = ShardStore(tmp_path, 0, 1)
+    store.open()
+    store.write_document({"id": "late", "text": "t"})
+    store.mark("late", "ok")
+    store.commit(0.1)
+    store.close()
+    assert data.read_bytes() == before
+    assert [d["id"] for d in lines(tmp_path / "part-00000-of-00001-00001.jsonl")] == ["late"]
+    reopened = ShardStore(tmp_path, 0, 1)  # and nothing is created when nothing is written
+    reopened.open()
+    reopened.close()
+    assert not (tmp_path / "part-00000-of-00001-00002.jsonl").exists()
