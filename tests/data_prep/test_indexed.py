@@ -11,9 +11,9 @@ import pytest
 
 from data_prep.indexed import count_tokens, dataset_exists, open_indexed
 from data_prep.tokenize import TokenizeConfig, tokenize
-from data_prep.tokenizer_spec import load_tokenizer
 from synthscale.errors import MissingInputError, SynthscaleError
 from tests.data_prep.conftest import make_docs, write_jsonl
+from tests.data_prep.test_tokenize import hf_reference_ids
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,7 @@ def written(tmp_path_factory, hf_tokenizer_path):
     spec = f"hf:{hf_tokenizer_path}"
     manifest = tokenize(TokenizeConfig((str(write_jsonl(root / "d.jsonl", docs)),), str(root / "ds"), spec,
                                        show_progress=False))
-    tokenizer = load_tokenizer(spec)
-    expected = [tokenizer.encode(d["text"]) + [tokenizer.eod_id] for d in docs]
-    return root / "ds", manifest, expected
+    return root / "ds", manifest, hf_reference_ids(hf_tokenizer_path, docs)  # from `tokenizers` itself
 
 
 def test_counts_and_documents_match_what_tokenize_wrote(written):

@@ -21,8 +21,34 @@ def read_documents(prefix) -> list[list[int]]:
         return [data.document(i).tolist() for i in range(data.documents)]
 
 
-def expected_ids(tokenizer, docs) -> list[list[int]]:
-    return [tokenizer.encode(d["text"]) + [tokenizer.eod_id] for d in docs]
+# Llama 3's pre-tokenizer split, as Meta's tokenizer.py writes it (data_prep uses it for ranks files too).
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def hf_reference_ids(tokenizer_json, docs) -> list[list[int]]:
+    """The ids `tokenizers` itself gives each document (no special tokens), then <|endoftext|>:
+    the expected values come from the library, not from data_prep's wrapper."""
+    from tokenizers import Tokenizer
+
+    hf = Tokenizer.from_file(str(tokenizer_json))
+    eod = hf.token_to_id("<|endoftext|>")
+    return [hf.encode(d["text"], add_special_tokens=False).ids + [eod] for d in docs]
+
+
+def tiktoken_reference_ids(ranks_file, docs, eod_after_ranks: int = 0) -> list[list[int]]:
+    """The ids tiktoken itself gives with the ranks file (parsed here) and Llama 3's split, then the
+    end-of-document id: special tokens are numbered from len(ranks), the EOD is `eod_after_ranks` on
+    (0: tiktoken's <|endoftext|>; 1: Llama 3's <|end_of_text|>, after <|begin_of_text|>)."""
+    import base64
+
+    import tiktoken
+
+    pairs = (line.split() for line in ranks_file.read_bytes().splitlines() if line.strip())
+    ranks = {base64.b64decode(token): int(rank) for token, rank in pairs}
+    encoding = tiktoken.Encoding("reference", pat_str=LLAMA3_SPLIT, mergeable_ranks=ranks,
+                                 special_tokens={"<|endoftext|>": len(ranks)})
+    return [encoding.encode_ordinary(d["text"]) + [len(ranks) + eod_after_ranks] for d in docs]
 
 
 def run(tmp_path, inputs, spec, **kwargs):
@@ -35,13 +61,13 @@ def run(tmp_path, inputs, spec, **kwargs):
 def test_round_trip_hf_tokenizer(tmp_path, hf_tokenizer_path, corpus, workers):
     spec = f"hf:{hf_tokenizer_path}"
     prefix, manifest = run(tmp_path, [corpus], spec, workers=workers)
-    tokenizer = load_tokenizer(spec)
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
-    assert read_documents(prefix) == expected_ids(tokenizer, docs)
+    expected = hf_reference_ids(hf_tokenizer_path, docs)
+    assert read_documents(prefix) == expected
     assert manifest["documents"] == len(docs)
-    assert manifest["tokens"] == sum(map(len, expected_ids(tokenizer, docs)))
+    assert manifest["tokens"] == sum(map(len, expected))
     assert manifest["dtype"] == "uint16"
-    assert manifest["tokenizer"]["eod_id"] == tokenizer.eod_id
+    assert manifest["tokenizer"]["eod_id"] == expected[0][-1]
     assert manifest["tokenizer"]["sha256"] == sha256_file(hf_tokenizer_path)
     assert manifest["inputs"][0]["sha256"] == sha256_file(corpus)
     assert manifest["bin_sha256"] == sha256_file(output_paths(prefix)["bin"])
@@ -68,8 +94,7 @@ def test_compressed_and_parquet_inputs(tmp_path, hf_tokenizer_path):
     pq.write_table(pa.Table.from_pylist(docs), tmp_path / "c.parquet")
     spec = f"hf:{hf_tokenizer_path}"
     prefix, manifest = run(tmp_path, [tmp_path / "*.jsonl.*", tmp_path / "c.parquet"], spec)
-    tokenizer = load_tokenizer(spec)
-    assert read_documents(prefix) == expected_ids(tokenizer, docs) * 3
+    assert read_documents(prefix) == hf_reference_ids(hf_tokenizer_path, docs) * 3
     assert [i["with_id"] for i in manifest["inputs"]] == [40, 40, 40]
 
 
@@ -98,13 +123,14 @@ def test_llama3_spec_numbers_specials_after_the_ranks(tmp_path, ranks_path):
     assert pieces[2:] == [b" ", b"123", b"45"]  # not b"12", b"34", b"5"
 
 
-def test_tiktoken_ranks_file_round_trip(tmp_path, ranks_path, corpus):
-    spec = f"tiktoken:{ranks_path}"
-    prefix, manifest = run(tmp_path, [corpus], spec)
-    tokenizer = load_tokenizer(spec)
+@pytest.mark.parametrize("kind, eod_after_ranks", [("tiktoken", 0), ("llama3", 1)])
+def test_tiktoken_ranks_file_round_trip(tmp_path, ranks_path, corpus, kind, eod_after_ranks):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # llama3: not Meta's 128,000 ranks (tested above)
+        prefix, manifest = run(tmp_path, [corpus], f"{kind}:{ranks_path}")
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
-    assert read_documents(prefix) == expected_ids(tokenizer, docs)
-    assert manifest["tokenizer"]["eod_id"] == 256 + 16
+    assert read_documents(prefix) == tiktoken_reference_ids(ranks_path, docs, eod_after_ranks)
+    assert manifest["tokenizer"]["eod_id"] == 256 + 16 + eod_after_ranks
 
 
 def test_large_vocabulary_is_written_as_int32(tmp_path):
