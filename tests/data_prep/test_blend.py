@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -234,11 +235,14 @@ def test_source_identity_comes_from_the_manifests(tmp_path, datasets, hf_tokeniz
 def test_identity_ignores_bytes_and_follows_meaning(tmp_path, datasets):
     members = [open_tokenized("cc", datasets["cc"]), open_tokenized("hq", datasets["hq"])]
     a = make_blend("a", members, {"cc": 0.67, "hq": 0.33}, tokens=60_000, seq_length=128, synthetic={"hq"})
-    b = make_blend("b", members, {"cc": 0.67, "hq": 0.33}, tokens=60_000, seq_length=128, synthetic={"hq"})
-    assert a.provenance != b.provenance or a.name != b.name
-    assert a.identity_sha256 == b.identity_sha256
-    saved = a.save(tmp_path / "a.yaml")
-    assert saved.identity_sha256 == a.identity_sha256
+    # the same mixture, written differently: another name, a looser max_epochs (so another
+    # provenance config), another creation record
+    b = make_blend("b", members, {"cc": 0.67, "hq": 0.33}, tokens=60_000, seq_length=128, synthetic={"hq"},
+                   max_epochs=5.0)
+    b = dataclasses.replace(b, provenance={**b.provenance, "created_at": "2000-01-01T00:00:00+00:00"})
+    saved_a, saved_b = a.save(tmp_path / "a.yaml"), b.save(tmp_path / "b.yaml")
+    assert (tmp_path / "a.yaml").read_bytes() != (tmp_path / "b.yaml").read_bytes()
+    assert a.identity_sha256 == b.identity_sha256 == saved_a.identity_sha256 == saved_b.identity_sha256
     for changed in (make_blend("a", members, {"cc": 0.5, "hq": 0.5}, tokens=60_000, seq_length=128),
                     make_blend("a", members, {"cc": 0.67, "hq": 0.33}, tokens=50_000, seq_length=128),
                     make_blend("a", members, {"cc": 0.67, "hq": 0.33}, tokens=60_000, seq_length=64)):
