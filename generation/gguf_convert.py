@@ -6,6 +6,12 @@ serializable"). So the weights go into a plain `LlamaForCausalLM` built from the
 its `quantization_config`), which saves as safetensors like any model; the tokenizer, rebuilt by
 transformers from the GGUF's metadata, is saved beside it with its chat template.
 
+RoPE: transformers' GGUF loader reads `llama.rope.freq_base` only. Linear scaling
+(`llama.rope.scaling.type=linear`, `.factor`) is mapped to the same `rope_parameters`, and a
+`rope_freqs.weight` tensor (llama.cpp's per-frequency factors of Llama 3.x) to Llama 3 RoPE when
+its values are those transformers computes for it; any other scaling is refused, naming the key,
+rather than written as a model with default RoPE.
+
 The output folder gets `synthscale.convert.json`: the GGUF (path, bytes, sha256, architecture,
 tensor types), the conversion (transformers/torch/gguf versions, dtype, time), every written file
 with its sha256, and `model_sha256`, the generator hash `generation run` records
@@ -32,6 +38,7 @@ from typing import Callable
 from synthscale.errors import SynthscaleError
 from synthscale.files import sha256_file, write_json_atomic
 
+from generation.gguf_rope import rope_parameters
 from generation.identity import CONVERT_MANIFEST, model_files, model_sha256
 
 CONVERT_KIND = "synthscale.gguf_conversion"
@@ -130,8 +137,9 @@ def read_gguf_header(path: str | os.PathLike) -> dict:
             key = string()
             metadata[key] = value(read("<I"))
         types: Counter = Counter()
+        names: list[str] = []
         for _ in range(n_tensors):
-            string()
+            names.append(string())
             handle.seek(8 * read("<I"), os.SEEK_CUR)
             types[read("<I")] += 1
             read("<Q")
@@ -141,7 +149,7 @@ def read_gguf_header(path: str | os.PathLike) -> dict:
         tensor_types = {GGMLQuantizationType(k).name: v for k, v in sorted(types.items())}
     except (ImportError, ValueError):
         tensor_types = {str(k): v for k, v in sorted(types.items())}
-    return {"version": version, "metadata": metadata, "tensor_types": tensor_types}
+    return {"version": version, "metadata": metadata, "tensor_types": tensor_types, "tensor_names": names}
 
 
 def default_name(gguf_path: Path) -> str:
@@ -217,8 +225,9 @@ def _fsync_tree(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- converting
-def _write_hf_folder(gguf_path: Path, folder: Path, dtype: str) -> dict:
-    """Dequantise with transformers, rebuild as a plain LlamaForCausalLM, save model + tokenizer."""
+def _write_hf_folder(gguf_path: Path, folder: Path, dtype: str, rope: dict | None = None) -> dict:
+    """Dequantise with transformers, rebuild as a plain LlamaForCausalLM (with the RoPE scaling
+    `rope` the loader leaves out), save model + tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -233,6 +242,10 @@ def _write_hf_folder(gguf_path: Path, folder: Path, dtype: str) -> dict:
     for key in ("quantization_config", "_name_or_path", "_model_name_or_path", "transformers_version", "architectures", "dtype",
                 "torch_dtype", "model_type"):
         settings.pop(key, None)
+    if rope is not None:
+        theta = (settings.get("rope_parameters") or {}).get("rope_theta") or settings.get("rope_theta") or 10000.0
+        settings.pop("rope_scaling", None)
+        settings["rope_parameters"] = {**rope, "rope_theta": float(theta)}
     config = LlamaConfig(**settings)
     config.architectures = ["LlamaForCausalLM"]
     config.dtype = torch_dtype
@@ -256,6 +269,7 @@ def _write_hf_folder(gguf_path: Path, folder: Path, dtype: str) -> dict:
         "vocab_size": config.vocab_size,
         "max_position_embeddings": config.max_position_embeddings,
         "tie_word_embeddings": bool(config.tie_word_embeddings),
+        "rope_parameters": dict(getattr(config, "rope_parameters", None) or {}),
         "chat_template": bool(getattr(tokenizer, "chat_template", None)),
     }
 
@@ -272,6 +286,7 @@ def convert_gguf(source: str | os.PathLike, output: str | os.PathLike, dtype: st
     if architecture != "llama":
         raise GGUFConvertError(f"{gguf_path}: architecture {architecture!r}; convert-gguf converts Llama-architecture "
                                "GGUF files only (general.architecture 'llama')")
+    rope = rope_parameters(gguf_path, header)  # before any work: an unmappable RoPE is refused
     output = Path(output).expanduser().absolute()
     started = time.monotonic()
     gguf_sha256 = sha256_file(gguf_path)
@@ -289,7 +304,7 @@ def convert_gguf(source: str | os.PathLike, output: str | os.PathLike, dtype: st
     log(f"convert-gguf: {gguf_path} ({gguf_path.stat().st_size / 2**20:,.0f} MiB, {architecture}, tensors {types}) "
         f"-> {output} ({dtype})")
     try:
-        model_info = _write_hf_folder(gguf_path, partial, dtype)
+        model_info = _write_hf_folder(gguf_path, partial, dtype, rope)
         files = []
         mode = 0o666 & ~_umask()
         for path in sorted(p for p in partial.iterdir() if p.is_file()):
@@ -319,7 +334,7 @@ def convert_gguf(source: str | os.PathLike, output: str | os.PathLike, dtype: st
             "conversion": {
                 "method": "transformers GGUF loader (dequantised) -> LlamaForCausalLM.load_state_dict -> "
                           "save_pretrained (safetensors) + tokenizer with its chat template",
-                "dtype": dtype, "transformers_version": transformers.__version__, "torch_version": torch.__version__,
+                "rope_scaling": rope, "dtype": dtype, "transformers_version": transformers.__version__, "torch_version": torch.__version__,
                 "gguf_version": getattr(gguf, "__version__", None) or _dist_version("gguf"),
                 "synthscale_version": __version__, "elapsed_s": None,
             },

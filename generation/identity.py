@@ -4,11 +4,13 @@ Every output document carries `generator` as the plain string `"<name>@<sha256[:
 model is a local folder (else just the name, e.g. a model served by an OpenAI-compatible server),
 and the manifest carries `generator: {id, name, path, sha256, sha256_from}`.
 
-The hash (`model_sha256`) is a sha256 over the model's `config.json` and weight files
-(`*.safetensors`, `*.bin`), each as (file name, size, sha256 of its bytes), in name order. A folder
-written by `generation convert-gguf` records that hash in its `synthscale.convert.json`; it is
-taken from there (after checking that the files it lists are still there with their sizes), so a
-run does not read the weights again. It is computed once per run otherwise.
+The hash (`model_sha256`) is a sha256 over the model's `config.json`, the files that decide what
+it writes besides its weights (the tokenizer, the chat template, the generation config: another
+template or EOS token is another generator) and its weight files (`*.safetensors`, `*.bin`), each
+as (file name, size, sha256 of its bytes), in that order. A folder written by `generation
+convert-gguf` records that hash in its `synthscale.convert.json`; it is taken from there (after
+checking that it covers the same files, still there with their sizes), so a run does not read the
+weights again. It is computed once per run otherwise.
 """
 
 from __future__ import annotations
@@ -21,21 +23,25 @@ from synthscale.files import sha256_file
 
 CONVERT_MANIFEST = "synthscale.convert.json"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+# Besides config.json and the weights: what turns prompts into tokens and tokens into documents.
+BEHAVIOUR_FILES = ("chat_template.jinja", "chat_template.json", "generation_config.json", "special_tokens_map.json",
+                   "tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
 
 def model_files(folder: str | Path) -> list[Path]:
-    """The files the model hash covers: config.json and the weights, in name order."""
+    """The files the model hash covers: config.json, the tokenizer, chat template and generation
+    config files present, then the weights in name order."""
     folder = Path(folder)
-    files = [folder / "config.json"] if (folder / "config.json").is_file() else []
+    named = [folder / name for name in ("config.json", *BEHAVIOUR_FILES) if (folder / name).is_file()]
     weights = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern) if p.is_file()})
-    return files + weights
+    return named + weights
 
 
 def model_sha256(folder: str | Path, file_hashes: dict[str, str] | None = None) -> str:
-    """sha256 over (name, size, sha256) of config.json and every weight file of `folder`.
+    """sha256 over (name, size, sha256) of every file `model_files` lists.
     `file_hashes` (name -> sha256) saves reading files whose hash is already known."""
     files = model_files(folder)
-    if not any(p.name != "config.json" for p in files):
+    if not _has_weights(files):
         raise FileNotFoundError(f"{folder}: no model weights (*.safetensors or *.bin) to hash")
     digest = hashlib.sha256()
     for path in files:
@@ -45,13 +51,20 @@ def model_sha256(folder: str | Path, file_hashes: dict[str, str] | None = None) 
     return digest.hexdigest()
 
 
+def _has_weights(files: list[Path]) -> bool:
+    return any(p.name.endswith(tuple(w[1:] for w in WEIGHT_PATTERNS)) for p in files)
+
+
 def _from_convert_manifest(folder: Path) -> tuple[str | None, str | None]:
-    """(model_sha256, name) from a converted folder's manifest, when its files are intact."""
+    """(model_sha256, name) from a converted folder's manifest, when it covers the files
+    `model_files` lists now (an older conversion hashed the weights only) and they are intact."""
     path = folder / CONVERT_MANIFEST
     if not path.is_file():
         return None, None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("model_files") != [p.name for p in model_files(folder)]:
+            return None, None
         for entry in manifest["files"]:
             if (folder / entry["path"]).stat().st_size != entry["bytes"]:
                 return None, None
@@ -74,7 +87,7 @@ def generator_identity(model: str, name: str | None = None) -> dict:
     source = CONVERT_MANIFEST
     label = name or converted_name or folder.name
     if sha is None:
-        if not any(p.name != "config.json" for p in model_files(folder)):  # nothing to hash
+        if not _has_weights(model_files(folder)):  # nothing to hash
             return {"id": label, "name": label, "path": str(folder), "sha256": None, "sha256_from": None}
         sha, source = model_sha256(folder), "computed"
     return {"id": f"{label}@{sha[:12]}", "name": label, "path": str(folder), "sha256": sha, "sha256_from": source}

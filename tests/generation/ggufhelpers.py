@@ -17,9 +17,11 @@ def _permute(weights: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def write_llama_gguf(hf_folder: Path, path: Path, name: str = "tiny-llama", architecture: str = "llama",
-                     float16: bool = False) -> Path:
+                     float16: bool = False, rope_scaling: dict | None = None,
+                     rope_freqs: np.ndarray | None = None) -> Path:
     """The HF Llama in `hf_folder` (config.json, model.safetensors, tokenizer.json with a BPE
-    model, tokenizer_config.json with a chat template) as the GGUF file `path`."""
+    model, tokenizer_config.json with a chat template) as the GGUF file `path`. `rope_scaling`
+    adds `llama.rope.scaling.KEY = VALUE` entries, `rope_freqs` a `rope_freqs.weight` tensor."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -42,6 +44,16 @@ def write_llama_gguf(hf_folder: Path, path: Path, name: str = "tiny-llama", arch
     writer.add_rope_freq_base(float(config.get("rope_theta") or config["rope_parameters"]["rope_theta"]))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
     writer.add_vocab_size(config["vocab_size"])
+    for key, value in (rope_scaling or {}).items():
+        full = f"{architecture}.rope.scaling.{key}"
+        if isinstance(value, str):
+            writer.add_string(full, value)
+        elif isinstance(value, bool):
+            writer.add_bool(full, value)
+        elif isinstance(value, int):
+            writer.add_uint32(full, value)
+        else:
+            writer.add_float32(full, float(value))
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if float16 else gguf.LlamaFileType.ALL_F32)
 
     vocab = dict(tok["model"]["vocab"])
@@ -84,6 +96,8 @@ def write_llama_gguf(hf_folder: Path, path: Path, name: str = "tiny-llama", arch
         add(f"blk.{i}.ffn_up.weight", p + "mlp.up_proj.weight")
         add(f"blk.{i}.ffn_down.weight", p + "mlp.down_proj.weight")
     add("output_norm.weight", "model.norm.weight", norm=True)
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", np.asarray(rope_freqs, dtype=np.float32))
     if "lm_head.weight" in weights:
         add("output.weight", "lm_head.weight")
     writer.write_header_to_file()

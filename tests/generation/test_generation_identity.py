@@ -25,9 +25,6 @@ def test_model_hash_covers_config_and_weights(tiny_model, tmp_path):
     assert identity == {"id": f"m@{digest[:12]}", "name": "m", "path": str(model.resolve()), "sha256": digest,
                         "sha256_from": "computed"}
     assert generator_identity(str(model), "tiny")["id"] == f"tiny@{digest[:12]}"
-    # tokenizer files are not the generator's weights; config and weights are
-    (model / "tokenizer_config.json").write_text((model / "tokenizer_config.json").read_text() + " ")
-    assert model_sha256(model) == digest
     config = json.loads((model / "config.json").read_text())
     config["rms_norm_eps"] = 1e-5
     (model / "config.json").write_text(json.dumps(config))
@@ -38,12 +35,39 @@ def test_model_hash_covers_config_and_weights(tiny_model, tmp_path):
         "sha256": None, "sha256_from": None}
 
 
+@pytest.mark.parametrize("name, change", [
+    ("chat_template.jinja", "{{ messages[0]['content'] }}"),  # another chat template
+    ("tokenizer_config.json", None),  # e.g. another eos_token or template inside it
+    ("tokenizer.json", None),
+    ("generation_config.json", '{"eos_token_id": [2, 7]}'),  # another EOS token
+])
+def test_model_hash_covers_the_tokenizer_template_and_generation_config(tiny_model, tmp_path, name, change):
+    """Two generators with other chat templates or EOS tokens used to share one id."""
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    digest = model_sha256(model)
+    path = model / name
+    if change is None:
+        data = json.loads(path.read_text())
+        data["synthscale_test_change"] = 1
+        change = json.dumps(data)
+    path.write_text(change)
+    assert model_sha256(model) != digest
+    assert generator_identity(str(model))["id"] != f"m@{digest[:12]}"
+
+
 def test_convert_manifest_hash_is_used_only_while_its_files_are_intact(tiny_model, tmp_path):
+    from generation.identity import model_files
+
     model = tmp_path / "converted"
     shutil.copytree(tiny_model, model)
     files = [{"path": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(model.iterdir())]
     (model / CONVERT_MANIFEST).write_text(json.dumps({"name": "Tiny-Instruct", "model_sha256": "ab" * 32,
-                                                      "files": files}))
+                                                      "files": files, "model_files": ["config.json"]}))
+    identity = generator_identity(str(model))  # an older conversion: its hash covered fewer files
+    assert identity["sha256_from"] == "computed" and identity["sha256"] == model_sha256(model)
+    (model / CONVERT_MANIFEST).write_text(json.dumps({"name": "Tiny-Instruct", "model_sha256": "ab" * 32, "files": files,
+                                                      "model_files": [p.name for p in model_files(model)]}))
     identity = generator_identity(str(model))
     assert identity["id"] == "Tiny-Instruct@" + "ab" * 6 and identity["sha256_from"] == CONVERT_MANIFEST
     with open(model / "model.safetensors", "ab") as handle:  # the weights changed after the conversion
