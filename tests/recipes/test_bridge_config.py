@@ -18,7 +18,7 @@ import yaml
 
 from tests.recipes.helpers import paper_blend
 from data_prep.blend_spec import BlendSpec
-from recipes.bridge_config import TARGETS, write_bridge_configs
+from recipes.bridge_config import write_bridge_configs
 from recipes.parallelism import plan_layout
 from recipes.recipe import PAPER
 from recipes.run_spec import RunSpec
@@ -43,6 +43,28 @@ MTRAIN_FIELDS = {
     "dist": set(),
 }
 D = 5_000_000_000
+# The class of each ConfigContainer section, written here from Megatron-Bridge v0.6.0
+# (src/megatron/bridge/training/config.py, ConfigContainer's field annotations). `from_yaml` resolves
+# a `_target_` by importing its module and reading the attribute, so each is named where that module
+# exposes it: ValidationConfig and RNGConfig are megatron.training.config's and TokenizerConfig is
+# megatron.bridge.training.tokenizers.config's, all three imported into megatron.bridge.training.config.
+BRIDGE_CONFIG = "megatron.bridge.training.config."
+BRIDGE_CLASSES = {
+    "model": "megatron.bridge.models.gpt_provider.GPTModelProvider",
+    "train": BRIDGE_CONFIG + "TrainingConfig",
+    "validation": BRIDGE_CONFIG + "ValidationConfig",
+    "optimizer": BRIDGE_CONFIG + "OptimizerConfig",
+    "scheduler": BRIDGE_CONFIG + "SchedulerConfig",
+    "ddp": BRIDGE_CONFIG + "DistributedDataParallelConfig",
+    "dataset": BRIDGE_CONFIG + "GPTDatasetConfig",
+    "logger": BRIDGE_CONFIG + "LoggerConfig",
+    "tokenizer": BRIDGE_CONFIG + "TokenizerConfig",
+    "checkpoint": BRIDGE_CONFIG + "CheckpointConfig",
+    "rng": BRIDGE_CONFIG + "RNGConfig",
+    "dist": BRIDGE_CONFIG + "DistributedInitConfig",
+}
+# ConfigContainer's fields with no default (v0.6.0): a YAML missing one cannot be loaded.
+REQUIRED_SECTIONS = {"train", "model", "optimizer", "scheduler", "dataset", "logger", "tokenizer", "checkpoint"}
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +145,17 @@ def _nested_configs(node, path="cfg"):
             yield from _nested_configs(value, f"{path}[{i}]")
 
 
-def test_every_section_is_instantiable_and_every_field_exists(paper_runs):
+def _resolved(node):
+    """A section's values as Python objects: `{_target_: torch.x, _call_: false}` becomes torch.x."""
+    import importlib
+
+    if isinstance(node, dict) and node.get("_call_") is False:
+        module, _, name = node["_target_"].rpartition(".")
+        return getattr(importlib.import_module(module), name)
+    return node
+
+
+def test_every_section_names_bridges_class_and_only_fields_it_has(paper_runs):
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
     from megatron.core.distributed import DistributedDataParallelConfig
     with warnings.catch_warnings():
@@ -143,14 +175,52 @@ def test_every_section_is_instantiable_and_every_field_exists(paper_runs):
     allowed = {**MTRAIN_FIELDS, **mcore}
     for _, _, _, configs in paper_runs.values():
         for cfg in configs.values():
-            sections = [k for k in cfg if k not in ("_target_", "mixed_precision")]
+            assert cfg["_target_"] == BRIDGE_CONFIG + "ConfigContainer"
+            sections = {k for k in cfg if k not in ("_target_", "mixed_precision")}
+            assert REQUIRED_SECTIONS <= sections <= set(BRIDGE_CLASSES), sections
             for section in sections:
                 node = cfg[section]
-                assert node["_target_"] == TARGETS[section], section
+                assert node["_target_"] == BRIDGE_CLASSES[section], section
                 unknown = set(node) - {"_target_"} - allowed[section]
                 assert not unknown, f"{section}: fields not in the Bridge/megatron-core config: {unknown}"
             for path, node in _nested_configs(cfg):
                 assert node["_target_"].startswith(("megatron.bridge.", "torch.")), path
+
+
+def test_the_sections_megatron_core_defines_instantiate_there(paper_runs):
+    """Bridge's optimizer and DDP configs are megatron-core's (their checks deferred to finalize()), and
+    its model provider is a TransformerConfig: megatron-core's own classes take these sections' values."""
+    from megatron.core.distributed import DistributedDataParallelConfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from megatron.core.optimizer import OptimizerConfig
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    for name in ("1B", "3B"):
+        _, _, _, configs = paper_runs[name]
+        cfg = configs["train"]
+        values = {section: {k: _resolved(v) for k, v in cfg[section].items() if k != "_target_"}
+                  for section in ("optimizer", "ddp", "model")}
+        optimizer = OptimizerConfig(**values["optimizer"])
+        assert (optimizer.lr, optimizer.weight_decay, optimizer.clip_grad) == (3e-4, 0.1, 1.0)
+        DistributedDataParallelConfig(**values["ddp"])
+        model = {k: v for k, v in values["model"].items() if k not in GPT_PROVIDER_FIELDS}
+        assert model.pop("apply_rope_fusion") is True  # Transformer Engine's fused RoPE: checked only with TE
+        transformer = TransformerConfig(**model)
+        assert transformer.activation_func is torch_silu() and transformer.params_dtype is torch_bf16()
+        assert transformer.num_layers == PAPER_SHAPES[name].num_layers
+
+
+def torch_silu():
+    import torch
+
+    return torch.nn.functional.silu
+
+
+def torch_bf16():
+    import torch
+
+    return torch.bfloat16
 
 
 def test_eval_yaml_scores_the_final_checkpoint_on_the_domain(paper_runs, workspace):
