@@ -10,14 +10,18 @@ It reads what `recipes sweep` wrote into the run directory: `run.json` and the B
 `bridge/train.yaml`, `bridge/eval_<domain>.yaml` (`ConfigContainer.from_yaml`). What it does
 that Bridge does not:
 
-  - **Resumes in stages**: training resumes from `checkpoints/` (Bridge loads the latest);
-    `bridge/train_done.json` marks training finished (the checkpoint tracker says iteration ==
-    train_iters); each domain's score goes to `bridge/eval_scores.json` as it is made, so a
-    requeued job scores only the domains left; results.json is written last.
+  - **Resumes in stages** (`recipes.run_stages`, shared with the megatron-core backend): training
+    resumes from `checkpoints/` (Bridge loads the latest); all ranks agree that training is done
+    (every rank sees the checkpoint tracker at train_iters, after a barrier) before
+    `bridge/train_done.json` is written and any rank evaluates; each domain's score is checked,
+    then saved to `bridge/eval_scores.json`, so a requeued job scores only the domains left;
+    results.json is written last, with the train time of every segment (`bridge/train_segments.json`).
   - **Stops before the time limit**: with `--time-limit MINUTES` (the Slurm job's), training
-    gets `exit_duration_in_mins` = what is left minus a margin (Bridge then saves a checkpoint
-    and exits with code 0), and no evaluation starts within the margin. The sbatch script's
-    requeue trap (synthscale.slurm) then requeues the task, which continues where it stopped.
+    gets `exit_duration_in_mins` = what is left of the job, counted from its start
+    (`SYNTHSCALE_JOB_START`), minus a margin. Bridge then saves a checkpoint and calls
+    `sys.exit(0)` (its `train()`), which this module catches so that the segment is recorded; no
+    evaluation starts within the margin. The sbatch script's requeue trap (synthscale.slurm) then
+    requeues the task, which continues where it stopped.
   - **Refuses to score a model that is not the final one**: Bridge's `exit_on_missing_checkpoint`
     is only consulted when Bridge decides to load a checkpoint, which it does not when none
     exists, so an evaluation with no checkpoint would score a random model. Before each
@@ -56,20 +60,15 @@ from typing import Any, Callable
 import click
 
 from recipes.bridge_config import bridge_dir
-from recipes.results import build_result, is_complete, write_result
+from recipes.results import is_complete
 from recipes.run_spec import RunSpec
+from recipes.run_stages import (JOB_START_ENV, CheckpointNotFinal, Deadline, StageFiles, TrainSegment, World,
+                                run_from_list, run_stages, write_results)
 from synthscale.cli import stage_command
-from synthscale.errors import MissingInputError, SynthscaleError
-from synthscale.files import write_json_atomic
+from synthscale.errors import SynthscaleError
 
-TRAIN_DONE = "train_done.json"
-EVAL_SCORES = "eval_scores.json"
 TRACKER = "latest_checkpointed_iteration.txt"
 EVAL_PROCESS_MODES = ("shared", "per-domain")
-
-
-class CheckpointNotFinal(MissingInputError):
-    """The checkpoint to evaluate is missing or is not the run's final iteration."""
 
 
 @dataclass
@@ -159,21 +158,46 @@ def _callbacks(api: BridgeApi, curve_path: Path, scores: dict):
     return [RecordLosses()]
 
 
-class Deadline:
-    """Minutes left in this job (None: no limit) and the margin kept for checkpoints and exits."""
+class BridgeStages:
+    """The stages on Megatron-Bridge (`recipes.run_stages.StageBackend`): each is one pretrain() call."""
 
-    def __init__(self, limit_minutes: float | None, margin_minutes: float | None = None, clock=time.monotonic):
-        self.clock, self.started = clock, clock()
-        self.limit = limit_minutes
-        self.margin = margin_minutes if margin_minutes is not None else (
-            max(10.0, 0.1 * limit_minutes) if limit_minutes else 0.0)
+    min_minutes = 1.0  # exit_duration_in_mins counts whole minutes, and 0 would switch it off
 
-    def left(self) -> float | None:
-        return None if self.limit is None else self.limit - (self.clock() - self.started) / 60.0
+    def __init__(self, run_dir: Path, spec: RunSpec, api: BridgeApi):
+        self.run_dir, self.spec, self.api = run_dir, spec, api
+        self.configs = bridge_dir(run_dir)
+        self.curve_path = self.configs / "train_loss.jsonl"
+        self.exited = False
 
-    def usable(self) -> float | None:
-        left = self.left()
-        return None if left is None else left - self.margin
+    def train(self, usable_minutes: float | None) -> TrainSegment:
+        cfg = self.api.from_yaml(str(self.configs / "train.yaml"))
+        if usable_minutes is not None:
+            cfg.train.exit_duration_in_mins = int(usable_minutes)  # Bridge counts it from its own start
+        started = time.perf_counter()
+        try:
+            self.api.pretrain(cfg, self.api.forward_step, callbacks=_callbacks(self.api, self.curve_path, {}))
+        except SystemExit as exc:  # Bridge's train() saves, then sys.exit(0), at exit_duration_in_mins or SIGTERM
+            if exc.code not in (None, 0):
+                raise
+            self.exited = True
+        return TrainSegment(time.perf_counter() - started, _read_curve(self.curve_path),
+                            checkpoint_iteration(self.run_dir / "checkpoints"))
+
+    def training_finished(self) -> bool:
+        # After Bridge's sys.exit its global state is not torn down: evaluate in the next job, where
+        # pretrain() returns at once from the final checkpoint.
+        return not self.exited and checkpoint_iteration(self.run_dir / "checkpoints") == self.spec.plan.train_iters
+
+    def check_final_checkpoint(self) -> None:
+        require_final_checkpoint(self.run_dir, self.spec.plan.train_iters)
+
+    def evaluate(self, domain: str) -> dict:
+        cfg = self.api.from_yaml(str(self.configs / f"eval_{domain}.yaml"))
+        found: dict = {}
+        self.api.pretrain(cfg, self.api.forward_step, callbacks=_callbacks(self.api, self.curve_path, found))
+        samples = cfg.validation.eval_iters * cfg.validation.eval_global_batch_size
+        # the loss is on the last pipeline stage only (the writer rank, whose score the stages keep)
+        return {"loss": found.get("loss", float("nan")), "tokens": samples * cfg.dataset.seq_length, "samples": samples}
 
 
 def _init_world() -> bool:
@@ -188,11 +212,39 @@ def _init_world() -> bool:
     return True
 
 
-def _stage_in_child(run_dir: Path, stage: str, time_limit: float | None) -> None:
+def _result_extra(spec: RunSpec) -> dict:
+    return {"precision": spec.recipe.precision, "device": "cuda"}
+
+
+def _stage_in_child(run_dir: Path, spec: RunSpec, stage: str, deadline: Deadline) -> None:
+    """One stage in a fresh Python process of this rank; it counts its time from this job's start."""
     command = [sys.executable, "-m", "recipes.bridge_entry", "--run-dir", str(run_dir), "--stage", stage]
-    if time_limit is not None:
-        command += ["--time-limit", f"{time_limit:.2f}"]
-    subprocess.run(command, check=True)
+    if deadline.limit is not None:
+        command += ["--time-limit", repr(deadline.limit)]
+    env = {**os.environ, JOB_START_ENV: repr(deadline.started)}
+    status = subprocess.run(command, env=env).returncode
+    if status != 0:
+        raise SynthscaleError(f"run {spec.run_id}: stage {stage} failed in its child process (exit {status}); "
+                              f"its error is above")
+
+
+def _run_in_children(run_dir: Path, spec: RunSpec, files: StageFiles, deadline: Deadline) -> dict | None:
+    """`--eval-process per-domain`: training and each evaluation in a child process of each rank; the
+    children decide together (each holds the process group) and write the stage files; this parent
+    only reads them, and the writer rank's writes results.json."""
+    if files.done() is None:
+        _stage_in_child(run_dir, spec, "train", deadline)
+        if files.done() is None:
+            return None
+    for domain in spec.eval_domains:
+        if domain not in files.scores():
+            _stage_in_child(run_dir, spec, f"eval:{domain}", deadline)
+            if domain not in files.scores():
+                return None  # stopped at the time limit's margin
+    rank, world = _rank()
+    if rank != world - 1:
+        return None
+    return write_results(run_dir, spec, files, {**_result_extra(spec), "world_size": world})
 
 
 def run_bridge(run_dir: str | Path, api: BridgeApi | None = None, deadline: Deadline | None = None,
@@ -206,82 +258,22 @@ def run_bridge(run_dir: str | Path, api: BridgeApi | None = None, deadline: Dead
         return None
     deadline = deadline or Deadline(None)
     spec = RunSpec.load(run_dir)
-    configs = bridge_dir(run_dir)
-    curve_path, done_marker, scores_path = configs / "train_loss.jsonl", configs / TRAIN_DONE, configs / EVAL_SCORES
-    child = eval_process == "per-domain" and stage == "all"
-    if not child:
-        api = api or load_bridge_api()
-        _init_world()
-
-    if not done_marker.is_file() and stage in ("all", "train"):
-        started = time.perf_counter()
-        if child:
-            _stage_in_child(run_dir, "train", deadline.left())
-        else:
-            cfg = api.from_yaml(str(configs / "train.yaml"))
-            usable = deadline.usable()
-            if usable is not None:
-                if usable < 1:
-                    return None
-                cfg.train.exit_duration_in_mins = int(usable)
-            api.pretrain(cfg, api.forward_step, callbacks=_callbacks(api, curve_path, {}))
-        if checkpoint_iteration(run_dir / "checkpoints") != spec.plan.train_iters:
-            return None  # stopped early (time limit, signal): the checkpoint is saved, continue next time
-        if _is_last_rank():
-            earlier = json.loads(done_marker.read_text())["train_time_s"] if done_marker.is_file() else 0.0
-            write_json_atomic(done_marker, {"train_time_s": earlier + time.perf_counter() - started})
-    if stage == "train" or not done_marker.is_file():
-        return None
-
-    scores = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.is_file() else {}
-    for domain in spec.eval_domains:
-        if domain in scores or stage not in ("all", f"eval:{domain}"):
-            continue
-        usable = deadline.usable()
-        if usable is not None and usable < 1:
-            return None  # too close to the time limit to start an evaluation
-        require_final_checkpoint(run_dir, spec.plan.train_iters)
-        if child:
-            _stage_in_child(run_dir, f"eval:{domain}", deadline.left())
-            scores = json.loads(scores_path.read_text(encoding="utf-8"))
-            continue
-        cfg = api.from_yaml(str(configs / f"eval_{domain}.yaml"))
-        found: dict = {}
-        started = time.perf_counter()
-        api.pretrain(cfg, api.forward_step, callbacks=_callbacks(api, curve_path, found))
-        tokens = cfg.validation.eval_iters * cfg.validation.eval_global_batch_size * cfg.dataset.seq_length
-        scores[domain] = {"loss": found.get("loss", float("nan")), "tokens": tokens,
-                          "samples": cfg.validation.eval_iters * cfg.validation.eval_global_batch_size,
-                          "time_s": time.perf_counter() - started}
-        if _is_last_rank():
-            write_json_atomic(scores_path, scores)
-
-    if stage != "all" or not _is_last_rank() or set(scores) != set(spec.eval_domains):
-        return None
-    train_time_s = json.loads(done_marker.read_text(encoding="utf-8"))["train_time_s"]
-    record = build_result(
-        spec, spec.load_blend(), {d: scores[d] for d in spec.eval_domains}, _read_curve(curve_path),
-        wall_time_s=train_time_s + sum(s.get("time_s", 0.0) for s in scores.values()), train_time_s=train_time_s,
-        extra={"precision": spec.recipe.precision, "device": "cuda", "world_size": _rank()[1]},
-    )
-    write_result(run_dir, record)
-    return record
-
-
-def run_from_list(run_list: str | Path, task_id: int | None = None) -> Path:
-    """The run folder of this array task: line SLURM_ARRAY_TASK_ID + 1 of the run list."""
-    task_id = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0")) if task_id is None else task_id
-    lines = [line.strip() for line in Path(run_list).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not 0 <= task_id < len(lines):
-        raise SynthscaleError(f"array task {task_id}: {run_list} lists {len(lines)} runs")
-    return Path(lines[task_id])
+    files = StageFiles(bridge_dir(run_dir))
+    if eval_process == "per-domain" and stage == "all":
+        return _run_in_children(run_dir, spec, files, deadline)
+    api = api or load_bridge_api()
+    _init_world()
+    return run_stages(run_dir, spec, BridgeStages(run_dir, spec, api), files, deadline, World.current(), stage,
+                      extra=_result_extra(spec))
 
 
 @stage_command()
 @click.option("--run-dir", type=click.Path(file_okay=False, exists=True), help="A run folder from `recipes sweep`.")
 @click.option("--run-list", type=click.Path(dir_okay=False, exists=True),
               help="A Slurm array's run list: this task's run is line SLURM_ARRAY_TASK_ID + 1.")
-@click.option("--time-limit", type=float, default=None, help="Minutes this job may run (Slurm's --time); none: no limit.")
+@click.option("--time-limit", type=float, default=None,
+              help=f"Minutes this job may run (Slurm's --time), counted from ${JOB_START_ENV} when set "
+                   f"(the sbatch script exports it); none: no limit.")
 @click.option("--eval-process", type=click.Choice(EVAL_PROCESS_MODES), default="shared", show_default=True,
               help="shared: every pretrain() call in this process; per-domain: a child process per stage.")
 @click.option("--stage", default="all", hidden=True, help="all, train or eval:DOMAIN (the per-domain children).")
@@ -295,7 +287,7 @@ def main(run_dir: str | None, run_list: str | None, time_limit: float | None, ev
     if (run_dir is None) == (run_list is None):
         raise click.UsageError("give one of --run-dir and --run-list")
     target = Path(run_dir) if run_dir else run_from_list(run_list)
-    run_bridge(target, deadline=Deadline(time_limit), eval_process=eval_process, stage=stage)
+    run_bridge(target, deadline=Deadline.for_job(time_limit), eval_process=eval_process, stage=stage)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import recipes
@@ -47,19 +49,30 @@ def test_last_rank_comes_from_the_launcher_environment(monkeypatch):
 
 
 # --- run_bridge's own logic, with a stand-in for the four Bridge functions it calls -----------------
-# The stand-in behaves as Megatron-Bridge 0.6 does where it matters here (read from its source):
-# `on_train_step_end` fires before `train_state.step` is incremented; training writes
-# checkpoints/latest_checkpointed_iteration.txt and iter_<N>; with `exit_duration_in_mins` set it
-# stops early after saving a checkpoint; an evaluation config loads nothing when no checkpoint
-# exists (`_should_load_checkpoint` is False) and scores whatever model it has.
+# The stand-in behaves as Megatron-Bridge 0.6 does where it matters here (read from its source,
+# training/train.py and training/setup.py): `on_train_step_end` fires before `train_state.step` is
+# incremented; rank 0 writes checkpoints/latest_checkpointed_iteration.txt and iter_<N>; with
+# `exit_duration_in_mins` set, training stops once the minutes since pretrain() began exceed it
+# (checked after each step), saves a checkpoint and calls sys.exit(0); an evaluation config loads
+# nothing when no checkpoint exists (`_should_load_checkpoint` is False) and scores whatever model
+# it has; the evaluation loss is on the last pipeline stage (the last rank) only. Each step takes
+# `minutes_per_step` of the test's clock `now`. With torch.distributed initialised every training
+# step and evaluation makes a collective, and the last rank leaves training after the others (it
+# logs the losses).
 
+import math
+import sys
+import time
 import types
 
 import pytest
 import yaml
 
 from recipes.bridge_entry import BridgeApi, CheckpointNotFinal, Deadline, run_bridge
+from recipes.run_spec import RunSpec
+from synthscale.errors import SynthscaleError
 from tests.recipes.helpers import invoke, paper_blend
+from tests.recipes.test_run_stages import free_port, join_rank, spawn_ranks
 
 
 def _namespace(value):
@@ -68,10 +81,28 @@ def _namespace(value):
     return value
 
 
+def _collective() -> None:
+    import torch
+
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(torch.ones(1))
+
+
+def _rank_and_size() -> tuple[int, int]:
+    import torch
+
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class FakeBridge:
-    def __init__(self, stop_at: int | None = None):
+    def __init__(self, now: list | None = None, minutes_per_step: float = 0.0, eval_losses: dict | None = None):
         self.calls: list[str] = []
-        self.stop_at = stop_at
+        self.exit_durations: list = []
+        self.now = now if now is not None else [0.0]
+        self.minutes_per_step = minutes_per_step
+        self.eval_losses = eval_losses or {}
 
     def api(self) -> BridgeApi:
         return BridgeApi(self.from_yaml, self.pretrain, object(), object)
@@ -82,28 +113,42 @@ class FakeBridge:
     def pretrain(self, cfg, forward_step, callbacks):
         checkpoints = Path(cfg.checkpoint.load)
         tracker = checkpoints / "latest_checkpointed_iteration.txt"
+        rank, size = _rank_and_size()
         if getattr(cfg.validation, "skip_train", False):
-            self.calls.append("eval:" + cfg.dataset.blend_per_split[2][0][0])
-            for cb in callbacks:
-                cb.on_test_end(types.SimpleNamespace(total_loss_dict={"lm loss": 2.5}))
+            domain = cfg.dataset.blend_per_split[2][0][0].rsplit("/", 1)[-1].removeprefix("eval_")
+            self.calls.append(f"eval:{domain}")
+            _collective()
+            if rank == size - 1:
+                for cb in callbacks:
+                    cb.on_test_end(types.SimpleNamespace(total_loss_dict={"lm loss": self.eval_losses.get(domain, 2.5)}))
             return
         start = int(tracker.read_text()) if tracker.is_file() else 0
-        end = cfg.train.train_iters
-        if getattr(cfg.train, "exit_duration_in_mins", None) is not None and self.stop_at:
-            end = min(end, self.stop_at)
-        self.calls.append(f"train:{start}-{end}")
+        limit = getattr(cfg.train, "exit_duration_in_mins", None)
+        self.exit_durations.append(limit)
+        began, exit_now = self.now[0], False
         state = types.SimpleNamespace(train_state=types.SimpleNamespace(step=start))
-        for step in range(start, end):
+        while state.train_state.step < cfg.train.train_iters and not exit_now:
+            _collective()
+            step = state.train_state.step
             for cb in callbacks:
-                cb.on_train_step_end(types.SimpleNamespace(state=state, loss_dict={"lm loss": 10.0 - step / end}))
+                cb.on_train_step_end(types.SimpleNamespace(state=state, loss_dict={"lm loss": 10.0 - step / 100}))
             state.train_state.step += 1  # after the callbacks, as Bridge does
-        (checkpoints / f"iter_{end:07d}").mkdir(parents=True, exist_ok=True)
-        tracker.write_text(str(end))
+            self.now[0] += self.minutes_per_step * 60
+            exit_now = bool(limit) and (self.now[0] - began) / 60 > limit
+        end = state.train_state.step
+        self.calls.append(f"train:{start}-{end}")
+        if rank == 0:
+            (checkpoints / f"iter_{end:07d}").mkdir(parents=True, exist_ok=True)
+            tracker.write_text(str(end))
+        if size > 1 and rank == size - 1:
+            time.sleep(0.5)
+        if exit_now:
+            sys.exit(0)
 
 
 @pytest.fixture()
 def bridge_run(workspace, tmp_path, monkeypatch):
-    for name in ("WORLD_SIZE", "RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+    for name in ("WORLD_SIZE", "RANK", "SLURM_PROCID", "SLURM_NTASKS", "SYNTHSCALE_JOB_START"):
         monkeypatch.delenv(name, raising=False)
     blend = paper_blend(tmp_path / "hq_33.yaml", tmp_path / "data", tokens=2 * 10**9)
     args = ["sweep", "--sizes", "100M", "--tokens", "200M", "--blends", str(blend), "--eval",
@@ -115,8 +160,17 @@ def bridge_run(workspace, tmp_path, monkeypatch):
     return run_dir
 
 
+@pytest.fixture()
+def fake_clock(monkeypatch):
+    """The test's clock, for the deadline and for the time the stages measure."""
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    return now
+
+
 def test_evaluation_refuses_without_the_final_checkpoint(bridge_run):
-    (bridge_run / "bridge" / "train_done.json").write_text('{"train_time_s": 1.0}')  # says trained, no checkpoint
+    train_done = bridge_run / "bridge" / "train_done.json"
+    train_done.write_text('{"train_time_s": 1.0, "loss_curve": [[1, 5.0]]}')  # says trained, no checkpoint
     fake = FakeBridge()
     with pytest.raises(CheckpointNotFinal, match="no checkpoint to evaluate"):
         run_bridge(bridge_run, api=fake.api())
@@ -133,32 +187,92 @@ def test_evaluation_refuses_without_the_final_checkpoint(bridge_run):
 def test_curve_steps_run_1_to_n_like_the_cpu_backend_and_results_are_written(bridge_run):
     fake = FakeBridge()
     record = run_bridge(bridge_run, api=fake.api())
-    assert fake.calls[0] == "train:0-190" and [c.split(":")[0] for c in fake.calls[1:]] == ["eval", "eval"]
+    assert fake.calls == ["train:0-190", "eval:wiki", "eval:news"]
     steps = [step for step, _ in record["train_loss_curve"]]
     assert steps == list(range(1, 191))  # Bridge's step counter is 0..189 when the callback fires
     assert set(record["eval"]) == {"wiki", "news"} and record["backend"] == "bridge"
     assert record["eval_windows"]["method"].startswith("megatron-core GPTDataset test split")
 
 
-def test_a_time_limit_stops_training_and_a_rerun_continues_to_the_end(bridge_run):
-    fake = FakeBridge(stop_at=20)
-    minutes = iter([0.0, 0.0, 0.0, 0.0])
-    deadline = Deadline(240, clock=lambda: next(minutes, 0.0) * 60)
+def test_training_gets_the_job_time_left_minus_the_margin_and_a_rerun_continues(bridge_run, fake_clock, monkeypatch):
+    # the job started 30 minutes before this process (queue to srun, container start, torchrun, imports)
+    monkeypatch.setenv("SYNTHSCALE_JOB_START", str(fake_clock[0] - 30 * 60))
+    fake = FakeBridge(now=fake_clock, minutes_per_step=1.0)
+    deadline = Deadline.for_job(240, clock=lambda: fake_clock[0])
     assert run_bridge(bridge_run, api=fake.api(), deadline=deadline) is None
-    train_yaml_exit = fake.calls == ["train:0-20"]  # stopped, checkpoint at 20: no evaluation started
-    assert train_yaml_exit and not (bridge_run / "bridge" / "train_done.json").exists()
-    assert not (bridge_run / "results.json").exists()
-    record = run_bridge(bridge_run, api=fake.api())  # the requeued job
-    assert fake.calls[1] == "train:20-190" and len(fake.calls) == 4
+    # 240 minutes - 30 gone - a 24-minute margin (10% of the limit): Bridge stops after step 187 (> 186 min)
+    assert fake.exit_durations == [240 - 30 - 24] and fake.calls == ["train:0-187"]
+    assert not (bridge_run / "bridge" / "train_done.json").exists() and not (bridge_run / "results.json").exists()
+    monkeypatch.setenv("SYNTHSCALE_JOB_START", str(fake_clock[0]))  # the requeued job
+    record = run_bridge(bridge_run, api=fake.api(), deadline=Deadline.for_job(240, clock=lambda: fake_clock[0]))
+    assert fake.calls[1:] == ["train:187-190", "eval:wiki", "eval:news"]
     assert [s for s, _ in record["train_loss_curve"]] == list(range(1, 191))
+
+
+def test_the_command_counts_the_deadline_from_the_job_start(bridge_run, monkeypatch):
+    from click.testing import CliRunner
+
+    from recipes import bridge_entry
+
+    fake = FakeBridge()
+    monkeypatch.setattr(bridge_entry, "load_bridge_api", fake.api)
+    monkeypatch.setenv("SYNTHSCALE_JOB_START", str(time.time() - 29.5 * 60))
+    result = CliRunner().invoke(bridge_entry.main, ["--run-dir", str(bridge_run), "--time-limit", "240"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert fake.exit_durations == [int(240 - 29.5 - 24)]  # limit - elapsed since the job started - margin
+
+
+def test_train_time_and_tokens_per_s_cover_every_segment(bridge_run, fake_clock):
+    fake = FakeBridge(now=fake_clock, minutes_per_step=2.0)
+    deadline = Deadline(240, clock=lambda: fake_clock[0])  # usable 216 minutes: 109 steps of 2 minutes
+    assert run_bridge(bridge_run, api=fake.api(), deadline=deadline) is None
+    assert fake.calls == ["train:0-109"]
+    record = run_bridge(bridge_run, api=fake.api(), deadline=Deadline(240, clock=lambda: fake_clock[0]))
+    assert fake.calls[1] == "train:109-190"
+    assert record["train_time_s"] == 190 * 2 * 60  # both segments, not the last one's 81 steps
+    assert record["tokens_per_s"] == record["D"] / (190 * 2 * 60)
+
+
+def test_a_nan_score_is_reported_with_its_domain_and_does_not_wedge_the_run(bridge_run):
+    from recipes.arrays import progress_stamp
+
+    def stamp() -> str:  # what the sbatch requeue trap compares before and after an attempt
+        env = {**os.environ, "SYNTHSCALE_ITEM": str(bridge_run)}
+        return subprocess.run(["sh", "-c", progress_stamp()], env=env, capture_output=True, text=True).stdout
+
+    with pytest.raises(SynthscaleError, match=r"domain 'news' \(loss=nan"):
+        run_bridge(bridge_run, api=FakeBridge(eval_losses={"news": math.nan}).api())
+    before = stamp()
+    fake = FakeBridge(eval_losses={"news": math.nan})
+    with pytest.raises(SynthscaleError, match="news"):
+        run_bridge(bridge_run, api=fake.api())
+    assert fake.calls == ["eval:news"] and stamp() == before  # scored again; no progress for the trap
+    fake = FakeBridge()
+    record = run_bridge(bridge_run, api=fake.api())
+    assert fake.calls == ["eval:news"] and record["eval"]["news"]["loss"] == 2.5
 
 
 def test_no_evaluation_starts_inside_the_time_margin(bridge_run):
     fake = FakeBridge()
     assert run_bridge(bridge_run, api=fake.api(), stage="train") is None  # trained, not evaluated
-    (bridge_run / "bridge" / "train_done.json").write_text('{"train_time_s": 1.0}')
     now = [0.0]
-    deadline = Deadline(60, margin_minutes=10, clock=lambda: now[0])
+    deadline = Deadline(60, 10, clock=lambda: now[0])
     now[0] = 55 * 60  # 5 minutes left, inside the 10-minute margin
     assert run_bridge(bridge_run, api=fake.api(), deadline=deadline) is None
     assert fake.calls == ["train:0-190"]
+
+
+def _two_rank_bridge(rank: int, run_dir: str, port: int) -> None:
+    join_rank(rank, 2, port)
+    run_bridge(run_dir, api=FakeBridge().api())
+    import torch
+
+    torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_agree_that_training_is_done_and_evaluate_together(bridge_run):
+    spawn_ranks(_two_rank_bridge, (str(bridge_run), free_port()))
+    record = json.loads((bridge_run / "results.json").read_text())
+    assert record["world_size"] == 2 and set(record["eval"]) == {"wiki", "news"}
+    assert RunSpec.load(bridge_run).plan.train_iters == record["train_loss_curve"][-1][0]
