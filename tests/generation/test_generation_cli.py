@@ -1,4 +1,4 @@
-"""The command line: help is fast and needs no engine; the shared conventions (-h, --debug, an example
+"""The command line: help needs no engine; the shared conventions (-h, --debug, an example
 in every help, exit 2 for usage and 1 for bad data, --json on stdout, --json-file, NAME=VALUE and
 counts); SIGTERM stops cleanly; merge."""
 
@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -21,8 +20,8 @@ from study.tiny_llama import sample_text
 from genhelpers import PYTHON, EchoBackend, free_port, read_outputs, subprocess_env, write_jsonl
 
 
-def test_help_is_fast_and_imports_no_engine():
-    code = ("import sys, time; t = time.time(); from generation.cli import main; "
+def test_help_imports_no_engine():
+    code = ("import sys; from generation.cli import main; "
             "assert not any(m.split('.')[0] in ('vllm', 'torch', 'transformers', 'httpx', 'numpy', 'yaml') "
             "for m in sys.modules), sorted(m for m in sys.modules if m.split('.')[0] in "
             "('vllm', 'torch', 'transformers', 'httpx', 'numpy', 'yaml'));"
@@ -33,11 +32,9 @@ def test_help_is_fast_and_imports_no_engine():
             "('vllm', 'torch', 'transformers', 'httpx'));"
             "assert not any(m.split('.')[0] in ('data_prep', 'recipes', 'analysis') for m in sys.modules)")
     subprocess.run([PYTHON, "-c", code], check=True, env=subprocess_env())
-    started = time.time()
     done = subprocess.run([PYTHON, "-m", "generation", "run", "--help"], capture_output=True, text=True,
                           env=subprocess_env())
     assert done.returncode == 0 and "--shard" in done.stdout and "data_prep tokenize" in done.stdout
-    assert time.time() - started < 10
 
 
 def test_every_command_has_h_debug_and_an_example():
@@ -176,8 +173,13 @@ def test_sigterm_stops_cleanly_and_the_rerun_finishes(tmp_path, tiny_tokenizer):
     assert manifest["interrupted"] and not manifest["complete"]
     first = read_outputs(tmp_path / "out")
     assert 0 < len(first) < 20  # what finished before the signal was committed
-    manifest = run(config, EchoBackend(tiny_tokenizer))
+    resumed = EchoBackend(tiny_tokenizer)
+    manifest = run(config, resumed)
     assert manifest["complete"] and manifest["counts"]["documents"] == 20
+    # the rerun asks the engine for exactly the documents the first run did not finish, each once
+    submitted = [json.loads(r.key)[0] for r in resumed.submitted]
+    assert len(submitted) == len(set(submitted))
+    assert set(submitted) == {f"d{i}" for i in range(20)} - {r["source_id"] for r in first}
     ids = [r["id"] for r in read_outputs(tmp_path / "out")]
     assert len(ids) == len(set(ids)) == 20
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"]

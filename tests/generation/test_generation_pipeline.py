@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,15 @@ def config(tmp_path, recipe="hq", out="out", **kw):
 
 def keys_of(records):
     return [(r["source_id"], r["chunk"], r["recipe"], r.get("chapter")) for r in records]
+
+
+def committed_keys(out_dir) -> set[str]:
+    """The keys the commit logs on disk record as done: what a resumed run must not submit again."""
+    keys = set()
+    for log in Path(out_dir).glob("state/*/commits.jsonl"):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            keys.update(key for key, _status in json.loads(line)["status"])
+    return keys
 
 
 def test_hq_end_to_end_with_chunking(tmp_path, tiny_tokenizer):
@@ -99,7 +109,13 @@ def test_crash_and_resume_neither_loses_nor_duplicates(tmp_path, tiny_tokenizer,
             run(config(tmp_path, recipe=recipe, out="killed"), EchoBackend(tiny_tokenizer, crash_after_polls=crash_after))
         partial = [r["id"] for r in read_outputs(tmp_path / "killed")]
         assert len(partial) == len(set(partial)) and len(partial) < len(expected)
-    manifest = run(config(tmp_path, recipe=recipe, out="killed"), EchoBackend(tiny_tokenizer))
+    every_key = {r.key for r in backend.submitted}
+    committed = committed_keys(tmp_path / "killed")
+    assert committed and committed < every_key  # the crashes came after some commits, before the end
+    resumed = EchoBackend(tiny_tokenizer)
+    manifest = run(config(tmp_path, recipe=recipe, out="killed"), resumed)
+    submitted = [r.key for r in resumed.submitted]  # the resumed run redoes exactly what was not committed
+    assert len(submitted) == len(set(submitted)) and set(submitted) == every_key - committed
     got = [(r["id"], r["text"]) for r in read_outputs(tmp_path / "killed")]
     assert len(got) == len(set(got)) and set(got) == expected
     assert manifest["counts"]["documents"] == reference["counts"]["documents"] == len(expected)

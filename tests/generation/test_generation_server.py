@@ -121,12 +121,10 @@ def test_retries_backoff_timeouts_and_errors(tmp_path, flaky_server, tiny_model)
     docs = {"ok1": "OK first", "ok2": "OK second", "twice": "TWICE503 x", "always": "ALWAYS500 x",
             "bad": "BAD400 x", "slow": "SLOW x"}
     write_jsonl(tmp_path / "in.jsonl", [{"id": k, "text": v} for k, v in docs.items()])
-    started = time.monotonic()
     manifest = run(RunConfig(
         recipe="hq", inputs=[str(tmp_path / "in.jsonl")], output=str(tmp_path / "out"), model="flaky",
         backend="openai", base_url=url, tokenizer=str(tiny_model), concurrency=3, timeout=0.5, retries=2,
         backoff=0.05, quiet=True, filters={"max_target_factor": 0}))
-    elapsed = time.monotonic() - started
     out = read_outputs(tmp_path / "out")
     assert sorted(r["source_id"] for r in out) == ["ok1", "ok2", "twice"]
     assert all(r["text"] == " ".join(["river"] * 60) for r in out)  # preamble stripped
@@ -137,7 +135,6 @@ def test_retries_backoff_timeouts_and_errors(tmp_path, flaky_server, tiny_model)
     assert failures["bad"]["attempts"] == 1 and not failures["bad"]["retryable"]
     assert "maximum context length" in failures["bad"]["detail"]
     assert attempts["TWICE503 x"] == 3 and attempts["ALWAYS500 x"] == 3 and attempts["BAD400 x"] == 1
-    assert elapsed < 20
     # the transient failures can be retried later; the 400 is not
     manifest = run(RunConfig(
         recipe="hq", inputs=[str(tmp_path / "in.jsonl")], output=str(tmp_path / "out"), model="flaky",
