@@ -97,7 +97,7 @@ def build(run, args: list[str], output: Path, count: int, shards: list[int], set
     setup = "\n".join([slurm.item_lines(list_file),
                        slurm.requeue_lines(complete_test(output, count), progress_stamp(output, count),
                                            settings.max_requeues)])
-    executor = slurm.slurm_executor(run, settings, folder / "nemo_run" / "slurm", gpus_per_node=gpus or None,
+    executor = slurm.slurm_executor(run, settings, gpus_per_node=gpus or None,
                                     array=slurm.array_spec(len(shards), settings.array_parallelism),
                                     setup_lines=setup, env={"VLLM_WORKER_MULTIPROC_METHOD": "spawn"})
     task = run.Script(inline=task_command(args, output, count))
@@ -115,7 +115,8 @@ def build(run, args: list[str], output: Path, count: int, shards: list[int], set
 @click.option("--slurm-time", default=slurm.DEFAULT_TIME, show_default=True)
 @click.option("--slurm-max-requeues", type=click.IntRange(min=0), default=slurm.DEFAULT_MAX_REQUEUES, show_default=True)
 @click.option("--slurm-array-parallelism", type=click.IntRange(min=1), default=None, help="At most N tasks at once.")
-@click.option("--container-image", default=DEFAULT_IMAGE, show_default=True, help="containers/Dockerfile.vllm")
+@click.option("--container-image", default=None,
+              help=f"e.g. {DEFAULT_IMAGE} (containers/Dockerfile.vllm) [default: none: tasks run in this Python environment].")
 @click.option("--mount", "mounts", multiple=True, metavar="SRC:DST", help="Extra container mount (repeat).")
 @click.option("--dry-run", is_flag=True, help="Write and print the sbatch script; submit nothing.")
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
@@ -151,10 +152,10 @@ def submit_command(shards, output, executor, gpus_per_task, slurm_account, slurm
     except SynthscaleError as exc:  # a missing --slurm-account, a malformed --slurm-time
         raise click.UsageError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
-    run = slurm.import_nemo_run(out.resolve() / "_slurm" / "nemo_run")
+    run = slurm.import_nemo_run(out.resolve() / "_slurm" / slurm.NEMO_RUN_DIR)
     folder, slurm_executor, task = build(run, args, out, shards, pending, settings, gpus_per_task)
     name = f"generation-{out.resolve().name}"
-    script = slurm.render_script(run, slurm_executor, task, name, folder / "nemo_run" / "dryrun")
+    script = slurm.render_script(run, slurm_executor, task, name, folder / slurm.NEMO_RUN_DIR / "dryrun")
     write_text_atomic(folder / "sbatch.sh", script)
     click.echo(f"{len(pending)} of {shards} shards to run ({shards - len(pending)} complete): {folder / 'sbatch.sh'}")
     if dry_run:

@@ -12,7 +12,7 @@ pipeline parallel sizes, and the time limit. Each group becomes one array in
     requeued with `scontrol requeue $SLURM_JOB_ID`, up to `--slurm-max-requeues` times; the
     Bridge task stops itself before the time limit (`--time-limit`), saving a checkpoint, so a
     multi-day run continues job after job until results.json exists;
-  - `nemo_run/`: NeMo-Run's home and job folder (logs).
+  - `nemorun/`: NeMo-Run's home; its `experiments/` holds the job folder (scripts, logs).
 
 Rerunning the sweep leaves complete runs out, and runs of an array it submitted that Slurm still
 lists (`squeue`: queued, running or requeued; the array's job name is in `submitted.json`), and
@@ -109,12 +109,12 @@ def _executor_and_task(run, group: ArrayGroup, runs: list, settings: ExecutorSet
     array = slurm.array_spec(len(runs), sset.array_parallelism)
     if group.backend == "bridge":
         executor = slurm.slurm_executor(
-            run, sset, folder / "nemo_run" / "slurm", nodes=group.nodes, ntasks_per_node=group.gpus_per_node,
+            run, sset, nodes=group.nodes, ntasks_per_node=group.gpus_per_node,
             gpus_per_node=group.gpus_per_node, launcher="torchrun", array=array, setup_lines=setup)
         task = run.Script(path="recipes.bridge_entry", m=True, entrypoint="python",
                           args=["--run-list", str(list_file), "--time-limit", str(sset.minutes)])
     else:
-        executor = slurm.slurm_executor(run, sset, folder / "nemo_run" / "slurm", array=array, setup_lines=setup)
+        executor = slurm.slurm_executor(run, sset, array=array, setup_lines=setup)
         task = run.Script(inline='exec python -m recipes.cli train --no-progress "$SYNTHSCALE_ITEM"')
     return executor, task
 
@@ -124,9 +124,9 @@ def prepare_array(group: ArrayGroup, runs: list, settings: ExecutorSettings, run
     folder = array_dir(runs_dir, group, runs)
     folder.mkdir(parents=True, exist_ok=True)
     slurm.write_item_list(folder / RUN_LIST, [str(r.run_dir) for r in runs])
-    run = slurm.import_nemo_run(folder / "nemo_run")
+    run = slurm.import_nemo_run(folder / slurm.NEMO_RUN_DIR)
     executor, task = _executor_and_task(run, group, runs, settings, folder)
-    script = slurm.render_script(run, executor, task, folder.name, folder / "nemo_run" / "dryrun")
+    script = slurm.render_script(run, executor, task, folder.name, folder / slurm.NEMO_RUN_DIR / "dryrun")
     write_text_atomic(folder / SCRIPT, script)
     return folder, script
 
@@ -134,7 +134,7 @@ def prepare_array(group: ArrayGroup, runs: list, settings: ExecutorSettings, run
 def submit_array(group: ArrayGroup, runs: list, settings: ExecutorSettings, runs_dir: Path) -> Path:
     """Submit the group's array through NeMo-Run (sbatch); returns the array folder."""
     folder, script = prepare_array(group, runs, settings, runs_dir)
-    run = slurm.import_nemo_run(folder / "nemo_run")
+    run = slurm.import_nemo_run(folder / slurm.NEMO_RUN_DIR)
     executor, task = _executor_and_task(run, group, runs, settings, folder)
     slurm.submit(run, executor, task, folder.name)
     mark_submitted(folder, script)

@@ -99,7 +99,7 @@ def shapes(as_json, json_file):
 @click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--tensor-parallel", type=click.IntRange(min=1), default=None, help="TP size [default: per shape].")
 @click.option("--pipeline-parallel", type=click.IntRange(min=1), default=None, help="PP size [default: per shape; 3B uses 2].")
-@click.option("--container-image", default=None, help="Image with synthscale on the NeMo container (containers/Dockerfile) [default: synthscale-nemo:26.08].")
+@click.option("--container-image", default=None, help="Image with synthscale on the NeMo container (containers/Dockerfile) [default: Slurm tasks run in this Python environment, as on a cluster with a shared venv; docker: synthscale-nemo:26.08].")
 @click.option("--slurm-account", default=None)
 @click.option("--slurm-partition", default=None)
 @click.option("--slurm-time", type=SLURM_TIME, default="04:00:00", show_default=True, help="Time limit per job; a run longer than this continues in requeued jobs.")
@@ -147,7 +147,7 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
     Example, a config file with one value changed, printed before it runs:
       recipes sweep --config recipes/examples/sweep.paper.yaml --set training.peak_lr=1e-3 --print-config
     """
-    from recipes.launchers import DEFAULT_CONTAINER, ExecutorSettings
+    from recipes.launchers import ExecutorSettings
     from recipes.recipe import get_recipe
     from recipes.run_spec import parse_eval_domains
     from recipes.sweep import SweepRequest, execute_sweep, sweep_summary
@@ -163,7 +163,7 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
         kind=executor,
         num_nodes=nodes,
         gpus_per_node=gpus_per_node,
-        container_image=container_image or DEFAULT_CONTAINER,
+        container_image=container_image,
         slurm_account=slurm_account,
         slurm_partition=slurm_partition,
         slurm_time=slurm_time,

@@ -11,13 +11,22 @@ batches with the loss averaged over every token of the global batch.
 Checkpoints (`checkpoints/latest.pt`, replaced atomically every `checkpoint_interval` steps
 and at the end) hold the model, optimizer, scheduler, step, loss curve, elapsed time and the
 RNG states: a killed run started again continues from the last one to the same result.
+
+SIGTERM (what Slurm sends before a job's time limit with `--signal=TERM@N`, at the limit, on
+preemption and on `scancel --signal=TERM`) and SIGUSR1 stop training cleanly: the step under way
+finishes, a checkpoint is saved and `TrainingStopped` is raised (exit 1 from `recipes train`), so
+the job's requeue trap sees progress and the next job resumes. `train_time_s` in the checkpoint
+is the sum over every segment of the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +44,30 @@ from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import atomic_paths
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class TrainingStopped(SynthscaleError):
+    """Training stopped on a signal after saving a checkpoint; running the run again resumes it."""
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: "CpuTrainer"):
+    """While training, SIGTERM/SIGUSR1 ask `trainer` to stop at the end of its step (in the main
+    thread only: elsewhere Python cannot install handlers, and the default action stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        trainer.stop_signal = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _rng_state() -> dict:
@@ -90,6 +123,7 @@ class CpuTrainer:
         self.loss_curve: list[list] = []
         self.train_time_s = 0.0
         self.dataset = None
+        self.stop_signal: str | None = None  # set by stop_on_signals: stop after the step under way
 
     # --- state ---------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -180,8 +214,11 @@ class CpuTrainer:
                 self.loss_curve.append([self.step, loss])
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
-                if self.step % self.checkpoint_interval == 0 or self.step == total:
+                if self.step % self.checkpoint_interval == 0 or self.step == total or self.stop_signal:
                     save_checkpoint(self.run_dir, self.state_dict())
+                if self.stop_signal and self.step < total:
+                    raise TrainingStopped(f"run {self.spec.run_id}: {self.stop_signal} at step {self.step} of {total}; "
+                                          f"checkpoint saved, run it again to resume")
         finally:
             bar.close()
 
@@ -214,7 +251,8 @@ def run_cpu(
     trainer = CpuTrainer(run_dir, checkpoint_interval=checkpoint_interval)
     trainer.resume()
     earlier_train_time = trainer.train_time_s  # sessions before a kill count by their training time
-    trainer.train(progress=progress)
+    with stop_on_signals(trainer):
+        trainer.train(progress=progress)
     per_domain = trainer.evaluate()
     record = build_result(
         trainer.spec,

@@ -41,7 +41,7 @@ class ExecutorSettings:
     kind: str = "local"
     num_nodes: int = 1
     gpus_per_node: int = 8
-    container_image: str = DEFAULT_CONTAINER
+    container_image: str | None = None  # None: Slurm tasks run in the submitting Python environment
     slurm_account: str | None = None
     slurm_partition: str | None = None
     slurm_time: str = slurm.DEFAULT_TIME
@@ -111,7 +111,7 @@ def build_executor(run, settings: ExecutorSettings, spec: RunSpec, mounts: list[
     if settings.kind != "docker":
         raise ValueError(f"executor {settings.kind}: Slurm runs go in job arrays (recipes.arrays)")
     return run.DockerExecutor(
-        container_image=settings.container_image,
+        container_image=settings.container_image or DEFAULT_CONTAINER,
         num_gpus=gpus if gpus else None,
         runtime="nvidia" if gpus else None,
         ntasks_per_node=gpus or 1,

@@ -29,6 +29,7 @@ import io
 import os
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,10 @@ from synthscale.files import write_text_atomic
 
 DEFAULT_TIME = "04:00:00"
 DEFAULT_MAX_REQUEUES = 50
+# NeMo-Run's home in an array folder. Not "nemo_run": without a container NeMo-Run 0.11 rewrites every
+# "/nemo_run" of the sbatch script (its in-container job folder) into the job folder, paths included.
+NEMO_RUN_DIR = "nemorun"
+DEFAULT_SIGNAL_MARGIN_S = 120  # SIGTERM this long before the time limit (Slurm may send it up to 60 s early)
 
 
 def import_nemo_run(home: str | Path):
@@ -83,6 +88,7 @@ class SlurmSettings:
     max_requeues: int = DEFAULT_MAX_REQUEUES
     array_parallelism: int | None = None  # at most this many tasks of an array at once (`%N`)
     env: dict = field(default_factory=dict)
+    signal_margin_s: int = DEFAULT_SIGNAL_MARGIN_S
 
     def __post_init__(self) -> None:
         if not self.account:
@@ -92,6 +98,8 @@ class SlurmSettings:
             raise SynthscaleError(f"max_requeues must be >= 0, got {self.max_requeues}")
         if self.array_parallelism is not None and self.array_parallelism < 1:
             raise SynthscaleError(f"array parallelism must be >= 1, got {self.array_parallelism}")
+        if not 0 < self.signal_margin_s < 65536:
+            raise SynthscaleError(f"signal margin must be 1..65535 s, got {self.signal_margin_s}")
 
     @property
     def minutes(self) -> int:
@@ -169,35 +177,78 @@ def item_lines(list_file: str | Path, var: str = "SYNTHSCALE_ITEM") -> str:
     )
 
 
-def requeue_lines(complete_test: str, progress_stamp: str, max_requeues: int, var: str = "SYNTHSCALE_ITEM") -> str:
+def job_start_lines() -> str:
+    """Shell that exports SYNTHSCALE_JOB_START (epoch seconds): when this job started, for deadlines
+    that must count srun, container start, torchrun and imports. Slurm's own value where it exports
+    one (SLURM_JOB_START_TIME, Slurm >= 23.02), else the batch shell's start (now minus its age)."""
+    return ('synthscale_age=$(ps -o etimes= -p $$ 2>/dev/null | tr -d " ")\n'
+            'export SYNTHSCALE_JOB_START=${SLURM_JOB_START_TIME:-$(( $(date +%s) - ${synthscale_age:-0} ))}')
+
+
+def requeue_lines(complete_test: str, progress_stamp: str, max_requeues: int, var: str = "SYNTHSCALE_ITEM",
+                  report_file: str | None = None) -> str:
     """Shell (for the executor's setup_lines) that requeues this array task at exit while its item
     is incomplete and made progress. `complete_test` is a shell test of the item (`$var`);
-    `progress_stamp` prints something that changes when the item makes progress."""
+    `progress_stamp` prints something that changes when the item makes progress.
+
+    A failed `scontrol requeue` (a job that is not requeueable, a controller that is down) is an
+    error: the task says so on stderr and exits 3, never ends as if requeued. When the task ends
+    with its item incomplete and not requeued, `report_file` (a shell word, e.g.
+    `"$SYNTHSCALE_ITEM/slurm-stopped.txt"`) gets why and the end of the task's srun log, for the
+    rerun to show; it is removed when an attempt starts."""
+    report = report_file or "/dev/null"
     return f"""\
 # synthscale: requeue this task until its item is complete, while it makes progress
 synthscale_stamp() {{ {progress_stamp} ; }}
 synthscale_stamp_before=$(synthscale_stamp)
+rm -f {report} 2>/dev/null
+synthscale_stopped() {{
+    echo "synthscale: $1"
+    synthscale_out=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/.* StdOut=\\([^ ]*\\).*/\\1/p')
+    synthscale_log=$(ls -t "${{synthscale_out%/*}}"/log-*_"${{SLURM_JOB_ID}}"_*.out 2>/dev/null | head -n 1)
+    {{ echo "job ${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}_${{SLURM_ARRAY_TASK_ID:-0}} (job id $SLURM_JOB_ID, restart ${{SLURM_RESTART_COUNT:-0}}) at $(date -u +%FT%TZ): $1"
+      echo "log: ${{synthscale_log:-$synthscale_out}}"; tail -n 25 "${{synthscale_log:-$synthscale_out}}" 2>/dev/null; }} > {report} || true
+}}
 synthscale_requeue() {{
     synthscale_status=$?
     if {complete_test}; then echo "synthscale: ${var} complete"; return 0; fi
     if [ "$(synthscale_stamp)" = "$synthscale_stamp_before" ]; then
-        echo "synthscale: ${var} incomplete and made no progress in this attempt (exit $synthscale_status): not requeued"
+        synthscale_stopped "${var} incomplete and made no progress in this attempt (exit $synthscale_status): not requeued"
         return 0
     fi
     if [ "${{SLURM_RESTART_COUNT:-0}}" -ge {int(max_requeues)} ]; then
-        echo "synthscale: ${var} incomplete after {int(max_requeues)} requeues: not requeued"
+        synthscale_stopped "${var} incomplete after {int(max_requeues)} requeues: not requeued"
         return 0
     fi
     echo "synthscale: ${var} incomplete, progress made: requeue $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+    if scontrol requeue "$SLURM_JOB_ID"; then return 0; fi
+    synthscale_stopped "ERROR: scontrol requeue $SLURM_JOB_ID failed: ${var} stays incomplete; rerun the submitting command"
+    echo "synthscale: ERROR: scontrol requeue $SLURM_JOB_ID failed (see above): ${var} was NOT requeued" >&2
+    exit 3
 }}
 trap synthscale_requeue EXIT"""
 
 
-def slurm_executor(run, settings: SlurmSettings, job_dir: str | Path, *, nodes: int = 1, ntasks_per_node: int = 1,
+def slurm_executor(run, settings: SlurmSettings, *, nodes: int = 1, ntasks_per_node: int = 1,
                    gpus_per_node: int | None = None, launcher: str | None = None, array: str | None = None,
                    setup_lines: str | None = None, env: dict | None = None, time: str | None = None):
-    """A NeMo-Run SlurmExecutor; NeMo-Run's job folder (scripts, logs) under `job_dir`."""
+    """A NeMo-Run SlurmExecutor. Its job folder (sbatch script, task scripts, logs) is the one NeMo-Run
+    writes, NEMORUN_HOME/experiments/<title>/<id>/ (see import_nemo_run): the local tunnel copies
+    nothing, so `sbatch` must find the script there.
+
+    The script is requeueable by itself (`#SBATCH --requeue`, not only through NeMo-Run's sbatch
+    command line), appends to its logs across requeues, gets SIGTERM `signal_margin_s` (at most half
+    the limit) before its time limit (`--signal=TERM@N`: the task's steps save and stop; the trap requeues), and exports
+    SYNTHSCALE_JOB_START first. Without a container image the tasks run in the submitting Python
+    environment: its bin folder (python, torchrun, the stage commands) leads PATH."""
+    environment = {"PYTHONUNBUFFERED": "1", **settings.env, **(env or {})}
+    if settings.container_image is None:
+        environment["PATH"] = f"{shlex.quote(str(Path(sys.executable).parent))}:$PATH"
+        for text in (os.environ.get("NEMORUN_HOME", ""), setup_lines or "", *environment.values()):
+            if "/nemo_run" in text:  # NeMo-Run would rewrite it (NEMO_RUN_DIR)
+                path = next(word for word in re.split(r"[\s'\"=:]+", text) if "/nemo_run" in word)
+                raise SynthscaleError(f"{path}: without --container-image NeMo-Run rewrites '/nemo_run' in the "
+                                      "sbatch script's paths; use a folder whose path does not contain it")
     return run.SlurmExecutor(
         account=settings.account,
         partition=settings.partition,
@@ -206,13 +257,16 @@ def slurm_executor(run, settings: SlurmSettings, job_dir: str | Path, *, nodes: 
         gpus_per_node=gpus_per_node,
         time=time or settings.time,
         container_image=settings.container_image,
-        container_mounts=list(settings.mounts),
-        tunnel=run.LocalTunnel(job_dir=str(Path(job_dir).resolve())),
-        packager=run.Packager(),  # synthscale is installed in the image: nothing to package
+        container_mounts=list(settings.mounts) if settings.container_image else [],
+        tunnel=run.LocalTunnel(job_dir=""),  # "": NEMORUN_HOME/experiments, where NeMo-Run writes the job
+        packager=run.Packager(),  # synthscale is installed (image or submitting environment): nothing to package
         launcher=launcher,
         array=array,
-        setup_lines=setup_lines,
-        env_vars={"PYTHONUNBUFFERED": "1", **settings.env, **(env or {})},
+        signal=f"TERM@{min(settings.signal_margin_s, time_minutes(time or settings.time) * 30)}",  # <= half the limit
+        open_mode="append",
+        additional_parameters={"requeue": True},
+        setup_lines="\n".join(filter(None, [job_start_lines(), setup_lines])),
+        env_vars=environment,
     )
 
 

@@ -32,7 +32,7 @@ def _complete(out: Path, index: int) -> None:
 
 
 def test_dry_run_prints_the_array_script(tmp_path):
-    output = _submit(tmp_path, "--slurm-time", "08:00:00")
+    output = _submit(tmp_path, "--slurm-time", "08:00:00", "--container-image", "synthscale-vllm:latest")
     folder = tmp_path / "out" / "_slurm"
     script = (folder / "sbatch.sh").read_text()
     assert script in output
@@ -45,6 +45,14 @@ def test_dry_run_prints_the_array_script(tmp_path):
     (task,) = [p for p in folder.rglob("scripts/*.sh")]
     assert f'--output {tmp_path / "out"} --no-progress --shard "$SYNTHSCALE_ITEM/4"' in task.read_text()
     assert "generation run --recipe hq" in task.read_text()
+
+
+def test_without_an_image_tasks_run_in_this_python_environment(tmp_path):
+    import sys
+
+    script = _submit(tmp_path)
+    assert "--container-image" not in script and "--container-mounts" not in script
+    assert f"export PATH={Path(sys.executable).parent}:$PATH" in script  # `generation run` of this venv
 
 
 def test_a_served_endpoint_needs_no_gpu(tmp_path):

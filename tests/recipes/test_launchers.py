@@ -62,7 +62,7 @@ def test_slurm_dry_run_prints_the_array_sbatch_script(workspace, paper_blend_fil
     assert "--nnodes 2 --nproc-per-node 8 --node-rank $SLURM_NODEID" in script
     assert f"-m recipes.bridge_entry --run-list {array / 'runs.txt'} --time-limit 720" in script
     assert (array / "runs.txt").read_text() == f"{run_dir}\n"
-    assert str(array / "nemo_run" / "slurm") in script  # NeMo-Run's job folder in the array folder
+    assert str(array / "nemorun" / "experiments") in script  # NeMo-Run's job folder in the array folder
     assert "trap synthscale_requeue EXIT" in script
 
 
