@@ -1,11 +1,12 @@
 """A sweep on Slurm: one NeMo-Run job array per group of runs with the same resources.
 
-Runs are grouped by what their job asks Slurm for: backend, nodes, GPUs per node, tensor and
-pipeline parallel sizes, and the time limit. Each group becomes one array in
-`RUNS/_arrays/<group>-<hash>/`:
+Runs are grouped by what their job asks Slurm for: backend, nodes, ranks per node and whether
+they are GPUs or CPU processes, tensor and pipeline parallel sizes, and the time limit. Each group
+becomes one array in `RUNS/_arrays/<group>-<hash>/`:
 
-  - `runs.txt`: the runs not yet complete (no results.json), one run folder a line; array task
-    i trains line i + 1 (`bridge_entry --run-list`, or the CPU trainer on `$SYNTHSCALE_ITEM`);
+  - `runs.txt`: the runs to launch (not complete, or complete but to be scored again), one run
+    folder a line; array task i runs line i + 1 (`bridge_entry --run-list`, `recipes.megatron.entry
+    --run-list` under srun + torchrun, or the CPU trainer on `$SYNTHSCALE_ITEM`);
   - `sbatch.sh`: the script NeMo-Run renders (what `--dry-run` prints), with the requeue trap of
     synthscale.slurm: after the task's command, a run that is not complete but progressed (its
     checkpoint tracker, CPU checkpoint, train-done marker or per-domain scores changed) is
@@ -14,9 +15,11 @@ pipeline parallel sizes, and the time limit. Each group becomes one array in
     multi-day run continues job after job until results.json exists;
   - `nemorun/`: NeMo-Run's home; its `experiments/` holds the job folder (scripts, logs).
 
-Rerunning the sweep leaves complete runs out, and runs of an array it submitted that Slurm still
-lists (`squeue`: queued, running or requeued; the array's job name is in `submitted.json`), and
-puts every other run (failed, stopped without progress, never started) in a new array.
+Rerunning the sweep leaves complete runs out, and runs whose array TASK Slurm still lists
+(`squeue --array`: queued, running or requeued; the array's job name is in `submitted.json`, task
+i is line i + 1 of its runs.txt), and puts every other run (failed, stopped without progress,
+never started) in a new array. When squeue cannot say (missing, failing), `active_runs` raises
+`QueueUnavailable`: the sweep then submits nothing (recipes.rerun).
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import hashlib
 import json
 import re
 import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipes.launchers import ExecutorSettings, fold_mounts
+from recipes.launchers import ExecutorSettings, fold_mounts, rank_device
+from recipes.run_spec import LAYOUT_BACKENDS
 from synthscale import slurm
 from synthscale.files import write_text_atomic
 
@@ -39,42 +42,46 @@ SCRIPT = "sbatch.sh"
 SUBMITTED = "submitted.json"
 # Files whose content changes when a run makes progress (what the requeue trap compares).
 PROGRESS_FILES = ("checkpoints/latest_checkpointed_iteration.txt", "checkpoints/latest.pt",
-                  "bridge/train_done.json", "bridge/eval_scores.json", "results.json")
+                  "bridge/train_done.json", "bridge/eval_scores.json", "megatron/train_done.json",
+                  "megatron/eval_scores.json", "results.json")
 
 
 @dataclass(frozen=True)
 class ArrayGroup:
     backend: str
     nodes: int
-    gpus_per_node: int
+    gpus_per_node: int  # ranks per node (GPUs, or CPU processes when device is "cpu"); 0: the CPU trainer
     tensor_parallel: int
     pipeline_parallel: int
     time: str
+    device: str = "gpu"  # "gpu": one rank per GPU; "cpu": ranks are CPU processes (megatron's CPU shapes)
 
     @property
     def label(self) -> str:
-        return (f"{self.backend}-n{self.nodes}x{self.gpus_per_node}-tp{self.tensor_parallel}-"
+        ranks = f"{self.gpus_per_node}{'cpu' if self.device == 'cpu' else ''}"
+        return (f"{self.backend}-n{self.nodes}x{ranks}-tp{self.tensor_parallel}-"
                 f"pp{self.pipeline_parallel}-t{self.time.replace(':', '')}")
 
 
 def group_of(planned, settings: ExecutorSettings) -> ArrayGroup:
     layout = planned.spec.layout or {}
-    bridge = planned.spec.backend == "bridge"
+    ranked = planned.spec.backend in LAYOUT_BACKENDS
     return ArrayGroup(
         backend=planned.spec.backend,
-        nodes=layout.get("num_nodes", settings.num_nodes) if bridge else 1,
-        gpus_per_node=layout.get("gpus_per_node", settings.gpus_per_node) if bridge else 0,
+        nodes=layout["num_nodes"] if ranked else 1,
+        gpus_per_node=layout["gpus_per_node"] if ranked else 0,
         tensor_parallel=layout.get("tensor_parallel", 1),
         pipeline_parallel=layout.get("pipeline_parallel", 1),
         time=settings.slurm_time,
+        device=rank_device(planned.spec),
     )
 
 
 def group_pending(planned: list, settings: ExecutorSettings) -> dict[ArrayGroup, list]:
-    """{group: runs not complete}, in plan order; complete runs are left out."""
+    """{group: runs to launch}, in plan order; complete and queued runs are left out."""
     groups: dict[ArrayGroup, list] = {}
     for item in planned:
-        if not item.complete:
+        if item.launches:
             groups.setdefault(group_of(item, settings), []).append(item)
     return groups
 
@@ -107,11 +114,15 @@ def _executor_and_task(run, group: ArrayGroup, runs: list, settings: ExecutorSet
         slurm.requeue_lines('[ -f "$SYNTHSCALE_ITEM/results.json" ]', progress_stamp(), sset.max_requeues),
     ])
     array = slurm.array_spec(len(runs), sset.array_parallelism)
-    if group.backend == "bridge":
+    if group.backend in LAYOUT_BACKENDS:  # srun (one task a node) + torchrun (a rank per GPU or CPU process)
+        gpus = group.gpus_per_node if group.device == "gpu" else None
         executor = slurm.slurm_executor(
             run, sset, nodes=group.nodes, ntasks_per_node=group.gpus_per_node,
-            gpus_per_node=group.gpus_per_node, launcher="torchrun", array=array, setup_lines=setup)
-        task = run.Script(path="recipes.bridge_entry", m=True, entrypoint="python",
+            gpus_per_node=gpus, launcher="torchrun", array=array, setup_lines=setup)
+        if gpus is None:
+            executor.cpus_per_task = group.gpus_per_node  # torchrun's ranks share the node's one srun task
+        entry = "recipes.bridge_entry" if group.backend == "bridge" else "recipes.megatron.entry"
+        task = run.Script(path=entry, m=True, entrypoint="python",
                           args=["--run-list", str(list_file), "--time-limit", str(sset.minutes)])
     else:
         executor = slurm.slurm_executor(run, sset, array=array, setup_lines=setup)
@@ -149,27 +160,29 @@ def mark_submitted(folder: Path, script: str) -> None:
     write_text_atomic(folder / SUBMITTED, json.dumps({"job_name": match.group(1)}) + "\n")
 
 
-def active_runs(runs_dir: Path) -> tuple[dict[str, str], str | None]:
-    """({run folder: array folder} for runs of submitted arrays Slurm still lists, a warning or None).
-
-    Without `squeue` (not a Slurm machine) nothing counts as active, and the warning says so."""
-    active: dict[str, str] = {}
+def submitted_arrays(runs_dir: Path) -> dict[str, Path]:
+    """{job name: array folder} of the arrays a sweep into runs_dir submitted."""
+    arrays = {}
     for marker in sorted((Path(runs_dir) / ARRAYS_DIR).glob(f"*/{SUBMITTED}")):
-        name = json.loads(marker.read_text())["job_name"]
-        try:
-            listed = subprocess.run(["squeue", "--noheader", "--format=%j", "--name", name],
-                                    capture_output=True, text=True, timeout=60)
-        except FileNotFoundError:
-            return {}, "squeue not found: runs of arrays submitted before cannot be checked and are submitted again"
-        if listed.returncode != 0:
-            return {}, f"squeue failed ({listed.stderr.strip()[:200]}): runs of arrays submitted before are submitted again"
-        if name in listed.stdout.split():
-            for line in filter(None, (marker.parent / RUN_LIST).read_text().splitlines()):
-                active[line] = marker.parent.name
-    return active, None
+        arrays[json.loads(marker.read_text())["job_name"]] = marker.parent
+    return arrays
+
+
+def active_runs(runs_dir: Path) -> dict[str, str]:
+    """{run folder: "ARRAY task N"} for the runs whose task of a submitted array Slurm still lists
+    (queued, running or requeued), per task: the other tasks' runs of that array are not active.
+    Raises slurm.QueueUnavailable when arrays were submitted and squeue cannot tell."""
+    arrays = submitted_arrays(runs_dir)
+    active: dict[str, str] = {}
+    for name, task in sorted(slurm.active_array_tasks(sorted(arrays))):
+        lines = [line for line in (arrays[name] / RUN_LIST).read_text().splitlines() if line]
+        if 0 <= task < len(lines):
+            active[lines[task]] = f"{arrays[name].name} task {task}"
+    return active
 
 
 def describe(group: ArrayGroup, runs: list, folder: Path) -> str:
-    return (f"array {folder.name}: {len(runs)} runs ({group.nodes} nodes x {group.gpus_per_node} GPUs, "
+    ranks = "GPUs" if group.device == "gpu" else "CPU ranks" if group.gpus_per_node else "CPU process"
+    return (f"array {folder.name}: {len(runs)} runs ({group.nodes} nodes x {group.gpus_per_node or 1} {ranks}, "
             f"TP {group.tensor_parallel}, PP {group.pipeline_parallel}, time {group.time}); "
             f"run list {shlex.quote(str(folder / RUN_LIST))}")

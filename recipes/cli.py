@@ -6,7 +6,7 @@ import warnings
 
 import click
 
-from recipes.sweep_config import SLURM_TIME, SweepCommand, count_list, int_list, split_list
+from recipes.sweep_config import SLURM_TIME, SweepCommand, count_list, default_recipe, int_list, split_list
 from synthscale.cli import COUNT, emit_json, json_options, stage_group, usage_error
 from synthscale.config import resolved_config_text
 
@@ -24,15 +24,18 @@ def main():
     """Train Llama-3-style models over a grid of size N, tokens D and mixture, and tabulate the losses.
 
     \b
-    Backends: `cpu` (default; a real transformers trainer for the tiny shapes) and `bridge`
-    (Megatron-Bridge in the nvcr.io/nvidia/nemo container, launched with NeMo-Run).
+    Backends: `cpu` (default; a real transformers trainer for the tiny shapes), `megatron`
+    (megatron-core's GPTModel on TP x PP x DP torchrun ranks: CPU processes over gloo for the
+    tiny shapes, GPUs otherwise) and `bridge` (Megatron-Bridge in the nvcr.io/nvidia/nemo
+    container). Everything outside this process is launched with NeMo-Run.
     Each run folder RUNS_DIR/<run_id>/ holds run.json (shape, recipe, plan, blend sha256, eval
     domains), sweep.config.yaml (the resolved config of the sweep that wrote it),
     launcher.<executor>.txt (local, docker), bridge/*.yaml (Bridge backend), checkpoints/, and at
     the end results.json, the same for both backends: run_id, backend, model, N (non-embedding
     parameters), D (tokens trained), D_requested, mixture, synthetic_fraction, family, generator,
     recipe_hash, seed, eval_domains, blend {name, path, identity_sha256, weights, data_path,
-    sources {role, family, generator}}, eval {domain: {loss, tokens, prefix}}, loss
+    sources {role, family, generator}}, eval {domain: {loss, tokens, prefix}}, eval_identity
+    {sha256, definition: {domain: data sha256, windows, samples, tokens}}, loss
     (token-weighted mean over domains), final_train_loss, train_loss_curve [[step, loss], ...],
     wall_time_s, train_time_s, tokens_per_s, versions, shape, recipe, plan, layout, provenance.
     Every sweep also keeps its resolved config as RUNS_DIR/_sweeps/<UTC time>-<hash>.yaml.
@@ -86,7 +89,9 @@ def shapes(as_json, json_file):
 @click.option("--eval", "evals", type=str, multiple=True, required=True, metavar="NAME=PREFIX",
               help="An evaluation domain: PREFIX of .bin/.idx (repeat).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="RUNS_DIR: one folder per run.")
-@click.option("--backend", type=click.Choice(["cpu", "bridge"]), default="cpu", show_default=True)
+@click.option("--backend", type=click.Choice(["cpu", "megatron", "bridge"]), default="cpu", show_default=True,
+              help="cpu: the transformers trainer, one process; megatron: megatron-core on TP x PP x DP ranks; "
+                   "bridge: Megatron-Bridge in the NeMo container.")
 @click.option("--executor", type=click.Choice(["local", "slurm", "docker"]), default="local", show_default=True)
 @click.option("--recipe", "recipe_name", default=None, help="Training recipe: paper (Table 2) or cpu-tiny [default: cpu-tiny for cpu, paper for bridge].")
 @click.option("--seq-length", type=click.IntRange(min=1), default=None, help="Override the recipe's sequence length.")
@@ -96,7 +101,9 @@ def shapes(as_json, json_file):
 @click.option("--checkpoint-interval", type=click.IntRange(min=1), default=None, help="Optimizer steps between checkpoints.")
 @click.option("--eval-max-tokens", type=COUNT, default=None, help="Evaluate on at most this many tokens per domain.")
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes (Slurm).")
-@click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=None,
+              help="Ranks per node: GPUs, or CPU processes for megatron's tiny shapes; world size = nodes x this "
+                   "= TP x PP x DP [default: 8 for bridge; TP x PP (one data-parallel replica) for megatron].")
 @click.option("--tensor-parallel", type=click.IntRange(min=1), default=None, help="TP size [default: per shape].")
 @click.option("--pipeline-parallel", type=click.IntRange(min=1), default=None, help="PP size [default: per shape; 3B uses 2].")
 @click.option("--container-image", default=None, help="Image with synthscale on the NeMo container (containers/Dockerfile) [default: Slurm tasks run in this Python environment, as on a cluster with a shared venv; docker: synthscale-nemo:26.08].")
@@ -111,12 +118,14 @@ def shapes(as_json, json_file):
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="CPU runs at once, each in its own process.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per CPU run [default: 1 with --jobs > 1, else torch's or $SYNTHSCALE_TORCH_THREADS].")
 @click.option("--dry-run/--no-dry-run", default=False, help="Write the run folders and print what would launch (sbatch scripts for Slurm); launch nothing.")
+@click.option("--force", is_flag=True, default=False,
+              help="When squeue cannot say which submitted tasks are still queued or running, launch every incomplete run anyway.")
 @json_options
 @click.pass_context
 def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_name, seq_length, global_batch_size,
           micro_batch_size, peak_lr, checkpoint_interval, eval_max_tokens, nodes, gpus_per_node, tensor_parallel,
           pipeline_parallel, container_image, slurm_account, slurm_partition, slurm_time, slurm_max_requeues,
-          slurm_array_parallelism, mounts, seeds, jobs, threads, dry_run, as_json, json_file):
+          slurm_array_parallelism, mounts, seeds, jobs, threads, dry_run, force, as_json, json_file):
     """Plan, write and launch one run per (size, tokens, blend); completed runs are skipped.
 
     Train iterations = tokens / (global batch x sequence length); a run is refused when that is
@@ -125,8 +134,11 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
     the run folders (run.json, Bridge YAML, launcher.*.txt) are written, nothing runs.
     On Slurm the runs not complete go in one job array per resource group (RUNS_DIR/_arrays/*:
     runs.txt, sbatch.sh); each task requeues itself until its run is complete.
-    A rerun skips completed runs, and scores them on any --eval domain added since (CPU backend,
-    from the final checkpoint, no retraining).
+    A rerun skips completed runs; it scores them again, from the final checkpoint with no
+    retraining, on any --eval domain added since or scored otherwise (another --eval-max-tokens).
+    It leaves alone runs whose Slurm array task is still queued or running (squeue, per task),
+    refuses a layout other than the one a queued or unfinished run was submitted with, and, when
+    squeue cannot tell, submits nothing unless --force. Every check runs before anything is written.
 
     Every option can come from `--config FILE.yaml`, whose keys are the option names, optionally
     grouped in the sections grid (sizes, tokens, blends, seeds), evaluation (eval,
@@ -141,6 +153,9 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
     Example (a blend made with `data_prep blend ... --seq-length 128`), 2 runs at a time:
       recipes sweep --sizes tiny-xs --tokens 1M --blends blends/hq_33.yaml \\
           --eval wiki=data/wiki_eval --output runs --jobs 2
+    Example, megatron-core at tensor parallel 2 on 2 CPU processes (torchrun through NeMo-Run):
+      recipes sweep --sizes tiny-xs --tokens 1M --blends blends/hq_33.yaml \
+          --eval wiki=data/wiki_eval --output runs --backend megatron --tensor-parallel 2
     Example, the paper's 1B model for 5B tokens on 2 Slurm nodes (prints the sbatch script):
       recipes sweep --sizes 1B --tokens 5B --blends blends/hq_33.yaml --eval wiki=data/wiki \\
           --backend bridge --executor slurm --nodes 2 --slurm-account ACC --output runs --dry-run
@@ -152,7 +167,7 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
     from recipes.run_spec import parse_eval_domains
     from recipes.sweep import SweepRequest, execute_sweep, sweep_summary
 
-    recipe = get_recipe(recipe_name or ("cpu-tiny" if backend == "cpu" else "paper")).with_overrides(
+    recipe = get_recipe(recipe_name or default_recipe(backend, sizes)).with_overrides(
         seq_length=seq_length,
         global_batch_size=global_batch_size,
         micro_batch_size=micro_batch_size,
@@ -190,7 +205,7 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
         config_text=resolved_config_text(ctx),
     )
     log = lambda line: click.echo(line, err=as_json)  # noqa: E731 -- stdout is the JSON's with --json
-    planned, record = execute_sweep(request, dry_run_only=dry_run, echo=log)
+    planned, record = execute_sweep(request, dry_run_only=dry_run, echo=log, force=force)
     log(f"{len(planned)} runs in {output} (config: {record})")
     emit_json(sweep_summary(planned, record), as_json, json_file)
 
@@ -241,7 +256,11 @@ def results(runs_dir, output, as_json, json_file):
     """Gather every run's results.json into one table (one row per run).
 
     Columns: run_id, model, N, D, mixture, synthetic_fraction, family, generator, backend,
-    recipe_hash, seed, loss, loss.<domain>... With --json the rows also go to stdout.
+    recipe_hash, seed, loss, eval_identity, loss_domains, loss.<domain>... `loss` is the
+    token-weighted mean over the domains every run was scored on (loss_domains), and
+    eval_identity the sha256 of their evaluation definition (data, windows, tokens) in that run:
+    two rows' losses compare only when their eval_identity is the same. With --json the rows
+    also go to stdout.
 
     \b
     Example:
@@ -252,6 +271,10 @@ def results(runs_dir, output, as_json, json_file):
     rows, columns = gather_results(runs_dir)
     write_table(rows, columns, output)
     click.echo(f"{len(rows)} runs -> {output}", err=as_json)
+    identities = sorted({row["eval_identity"] for row in rows})
+    if len(identities) > 1:
+        click.echo(f"warning: {len(identities)} evaluation definitions ({', '.join(i[:12] for i in identities)}) "
+                   f"in one table: compare `loss` only between rows with the same eval_identity", err=True)
     emit_json(rows, as_json, json_file)
 
 

@@ -14,13 +14,22 @@ parallel, a power of two up to 64) divides it: Bridge scores exactly
 mean cross-entropy over every predicted token; the run's `loss` is the mean over domains weighted
 by their token counts. results.json records this definition under `eval_windows`.
 
+**The evaluation identity** (`eval_definition`, `eval_identity`): what a score means, per domain:
+the domain's data (the sha256 of its .bin and .idx), its windows (`eval_windows_record`) and the
+K samples = K x seq_length predicted tokens scored (so `--eval-max-tokens` enters through K). A
+domain's location is not part of it. Two runs' scores of a domain compare only when its
+definition is the same; `eval_identity` hashes the definition of a set of domains.
+
 megatron-core's index cache for these samples goes to `RUN/dataset_cache`, never beside the data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import io
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -29,6 +38,7 @@ import numpy as np
 
 from data_prep.indexed import count_tokens
 from synthscale.errors import SynthscaleError
+from synthscale.files import sha256_file
 
 EVAL_SEED = 1234
 EVAL_SAMPLE_MULTIPLE = 64
@@ -58,6 +68,51 @@ def eval_samples(prefix: str, seq_length: int, max_tokens: int | None = None) ->
     if windows < 1:
         raise SynthscaleError(f"eval domain {prefix}: {tokens} tokens, fewer than one window of seq_length {seq_length} + 1")
     return windows
+
+
+def domain_data_identity(prefix: str) -> dict:
+    """{bin_sha256, idx_sha256} of an evaluation domain's tokens: from PREFIX.manifest.json (data_prep
+    writes both hashes) when its idx_sha256 is the .idx's, else hashed here."""
+    bin_path, idx_path = Path(prefix + ".bin"), Path(prefix + ".idx")
+    stat = bin_path.stat()
+    return dict(_data_identity(prefix, stat.st_size, stat.st_mtime_ns, idx_path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=256)
+def _data_identity(prefix: str, bin_size: int, bin_mtime: int, idx_mtime: int) -> tuple:
+    idx_sha = sha256_file(prefix + ".idx")
+    manifest = Path(prefix + ".manifest.json")
+    recorded = {}
+    if manifest.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))
+    if recorded.get("idx_sha256") == idx_sha and recorded.get("bin_sha256"):
+        bin_sha = recorded["bin_sha256"]
+    else:
+        bin_sha = sha256_file(prefix + ".bin")
+    return (("bin_sha256", bin_sha), ("idx_sha256", idx_sha))
+
+
+def domain_definition(prefix: str, seq_length: int, max_tokens: int | None = None) -> dict:
+    """What a score of this domain means: its data, its windows and the samples and tokens scored."""
+    samples = eval_samples(prefix, seq_length, max_tokens)
+    return {"data": domain_data_identity(prefix), "windows": eval_windows_record(seq_length),
+            "samples": samples, "tokens": samples * int(seq_length)}
+
+
+def eval_definition(domains: dict[str, str], seq_length: int, max_tokens: int | None = None) -> dict:
+    """{domain: domain_definition} for a run's evaluation domains ({name: prefix})."""
+    return {name: domain_definition(prefix, seq_length, max_tokens) for name, prefix in sorted(domains.items())}
+
+
+def eval_identity(definition: dict, domains=None) -> str:
+    """sha256 of the definition of `domains` (default: all of them), canonical JSON."""
+    names = sorted(definition if domains is None else domains)
+    missing = [name for name in names if name not in definition]
+    if missing:
+        raise ValueError(f"no evaluation definition for domains {missing}")
+    text = json.dumps({name: definition[name] for name in names}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _IndexTokenizer:

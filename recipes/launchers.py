@@ -8,8 +8,10 @@
     complete.
 
 The task is `python -m recipes.bridge_entry --run-dir RUN` (or `--run-list LIST` in an array;
-Bridge backend, one process per GPU through torchrun) or `python -m recipes.cli train RUN` (CPU
-backend). `run.Script` is used rather than `run.Partial(pretrain, config=...)`, which cannot
+Bridge backend, one process per GPU through torchrun), `python -m recipes.megatron.entry --run-dir
+RUN` (megatron-core backend: torchrun with one rank per GPU, or per CPU process for the CPU shapes;
+nproc_per_node = the layout's ranks per node, TP x PP x DP on one node) or `python -m recipes.cli
+train RUN` (CPU backend). `run.Script` is used rather than `run.Partial(pretrain, config=...)`, which cannot
 serialise torch dtypes; the Bridge configuration travels as the YAML files in the run folder.
 
 Inside a container every path is mounted at the same place (runs folder, blend, data and
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.blend_spec import BlendSpec
-from recipes.run_spec import RunSpec
+from recipes.run_spec import LAYOUT_BACKENDS, RunSpec
 from synthscale import slurm
 from synthscale.errors import SynthscaleError
 
@@ -40,7 +42,7 @@ def nemo_run_home(run_dir: str | Path) -> Path:
 class ExecutorSettings:
     kind: str = "local"
     num_nodes: int = 1
-    gpus_per_node: int = 8
+    gpus_per_node: int | None = 8  # ranks per node (None: the megatron backend's TP x PP on one node)
     container_image: str | None = None  # None: Slurm tasks run in the submitting Python environment
     slurm_account: str | None = None
     slurm_partition: str | None = None
@@ -52,7 +54,7 @@ class ExecutorSettings:
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
             raise SynthscaleError(f"executor must be one of {EXECUTORS}, got {self.kind!r}")
-        if self.num_nodes < 1 or self.gpus_per_node < 1:
+        if self.num_nodes < 1 or (self.gpus_per_node is not None and self.gpus_per_node < 1):
             raise SynthscaleError(
                 f"num_nodes and gpus_per_node must be >= 1, got {self.num_nodes} and {self.gpus_per_node}"
             )
@@ -94,27 +96,38 @@ def fold_mounts(folders: set[Path], extra: tuple[str, ...] = ()) -> list[str]:
     return [f"{p}:{p}" for p in kept] + list(extra)
 
 
+ENTRIES = {"bridge": "recipes.bridge_entry", "megatron": "recipes.megatron.entry"}
+
+
+def rank_device(spec: RunSpec) -> str:
+    """Where a run's ranks run: "gpu" (bridge; megatron's GPU shapes) or "cpu" (the CPU trainer;
+    megatron's CPU shapes, over gloo)."""
+    return "cpu" if spec.backend == "cpu" or (spec.backend == "megatron" and spec.shape.cpu) else "gpu"
+
+
 def build_task(run, spec: RunSpec, run_dir: Path):
-    if spec.backend == "bridge":
-        return run.Script(path="recipes.bridge_entry", m=True, entrypoint="python", args=["--run-dir", str(run_dir)])
+    if spec.backend in ENTRIES:
+        return run.Script(path=ENTRIES[spec.backend], m=True, entrypoint="python", args=["--run-dir", str(run_dir)])
     return run.Script(path="recipes.cli", m=True, entrypoint="python", args=["train", str(run_dir)])
 
 
 def build_executor(run, settings: ExecutorSettings, spec: RunSpec, mounts: list[str]):
-    """The Local (torchrun) or Docker executor of one run."""
-    gpus = settings.gpus_per_node if spec.backend == "bridge" else None
-    launcher = "torchrun" if spec.backend == "bridge" else None
+    """The Local (torchrun) or Docker executor of one run: torchrun with the layout's ranks per node
+    for the bridge and megatron backends (GPUs, but CPU processes for megatron's CPU shapes)."""
+    ranks = spec.layout["gpus_per_node"] if spec.backend in LAYOUT_BACKENDS else None
+    gpus = ranks if ranks and rank_device(spec) == "gpu" else None
+    launcher = "torchrun" if ranks else None
     env = {"PYTHONUNBUFFERED": "1"}
     packager = run.Packager()  # synthscale is installed in the image: nothing to package
     if settings.kind == "local":
-        return run.LocalExecutor(ntasks_per_node=gpus or 1, launcher=launcher, env_vars=env)
+        return run.LocalExecutor(ntasks_per_node=ranks or 1, launcher=launcher, env_vars=env)
     if settings.kind != "docker":
         raise ValueError(f"executor {settings.kind}: Slurm runs go in job arrays (recipes.arrays)")
     return run.DockerExecutor(
         container_image=settings.container_image or DEFAULT_CONTAINER,
         num_gpus=gpus if gpus else None,
         runtime="nvidia" if gpus else None,
-        ntasks_per_node=gpus or 1,
+        ntasks_per_node=ranks or 1,
         volumes=mounts,
         packager=packager,
         launcher=launcher,

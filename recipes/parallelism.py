@@ -1,10 +1,14 @@
-"""Tensor / pipeline / data parallel layout for the Megatron-Bridge backend, checked before launch.
+"""Tensor / pipeline / data parallel layout for the Megatron-Bridge and megatron-core backends,
+checked before launch.
 
 Rules (each error names the field, the bad value and the values that would work):
   - tensor_parallel divides num_attention_heads and num_query_groups
-    (the paper's heads are 9, 13, 20, 28, 35, 41: the 3B shape allows TP=1 only);
+    (the paper's heads are 9, 13, 20, 28, 35, 41: the 3B shape allows TP=1 only), and the
+    vocabulary when it is given (the megatron backend splits the embedding without padding);
   - pipeline_parallel divides num_layers;
-  - the world size (nodes x GPUs per node) is a multiple of TP x PP; DP = world / (TP x PP);
+  - the world size (nodes x ranks per node: GPUs, or CPU processes for the megatron backend's
+    CPU shapes) is a multiple of TP x PP; DP = world / (TP x PP). Ranks per node not given: one
+    data-parallel replica on one node (TP x PP ranks);
   - global_batch_size divides by micro_batch_size x DP.
 """
 
@@ -66,31 +70,43 @@ def plan_layout(
     recipe: TrainingRecipe,
     *,
     num_nodes: int = 1,
-    gpus_per_node: int = 8,
+    gpus_per_node: int | None = 8,
     tensor_parallel: int | None = None,
     pipeline_parallel: int | None = None,
     micro_batch_size: int | None = None,
+    vocab_size: int | None = None,
 ) -> ParallelLayout:
-    """Validate (and complete with per-shape defaults) a layout; raise ParallelismError if it cannot run."""
-    for key, value in (("num_nodes", num_nodes), ("gpus_per_node", gpus_per_node)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ParallelismError(f"{key} must be a positive integer, got {value!r}")
+    """Validate (and complete with per-shape defaults) a layout; raise ParallelismError if it cannot run.
+
+    `gpus_per_node=None`: one data-parallel replica on one node (TP x PP ranks)."""
     default_tp, default_pp = DEFAULT_MODEL_PARALLEL.get(shape.name, (1, 1))
     tp = default_tp if tensor_parallel is None else tensor_parallel
     pp = default_pp if pipeline_parallel is None else pipeline_parallel
     mbs = recipe.micro_batch_size if micro_batch_size is None else micro_batch_size
-    world = num_nodes * gpus_per_node
-    heads, groups, layers = shape.num_heads, shape.query_groups, shape.num_layers
-
     for key, value in (("tensor_parallel", tp), ("pipeline_parallel", pp), ("micro_batch_size", mbs)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ParallelismError(f"{key} must be a positive integer, got {value!r}")
+    if gpus_per_node is None:
+        if num_nodes != 1:
+            raise ParallelismError(f"num_nodes={num_nodes}: give the ranks per node (--gpus-per-node) for more than one node")
+        gpus_per_node = tp * pp
+    for key, value in (("num_nodes", num_nodes), ("gpus_per_node", gpus_per_node)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ParallelismError(f"{key} must be a positive integer, got {value!r}")
+    world = num_nodes * gpus_per_node
+    heads, groups, layers = shape.num_heads, shape.query_groups, shape.num_layers
 
     if heads % tp or groups % tp:
         works = [d for d in _divisors(heads) if groups % d == 0 and world % d == 0]
         raise ParallelismError(
             f"tensor_parallel={tp} must divide num_attention_heads={heads} and num_query_groups={groups} "
             f"of shape {shape.name!r}; values that work on {world} GPUs: {works}"
+        )
+    if vocab_size is not None and vocab_size % tp:
+        works = [d for d in _divisors(heads) if groups % d == 0 and vocab_size % d == 0 and world % d == 0]
+        raise ParallelismError(
+            f"tensor_parallel={tp} must divide the vocabulary ({vocab_size} tokens) for the megatron backend; "
+            f"values that work for shape {shape.name!r} on {world} ranks: {works}"
         )
     if layers % pp:
         works = [d for d in _divisors(layers) if world % (d * tp) == 0]

@@ -1,11 +1,18 @@
 """`results.json` (one per run, docs/formats.md section 4) and the results table (section 5).
 
-Both backends write the same record through `build_result`; `gather_results` turns a runs
-folder into one row per completed run: run_id, model, N, D, mixture, synthetic_fraction,
-family, generator, backend, recipe_hash, seed, loss, and one `loss.<domain>` column per
+Every backend writes the same record through `build_result`, with its `eval_identity`: the
+evaluation definition of each scored domain (data sha256, windows, samples and tokens;
+recipes.evaluation) and its sha256. `gather_results` turns a runs folder into one row per
+completed run: run_id, model, N, D, mixture, synthetic_fraction, family, generator, backend,
+recipe_hash, seed, loss, eval_identity, loss_domains, and one `loss.<domain>` column per
 evaluation domain. `family` and `generator` come from the blend's sources (empty for natural
 text only), `recipe_hash` from the training recipe without its seed: `analysis` groups runs by
 these fields, never by parsing the mixture's name.
+
+The table's `loss` compares like with like: it is the token-weighted mean over the domains
+every run of the table was scored on (`loss_domains`), never over each run's own set, and its
+`eval_identity` is the sha256 of those domains' definitions in that run: two rows' `loss`
+compare only when their `eval_identity` is the same (analysis makes it part of the condition).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import platform
 from pathlib import Path
 
 from data_prep.blend_spec import BlendSpec
-from recipes.evaluation import eval_windows_record, token_weighted_loss
+from recipes.evaluation import eval_definition, eval_identity, eval_windows_record, token_weighted_loss
 from recipes.run_spec import RESULTS_FILE, RunSpec, recipe_hash
 from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import atomic_paths, write_json_atomic
@@ -29,8 +36,9 @@ REQUIRED_KEYS = (
     "recipe_hash", "seed", "eval_domains", "blend", "eval", "loss", "train_loss_curve", "wall_time_s",
     "tokens_per_s", "versions",
 )
+WRITTEN_KEYS = (*REQUIRED_KEYS, "eval_identity")  # what build_result writes (older records lack eval_identity)
 TABLE_COLUMNS = ("run_id", "model", "N", "D", "mixture", "synthetic_fraction", "family", "generator", "backend",
-                 "recipe_hash", "seed", "loss")
+                 "recipe_hash", "seed", "loss", "eval_identity", "loss_domains")
 VERSIONED_PACKAGES = (
     "synthscale", "torch", "transformers", "megatron-core", "megatron-bridge", "transformer-engine",
     "nemo-run", "numpy",
@@ -54,6 +62,36 @@ def check_scores(per_domain: dict[str, dict]) -> None:
             raise ValueError(f"eval domain {name!r}: bad score {scores}")
 
 
+def requested_definition(spec: RunSpec, domains=None) -> dict:
+    """The evaluation definition the spec asks for, of `domains` (default: all of the spec's)."""
+    names = spec.eval_domains if domains is None else domains
+    return eval_definition({d: spec.eval_domains[d] for d in names}, spec.recipe.seq_length, spec.eval_max_tokens)
+
+
+def _scored_definition(spec: RunSpec, per_domain: dict[str, dict]) -> dict:
+    """The definition of the domains just scored, checked against what the scorer reports."""
+    definition = requested_definition(spec, per_domain)
+    for name, scores in per_domain.items():
+        want = definition[name]
+        if int(scores["tokens"]) != want["tokens"] or int(scores.get("samples", want["samples"])) != want["samples"]:
+            raise ValueError(f"eval domain {name!r}: scored {scores.get('samples')} samples / {scores['tokens']} "
+                             f"tokens, but its evaluation set is {want['samples']} / {want['tokens']}")
+    return definition
+
+
+def identity_record(definition: dict) -> dict:
+    """results.json's `eval_identity`: the sha256 of the definition, and the definition."""
+    return {"sha256": eval_identity(definition), "definition": definition}
+
+
+def stale_domains(record: dict, spec: RunSpec) -> list[str]:
+    """The spec's domains a results.json record lacks or scored under another definition (another
+    --eval-max-tokens, other data, other windows): those to score again from the final checkpoint."""
+    recorded = (record.get("eval_identity") or {}).get("definition") or {}
+    wanted = requested_definition(spec)
+    return sorted(d for d in wanted if d not in record.get("eval", {}) or recorded.get(d) != wanted[d])
+
+
 def build_result(
     spec: RunSpec,
     blend: BlendSpec,
@@ -67,6 +105,7 @@ def build_result(
     if set(per_domain) != set(spec.eval_domains):
         raise ValueError(f"evaluated domains {sorted(per_domain)} != the run's {sorted(spec.eval_domains)}")
     check_scores(per_domain)
+    definition = _scored_definition(spec, per_domain)
     record = {
         "kind": "synthscale.run_result",
         "version": 1,
@@ -101,6 +140,7 @@ def build_result(
         "layout": spec.layout,
         "eval": {name: _domain_entry(spec, name, s) for name, s in per_domain.items()},
         "eval_windows": eval_windows_record(spec.recipe.seq_length),
+        "eval_identity": identity_record(definition),
         "loss": token_weighted_loss(per_domain),
         "final_train_loss": train_loss_curve[-1][1] if train_loss_curve else None,
         "train_loss_curve": [[int(step), float(loss)] for step, loss in train_loss_curve],
@@ -123,17 +163,23 @@ def _domain_entry(spec: RunSpec, name: str, scores: dict) -> dict:
 
 
 def add_domain_scores(record: dict, spec: RunSpec, per_domain: dict[str, dict]) -> dict:
-    """`record` with newly evaluated domains added (eval, eval_domains, loss); the rest kept."""
+    """`record` with domains scored (again) added: eval, eval_domains, eval_identity, loss. Domains
+    not scored now are kept with their definition; those of a record written before eval_identity
+    existed have none and are dropped (their scores mean nothing comparable)."""
     check_scores(per_domain)
+    definition = dict((record.get("eval_identity") or {}).get("definition") or {})
+    definition.update(_scored_definition(spec, per_domain))
     for name, scores in per_domain.items():
         record["eval"][name] = _domain_entry(spec, name, scores)
+    record["eval"] = {name: entry for name, entry in record["eval"].items() if name in definition}
     record["eval_domains"] = sorted(record["eval"])
+    record["eval_identity"] = identity_record({name: definition[name] for name in record["eval"]})
     record["loss"] = token_weighted_loss(record["eval"])
     return record
 
 
 def write_result(run_dir: str | Path, record: dict) -> Path:
-    missing = [k for k in REQUIRED_KEYS if k not in record]
+    missing = [k for k in WRITTEN_KEYS if k not in record]
     if missing:
         raise ValueError(f"results record for {run_dir} lacks {missing}")
     path = Path(run_dir) / RESULTS_FILE
@@ -163,20 +209,37 @@ def load_result(path: str | Path) -> dict:
 
 
 def gather_results(runs_dir: str | Path) -> tuple[list[dict], list[str]]:
-    """(rows, columns) for every `*/results.json` under runs_dir, sorted by mixture, N, D."""
+    """(rows, columns) for every `*/results.json` under runs_dir, sorted by mixture, N, D.
+
+    `loss` is each run's token-weighted mean over the domains common to all runs (`loss_domains`),
+    `eval_identity` the sha256 of those domains' definitions in that run. Refused: a record
+    without eval_identity, and runs that share no domain (no loss compares them)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise MissingInputError(f"no runs folder at {str(runs_dir)!r}")
+    records = [load_result(path) for path in sorted(runs_dir.glob(f"*/{RESULTS_FILE}"))]
+    if not records:
+        raise MissingInputError(f"no completed runs (*/{RESULTS_FILE}) under {str(runs_dir)!r}")
+    for record in records:
+        if not record.get("eval_identity"):
+            raise SynthscaleError(f"run {record['run_id']}: its results.json has no eval_identity (written before "
+                                  f"evaluations were identified); rerun its sweep to score it again from its final "
+                                  f"checkpoint")
+    common = sorted(set.intersection(*(set(r["eval"]) for r in records)))
+    if not common:
+        sets = sorted({"+".join(sorted(r["eval"])) for r in records})
+        raise SynthscaleError(f"the runs under {str(runs_dir)!r} share no evaluation domain (they were scored on "
+                              f"{', '.join(sets)}): no loss compares them; tabulate them separately")
     rows, domains = [], set()
-    for path in sorted(runs_dir.glob(f"*/{RESULTS_FILE}")):
-        record = load_result(path)
-        row = {key: ("" if record[key] is None else record[key]) for key in TABLE_COLUMNS}
+    for record in records:
+        row = {key: ("" if record.get(key) is None else record[key]) for key in TABLE_COLUMNS}
+        row["loss"] = token_weighted_loss({d: record["eval"][d] for d in common})
+        row["eval_identity"] = eval_identity(record["eval_identity"]["definition"], common)
+        row["loss_domains"] = "+".join(common)
         for domain, scores in record["eval"].items():
             row[f"loss.{domain}"] = scores["loss"]
             domains.add(domain)
         rows.append(row)
-    if not rows:
-        raise MissingInputError(f"no completed runs (*/{RESULTS_FILE}) under {str(runs_dir)!r}")
     rows.sort(key=lambda r: (str(r["mixture"]), r["N"], r["D"], r["run_id"]))
     columns = list(TABLE_COLUMNS) + [f"loss.{d}" for d in sorted(domains)]
     return rows, columns

@@ -27,7 +27,9 @@ from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import write_json_atomic
 from synthscale.units import format_count
 
-BACKENDS = ("cpu", "bridge")
+BACKENDS = ("cpu", "bridge", "megatron")
+# Backends that train on TP x PP x DP ranks launched by torchrun: their runs carry a layout.
+LAYOUT_BACKENDS = ("bridge", "megatron")
 RUN_SPEC_FILE = "run.json"
 RESULTS_FILE = "results.json"
 
@@ -120,7 +122,7 @@ class RunSpec:
     blend_identity: str  # BlendSpec.identity_sha256
     eval_domains: dict[str, str]
     eval_max_tokens: int | None = None
-    layout: dict | None = None  # parallel layout (bridge backend)
+    layout: dict | None = None  # parallel layout (LAYOUT_BACKENDS; recipes.parallelism.ParallelLayout.to_dict)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,6 +132,8 @@ class RunSpec:
             raise SynthscaleError("eval_domains: at least one evaluation domain is needed")
         if self.eval_max_tokens is not None and self.eval_max_tokens <= 0:
             raise SynthscaleError(f"eval_max_tokens must be positive, got {self.eval_max_tokens}")
+        if self.backend in LAYOUT_BACKENDS and not self.layout:
+            raise SynthscaleError(f"run {self.run_id}: the {self.backend} backend needs a parallel layout")
 
     @classmethod
     def create(

@@ -3,12 +3,18 @@
 `plan_sweep` builds every run's spec and refuses the whole sweep (one error listing each bad
 run) if any run cannot go: an unknown or non-CPU shape on the CPU backend, fewer than
 MIN_TRAIN_ITERS steps, a blend that would read a source more than its max_epochs, a
-parallel layout that cannot work. `prepare_run` writes the run folder (run.json, the Bridge
-YAMLs and, for local and docker, the launcher as NeMo-Run would run it); `execute_sweep` skips
-runs that already have results.json (scoring them on any evaluation domain added since, from
-their final checkpoint, with no retraining) and launches the rest: on Slurm as one job array
-per resource group (recipes.arrays), elsewhere one NeMo-Run launch per run. CPU runs go `jobs` at a time, each
-in its own process with `threads` torch threads: the same losses as one at a time.
+parallel layout that cannot work (bridge and megatron: TP x PP x DP, recipes.parallelism).
+`recipes.rerun.survey_runs` then reads the run folders and Slurm's queue and decides each run's
+status (complete, rescore, queued, pending), refusing the sweep, still with nothing written, for
+anything that would fail later. Only then does `execute_sweep` write: `prepare_run` writes the
+run folder (run.json, the Bridge YAMLs and, for local and docker, the launcher as NeMo-Run would
+run it). Complete runs are skipped; runs to score again (an added domain, another
+--eval-max-tokens) are scored from their final checkpoint with no retraining (CPU: in this
+process; bridge and megatron: their entry is launched again); queued runs are left alone; the
+rest are launched: on Slurm as one job array per resource group (recipes.arrays), elsewhere one
+NeMo-Run launch per run (megatron: torchrun, one rank per process of the layout). CPU runs go
+`jobs` at a time, each in its own process with `threads` torch threads: the same losses as one at
+a time.
 
 A sweep given its resolved config (`config_text`, recipes.sweep_config) keeps it, once planning
 succeeded, as RUNS_DIR/_sweeps/<UTC time>-<hash>.yaml and as RUN/sweep.config.yaml in every run
@@ -33,8 +39,9 @@ from recipes.bridge_config import write_bridge_configs
 from recipes.launchers import ExecutorSettings, dry_run, launch
 from recipes.parallelism import ParallelismError, plan_layout
 from recipes.recipe import TrainingRecipe
-from recipes.results import is_complete, scored_domains
-from recipes.run_spec import RunRefused, RunSpec
+from recipes.rerun import survey_runs
+from recipes.results import is_complete, load_result, stale_domains
+from recipes.run_spec import LAYOUT_BACKENDS, RESULTS_FILE, RunRefused, RunSpec
 from recipes.shapes import get_shape
 from synthscale.cli import debug_enabled
 from synthscale.errors import MissingInputError, SynthscaleError
@@ -73,17 +80,30 @@ class SweepRequest:
             raise SynthscaleError(f"sweep: --jobs must be at least 1, got {self.jobs}")
         if self.backend == "cpu" and self.executor.kind == "local" and self.executor.num_nodes != 1:
             raise SynthscaleError(f"the CPU backend runs on one machine, got --nodes {self.executor.num_nodes}")
+        if self.backend not in LAYOUT_BACKENDS and (self.tensor_parallel or self.pipeline_parallel):
+            raise SynthscaleError(f"--tensor-parallel and --pipeline-parallel apply to the bridge and megatron "
+                                  f"backends, not {self.backend!r}")
 
 
 @dataclass
 class PlannedRun:
+    """One run of the sweep; `status` is set by recipes.rerun.survey_runs before anything is written."""
+
     spec: RunSpec
     blend: BlendSpec
     run_dir: Path
+    status: str = "pending"  # pending, complete, rescore (score again, no retraining), queued (in Slurm)
+    stale: tuple[str, ...] = ()  # rescore: the domains to score again
+    queued_as: str | None = None  # queued: "ARRAY task N"
 
     @property
     def complete(self) -> bool:
         return is_complete(self.run_dir)
+
+    @property
+    def launches(self) -> bool:
+        """Whether its entry is launched (trained, or scored again by a bridge/megatron entry)."""
+        return self.status == "pending" or (self.status == "rescore" and self.spec.backend != "cpu")
 
 
 def plan_sweep(request: SweepRequest) -> list[PlannedRun]:
@@ -103,23 +123,13 @@ def plan_sweep(request: SweepRequest) -> list[PlannedRun]:
             cpu_shapes = [s for s in _cpu_shape_names()]
             problems.append(f"shape {size!r} is too large for the CPU backend; CPU shapes: {', '.join(cpu_shapes)}")
             continue
-        layout = None
-        if request.backend == "bridge":
+        recipes = [request.recipe.with_overrides(seed=seed) for seed in request.seeds] or [request.recipe]
+        for tokens, blend, recipe in ((t, b, r) for t in request.tokens for b in blends for r in recipes):
             try:
-                layout = plan_layout(
-                    shape,
-                    request.recipe,
-                    num_nodes=request.executor.num_nodes,
-                    gpus_per_node=request.executor.gpus_per_node,
-                    tensor_parallel=request.tensor_parallel,
-                    pipeline_parallel=request.pipeline_parallel,
-                    micro_batch_size=request.micro_batch_size,
-                ).to_dict()
+                layout = _layout(request, shape, blend)
             except ParallelismError as exc:
                 problems.append(f"shape {size}: {exc}")
                 continue
-        recipes = [request.recipe.with_overrides(seed=seed) for seed in request.seeds] or [request.recipe]
-        for tokens, blend, recipe in ((t, b, r) for t in request.tokens for b in blends for r in recipes):
             try:
                 spec = RunSpec.create(
                     shape=shape,
@@ -136,8 +146,28 @@ def plan_sweep(request: SweepRequest) -> list[PlannedRun]:
                 continue
             planned.append(PlannedRun(spec=spec, blend=blend, run_dir=runs_dir / spec.run_id))
     if problems:
-        raise RunRefused("sweep refused, nothing was written:\n  - " + "\n  - ".join(problems))
+        raise RunRefused("sweep refused, nothing was written:\n  - " + "\n  - ".join(dict.fromkeys(problems)))
     return planned
+
+
+def _layout(request: SweepRequest, shape, blend: BlendSpec) -> dict | None:
+    """The run's TP x PP x DP layout (bridge, megatron; the megatron backend also splits the
+    vocabulary by TP), None for the CPU trainer."""
+    if request.backend not in LAYOUT_BACKENDS:
+        return None
+    gpus_per_node = request.executor.gpus_per_node
+    if gpus_per_node is None and request.backend == "bridge":
+        gpus_per_node = 8
+    return plan_layout(
+        shape,
+        request.recipe,
+        num_nodes=request.executor.num_nodes,
+        gpus_per_node=gpus_per_node,
+        tensor_parallel=request.tensor_parallel,
+        pipeline_parallel=request.pipeline_parallel,
+        micro_batch_size=request.micro_batch_size,
+        vocab_size=int(blend.tokenizer["vocab_size"]) if request.backend == "megatron" else None,
+    ).to_dict()
 
 
 def _cpu_shape_names() -> list[str]:
@@ -149,7 +179,7 @@ def _cpu_shape_names() -> list[str]:
 def prepare_run(planned: PlannedRun, settings: ExecutorSettings, config_text: str | None = None) -> str | None:
     """Write the run folder (run.json, sweep.config.yaml, the Bridge YAMLs); for local and docker
     also the launcher text NeMo-Run would run (returned). Slurm runs are launched in arrays
-    (recipes.arrays)."""
+    (recipes.arrays). A run scored again gets no config_text: it keeps the config that trained it."""
     run_dir = planned.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     planned.spec.save(run_dir)
@@ -172,23 +202,28 @@ def execute_sweep(
     dry_run_only: bool = False,
     echo: Callable[[str], None] = print,
     run_cpu_fn: Callable | None = None,
+    force: bool = False,
 ) -> tuple[list[PlannedRun], Path | None]:
-    """Plan, write and run (or submit) the sweep: (its runs, the config record in RUNS_DIR/_sweeps)."""
+    """Plan, check, write and run (or submit) the sweep: (its runs, the config record in
+    RUNS_DIR/_sweeps). Nothing is written before every run passed its checks; `force` launches
+    incomplete runs again when squeue cannot say which are still queued (recipes.rerun)."""
     planned = plan_sweep(request)
+    survey_runs(planned, Path(request.output).resolve(), force=force, echo=echo)
     settings = request.executor
     record = keep_sweep_config(Path(request.output), request.config_text)
     in_process: list[PlannedRun] = []
+    failures: list[str] = []
     for item in planned:
         spec = item.spec
         label = f"{spec.run_id}  (model {spec.shape.name}, N={spec.shape.N}, D={spec.plan.tokens}, blend {item.blend.name})"
-        if item.complete:
-            missing = sorted(set(spec.eval_domains) - set(scored_domains(item.run_dir)))
-            if not missing:
-                echo(f"skip  {label}: completed")
-            elif dry_run_only:
-                echo(f"would score  {label} on {', '.join(missing)} (completed; no retraining)")
-            else:
-                add_eval_domains(item, missing, echo)
+        if item.status == "complete":
+            echo(f"skip  {label}: completed")
+            continue
+        if item.status == "queued":
+            echo(f"queued {label}: {item.queued_as} is still in Slurm's queue; nothing written or submitted")
+            continue
+        if item.status == "rescore":
+            failures += rescore_run(item, label, settings, dry_run_only, echo)
             continue
         text = prepare_run(item, settings, request.config_text)
         if settings.kind == "slurm":
@@ -205,7 +240,32 @@ def execute_sweep(
         submit_arrays(planned, settings, Path(request.output), dry_run_only, echo)
     if in_process:
         run_cpu_runs(in_process, request.jobs, request.threads, echo, run_cpu_fn)
+    if failures:
+        raise RunFailed("\n  - ".join([f"{len(failures)} runs not scored as asked:", *failures]))
     return planned, record
+
+
+def rescore_run(item: PlannedRun, label: str, settings: ExecutorSettings, dry_run_only: bool,
+                echo: Callable[[str], None]) -> list[str]:
+    """Score a complete run again on its stale domains, from its final checkpoint: CPU runs here,
+    bridge and megatron runs by their entry (launched here, or in a Slurm array by the caller),
+    after run.json (and Bridge's eval YAMLs) got the evaluation. Returns what a local launch left
+    unscored."""
+    spec = item.spec
+    what = f"{label} on {', '.join(item.stale)} (completed; no retraining)"
+    if spec.backend == "cpu":
+        if dry_run_only:
+            echo(f"would score  {what}")
+        else:
+            rescore_cpu_run(item, echo)
+        return []
+    prepare_run(item, settings)  # run.json with the evaluation, Bridge's eval YAMLs; training and layout kept
+    echo(f"{'would score' if dry_run_only else 'score'}  {what}, by its {spec.backend} entry")
+    if dry_run_only or settings.kind == "slurm":
+        return []
+    launch(spec, item.run_dir, settings, item.blend)
+    left = stale_domains(load_result(item.run_dir / RESULTS_FILE), spec)
+    return [f"{spec.run_id}: still not scored on {', '.join(left)} by its {spec.backend} entry"] if left else []
 
 
 def keep_sweep_config(runs_dir: Path, config_text: str | None) -> Path | None:
@@ -220,27 +280,21 @@ def keep_sweep_config(runs_dir: Path, config_text: str | None) -> Path | None:
 
 
 def sweep_summary(planned: list[PlannedRun], record: Path | None) -> dict:
-    """What `recipes sweep --json` prints: the config record and each run's folder and status."""
+    """What `recipes sweep --json` prints: the config record and each run's folder and status
+    (complete, pending, rescore or queued, as the sweep found it)."""
     return {
         "config": str(record) if record else None,
         "runs": [{"run_id": p.spec.run_id, "run_dir": str(p.run_dir), "model": p.spec.shape.name,
                   "N": p.spec.shape.N, "D": p.spec.plan.tokens, "blend": p.blend.name, "seed": p.spec.recipe.seed,
-                  "status": "complete" if p.complete else "pending"} for p in planned],
+                  "status": p.status} for p in planned],
     }
 
 
 def submit_arrays(planned: list[PlannedRun], settings: ExecutorSettings, runs_dir: Path, dry_run_only: bool,
                   echo: Callable[[str], None]) -> list[Path]:
-    """One Slurm job array per resource group of the runs not complete; print (dry run) or submit."""
-    from recipes.arrays import active_runs, describe, group_pending, prepare_array, submit_array
+    """One Slurm job array per resource group of the runs to launch; print (dry run) or submit."""
+    from recipes.arrays import describe, group_pending, prepare_array, submit_array
 
-    active, warning = active_runs(runs_dir)
-    if warning:
-        echo(f"warning: {warning}")
-    for item in planned:
-        if not item.complete and str(item.run_dir) in active:
-            echo(f"queued {item.run_dir.name} (array {active[str(item.run_dir)]} still in squeue)")
-    planned = [item for item in planned if str(item.run_dir) not in active]
     folders = []
     for group, runs in group_pending(planned, settings).items():
         if dry_run_only:
@@ -253,18 +307,15 @@ def submit_arrays(planned: list[PlannedRun], settings: ExecutorSettings, runs_di
     return folders
 
 
-def add_eval_domains(item: PlannedRun, missing: list[str], echo: Callable[[str], None]) -> None:
-    """Score a completed run on domains added to the sweep since it finished, from its final checkpoint."""
-    spec = item.spec
-    if spec.backend != "cpu":
-        raise RunRefused(
-            f"run {spec.run_id} is complete but not scored on {', '.join(missing)}: adding domains to finished "
-            f"{spec.backend} runs is not supported yet; sweep into a new --output to evaluate them there"
-        )
+def rescore_cpu_run(item: PlannedRun, echo: Callable[[str], None]) -> None:
+    """Score a completed CPU run again on its stale domains (added, or defined otherwise: another
+    --eval-max-tokens), from its final checkpoint: run.json gets the evaluation first."""
     from recipes.cpu_trainer import evaluate_added_domains
 
-    record = evaluate_added_domains(item.run_dir, {d: spec.eval_domains[d] for d in missing})
-    scores = ", ".join(f"{d} {record['eval'][d]['loss']:.4f}" for d in missing)
+    spec = item.spec
+    spec.save(item.run_dir)
+    record = evaluate_added_domains(item.run_dir, {d: spec.eval_domains[d] for d in item.stale})
+    scores = ", ".join(f"{d} {record['eval'][d]['loss']:.4f}" for d in item.stale)
     echo(f"score {spec.run_id}: {scores} (completed run; no retraining)")
 
 

@@ -26,7 +26,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "training": ("recipe", "seq_length", "global_batch_size", "micro_batch_size", "peak_lr", "checkpoint_interval"),
     "execution": ("output", "backend", "executor", "jobs", "threads", "nodes", "gpus_per_node", "tensor_parallel",
                   "pipeline_parallel", "container_image", "slurm_account", "slurm_partition", "slurm_time",
-                  "slurm_max_requeues", "slurm_array_parallelism", "mount", "dry_run"),
+                  "slurm_max_requeues", "slurm_array_parallelism", "mount", "dry_run", "force"),
 }
 NOT_CONFIG = ("json", "json_file")  # how this invocation reports, not what the sweep is
 
@@ -71,6 +71,16 @@ class SlurmTimeType(click.ParamType):
 SLURM_TIME = SlurmTimeType()
 
 
+def default_recipe(backend: str, sizes) -> str:
+    """The recipe a sweep trains with when none is named: cpu-tiny for the cpu backend, and for
+    megatron when every size is a CPU shape; paper otherwise."""
+    from recipes.shapes import SHAPES
+
+    if backend == "cpu" or (backend == "megatron" and all(s in SHAPES and SHAPES[s].cpu for s in sizes)):
+        return "cpu-tiny"
+    return "paper"
+
+
 def _absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
@@ -86,5 +96,5 @@ class SweepCommand(ConfigCommand):
         values["output"] = _absolute(values["output"])
         values["eval"] = [f"{n.strip()}={_absolute(p.strip())}" if sep else f"{n}{sep}{p}"
                           for n, sep, p in (e.partition("=") for e in values["eval"])]
-        values["recipe"] = values["recipe"] or ("cpu-tiny" if values["backend"] == "cpu" else "paper")
+        values["recipe"] = values["recipe"] or default_recipe(values["backend"], values["sizes"])
         return {section: {key: values[key] for key in keys_} for section, keys_ in SECTIONS.items()}

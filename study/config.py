@@ -55,7 +55,7 @@ class StudyConfig:
     peak_lr: float = 2e-3  # tiny models learn in few steps at ~1e-3 (the paper's 3e-4 is for 100M+)
     max_epochs: float = 12.0  # tiny synthetic corpora: allow repeats the paper did not need (reported per blend)
     seed_repeats: tuple[int, ...] = (1, 2)  # extra seeds for the seed-spread configurations
-    backend: str = "cpu"  # cpu (this machine) or bridge (Megatron-Bridge in the NeMo container)
+    backend: str = "cpu"  # cpu (this machine), megatron (megatron-core, torchrun ranks) or bridge (Megatron-Bridge in the NeMo container)
     executor: str = "local"  # local, slurm or docker (bridge)
     sweep_args: tuple[str, ...] = ()  # extra `recipes sweep` flags, e.g. --slurm-account ACC --gpus-per-node 8
     jobs: int = 2  # CPU runs at once
@@ -95,8 +95,8 @@ class StudyConfig:
                 bad(field, "must be at least 1")
         if not self.peak_lr > 0:
             bad("peak_lr", "must be positive")
-        if self.backend not in ("cpu", "bridge"):
-            bad("backend", "must be cpu or bridge")
+        if self.backend not in ("cpu", "bridge", "megatron"):
+            bad("backend", "must be cpu, bridge or megatron")
         if self.executor not in ("local", "slurm", "docker"):
             bad("executor", "must be local, slurm or docker")
         if self.backend == "cpu" and self.executor != "local":

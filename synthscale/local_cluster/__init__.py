@@ -75,9 +75,9 @@ def _up(paths: ClusterPaths, cpus: int | None, owner: str) -> list[str]:
     (paths.root / "run").chmod(0o755)  # munged refuses a socket folder others can write to
     alive = running(paths)
     state = _state(paths) if alive else {"owner": owner, "daemons": {}}
-    if "slurmctld" in alive and cpus is not None and cpus != settings_of(paths, None)["cpus"]:
+    if "slurmctld" in alive and cpus is not None and cpus != settings_of(paths)["cpus"]:
         raise SynthscaleError("the cluster runs with other CPUs: `down` first to change them")
-    settings = settings_of(paths, cpus)
+    settings = settings_of(paths, cpus, choose_ports=not alive)
     if not alive:
         write_config(paths, settings)
     started = []

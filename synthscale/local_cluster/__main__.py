@@ -10,12 +10,14 @@ import time
 from synthscale.errors import SynthscaleError
 import synthscale.local_cluster as local_cluster
 from synthscale.local_cluster import down, status, up
+from synthscale.local_cluster.config import ensure_packages
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m synthscale.local_cluster", description=local_cluster.__doc__.split("\n\n")[0],
                                      epilog="Example: python -m synthscale.local_cluster up && source .slurm/env && sinfo")
-    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument("action", choices=("up", "down", "status", "install"),
+                        help="install: only the Debian packages (as root; CI runs it before the tests)")
     parser.add_argument("--dir", default=None, help="cluster folder [default: $SYNTHSCALE_SLURM_DIR or .slurm/ in the checkout]")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs of the node (up) [default: the machine's]")
     args = parser.parse_args(argv)
@@ -29,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "down":
             stopped = down(args.dir)
             print(f"stopped {', '.join(stopped)}" if stopped else "no cluster daemons were running")
+        elif args.action == "install":
+            ensure_packages()
+            print("Slurm, munge, slurmdbd and MariaDB are installed")
         else:
             print(json.dumps(status(args.dir), indent=1))
     except SynthscaleError as exc:

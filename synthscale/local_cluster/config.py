@@ -24,7 +24,8 @@ PROGRAMS = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-clien
             "munged": "munge", "slurmdbd": "slurmdbd", "mariadbd": "mariadb-server",
             "mariadb-install-db": "mariadb-server", "mariadb": "mariadb-client"}
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
-SLURM_PORTS = {"slurmctld": 6817, "slurmd": 6818, "slurmdbd": 6819}  # Slurm's defaults: one cluster per machine
+# Preferred ports (Slurm's defaults); a cluster takes others when these are in use (another cluster)
+DEFAULT_PORTS = {"slurmctld": 6817, "slurmd": 6818, "slurmdbd": 6819, "mysqld": 0}
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,21 @@ def ensure_packages() -> None:
             raise SynthscaleError(f"{' '.join(argv)} failed")
 
 
-def settings_of(paths: ClusterPaths, cpus: int | None) -> dict:
-    """The cluster's choices, made once and kept: node name, CPUs, memory, MariaDB port and password."""
+def settings_of(paths: ClusterPaths, cpus: int | None = None, choose_ports: bool = False) -> dict:
+    """The cluster's choices, kept in settings.json: node name, CPUs, memory, the daemons' ports and
+    the database password. With `choose_ports` (the cluster is down) a port another process took
+    since is replaced by a free one, so several clusters can run on one machine."""
     try:
         settings = json.loads(paths.settings.read_text())
     except (OSError, ValueError):
-        settings = {"db_password": secrets.token_hex(16), "db_port": free_port()}
+        settings = {"db_password": secrets.token_hex(16)}
     if cpus is not None:
         settings["cpus"] = cpus
+    ports = settings.setdefault("ports", {})
+    for name, preferred in DEFAULT_PORTS.items():
+        if choose_ports and not port_free(ports.get(name)):
+            taken = set(ports.values())
+            ports[name] = preferred if preferred not in taken and port_free(preferred) else free_port()
     settings.setdefault("cpus", os.cpu_count() or 1)
     settings.setdefault("node", socket.gethostname().split(".")[0])
     with open("/proc/meminfo") as meminfo:
@@ -97,6 +105,7 @@ def port_free(port: int | None) -> bool:
     if not port:
         return False
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemons bind: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -122,8 +131,8 @@ SlurmdUser={user}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={paths.munge_socket},cred_expire=10
-SlurmctldPort={SLURM_PORTS['slurmctld']}
-SlurmdPort={SLURM_PORTS['slurmd']}
+SlurmctldPort={settings['ports']['slurmctld']}
+SlurmdPort={settings['ports']['slurmd']}
 StateSaveLocation={root}/state/slurmctld
 SlurmdSpoolDir={root}/state/slurmd
 SlurmctldPidFile={root}/run/slurmctld.pid
@@ -135,7 +144,7 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
-AccountingStoragePort={SLURM_PORTS['slurmdbd']}
+AccountingStoragePort={settings['ports']['slurmdbd']}
 # the munge socket for slurmdbd's authentication (without it slurmctld looks in /run/munge)
 AccountingStoragePass={paths.munge_socket}
 JobCompType=jobcomp/none
@@ -160,13 +169,13 @@ AuthType=auth/munge
 AuthInfo=socket={paths.munge_socket}
 DbdHost=localhost
 DbdAddr=127.0.0.1
-DbdPort={SLURM_PORTS['slurmdbd']}
+DbdPort={settings['ports']['slurmdbd']}
 SlurmUser={user}
 PidFile={root}/run/slurmdbd.pid
 LogFile={paths.log}/slurmdbd.log
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
-StoragePort={settings['db_port']}
+StoragePort={settings['ports']['mysqld']}
 StorageUser=slurm
 StoragePass={settings['db_password']}
 StorageLoc=slurm_acct_db

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from synthscale.errors import SynthscaleError
-from synthscale.local_cluster.config import (SLURM_PORTS, ClusterPaths, environment, free_port, port_free,
-                                             save_settings, write_config)
+from synthscale.local_cluster.config import ClusterPaths, environment
 
 ORDER = ("munged", "mysqld", "slurmdbd", "slurmctld", "slurmd")  # start order; stop is the reverse
 LIVE_STATES = ("idle", "mixed", "allocated", "completing")
@@ -129,34 +128,32 @@ def node_state(paths: ClusterPaths) -> str:
 def start(paths: ClusterPaths, name: str, settings: dict) -> dict:
     """Start one daemon and wait until it serves."""
     run, log = paths.root / "run", paths.log
-    if name in SLURM_PORTS and _listening(SLURM_PORTS[name]):
-        raise SynthscaleError(f"port {SLURM_PORTS[name]} ({name}) is taken by {_port_owner(SLURM_PORTS[name])}: "
-                              "another Slurm cluster runs on this machine; stop it or use it (its SLURM_CONF)")
+    port = settings["ports"].get(name)
+    if port and _listening(port):
+        raise SynthscaleError(f"port {port} ({name}) is taken by {_port_owner(port)}; `down` this cluster and "
+                              "`up` it again to choose free ports")
     if name == "munged":
         paths.munge_key.parent.mkdir(mode=0o700, exist_ok=True)
         if not paths.munge_key.is_file():
             paths.munge_key.write_bytes(secrets.token_bytes(1024))
         paths.munge_key.chmod(0o600)
         paths.munge_socket.unlink(missing_ok=True)
-        record = _spawn(paths, name, ["munged", "--foreground", f"--key-file={paths.munge_key}",
+        # --force: also when a parent folder is closed to others (a 700 home, pytest's temporary folders)
+        record = _spawn(paths, name, ["munged", "--foreground", "--force", f"--key-file={paths.munge_key}",
                                       f"--socket={paths.munge_socket}", f"--pid-file={run}/munged.pid",
                                       f"--log-file={log}/munged.log", f"--seed-file={paths.munge_key.parent}/seed"])
         _wait("munged", paths.munge_socket.exists, 20, log / "munged.log")
     elif name == "mysqld":
         _init_mariadb(paths)
-        if not port_free(settings["db_port"]):
-            settings["db_port"] = free_port()
-            save_settings(paths, settings)
-            write_config(paths, settings)
         argv = ["mariadbd", "--no-defaults", f"--datadir={paths.mysql_data}", f"--socket={paths.mysql_socket}",
-                f"--port={settings['db_port']}", "--bind-address=127.0.0.1", "--skip-name-resolve",
+                f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
                 f"--pid-file={run}/mysqld.pid", f"--log-error={log}/mysqld.log", "--innodb-buffer-pool-size=32M"]
         record = _spawn(paths, name, argv + (["--user=root"] if os.geteuid() == 0 else []))
-        _wait("MariaDB", lambda: _listening(settings["db_port"]), 60, log / "mysqld.log")
+        _wait("MariaDB", lambda: _listening(port), 60, log / "mysqld.log")
         _grant_slurmdbd(paths, settings)
     elif name == "slurmdbd":
         record = _spawn(paths, name, ["slurmdbd", "-D"])  # reads slurmdbd.conf beside $SLURM_CONF
-        _wait("slurmdbd", lambda: _listening(SLURM_PORTS[name]), 60, log / "slurmdbd.log")
+        _wait("slurmdbd", lambda: _listening(port), 60, log / "slurmdbd.log")
     elif name == "slurmctld":
         record = _spawn(paths, name, ["slurmctld", "-D", "-i", "-f", str(paths.conf)])
         _wait("slurmctld", lambda: client(paths, "scontrol", "ping").returncode == 0, 60, log / "slurmctld.log")

@@ -1,5 +1,7 @@
 """A Bridge sweep on Slurm: job arrays grouped by resources, completed runs left out on a rerun,
-and the generated sbatch script's requeue logic run for real with fake `srun` and `scontrol`."""
+runs whose array task squeue still lists left alone (files untouched, per task, their layout
+frozen), nothing submitted when squeue cannot tell, every check before anything is written, and
+the generated sbatch script's requeue logic run for real with fake `srun` and `scontrol`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from recipes.results import REQUIRED_KEYS
+from recipes.results import REQUIRED_KEYS, identity_record, requested_definition
+from recipes.run_spec import RunSpec
 from tests.recipes.helpers import invoke, paper_blend
 
 
@@ -21,12 +24,12 @@ def blend_file(tmp_path_factory) -> Path:
     return paper_blend(root / "hq_33.yaml", root / "data")
 
 
-def _sweep(workspace, blend: Path, runs: Path, sizes: str, tokens: str, *extra: str) -> str:
+def _sweep(workspace, blend: Path, runs: Path, sizes: str, tokens: str, *extra: str, exit_code: int = 0) -> str:
     args = ["sweep", "--sizes", sizes, "--tokens", tokens, "--blends", str(blend), "--eval",
             f"wiki={workspace.prefixes['eval_wiki']}", "--backend", "bridge", "--executor", "slurm",
             "--slurm-account", "acct", "--gpus-per-node", "8", "--output", str(runs), "--dry-run", *extra]
     result = invoke(args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return result.output
 
 
@@ -35,8 +38,19 @@ def _arrays(runs: Path) -> dict[str, list[str]]:
 
 
 def _complete(run_dir: Path) -> None:
-    record = {key: None for key in REQUIRED_KEYS} | {"eval": {"wiki": {"loss": 3.0, "tokens": 8}}}
+    """A results.json scoring the run's domains as its run.json defines them (as an entry would)."""
+    spec = RunSpec.load(run_dir)
+    definition = requested_definition(spec)
+    record = {key: None for key in REQUIRED_KEYS} | {
+        "run_id": spec.run_id, "eval_identity": identity_record(definition),
+        "eval": {d: {"loss": 3.0, "tokens": definition[d]["tokens"]} for d in definition}}
     (run_dir / "results.json").write_text(json.dumps(record))
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under a folder: its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
 
 
 def test_one_array_per_resource_group_and_a_rerun_leaves_complete_runs_out(workspace, blend_file, tmp_path):
@@ -62,24 +76,25 @@ def test_one_array_per_resource_group_and_a_rerun_leaves_complete_runs_out(works
 
 
 FAKE_SQUEUE = """#!/bin/bash
-# fake squeue: lists the job names in $FAKE_QUEUE (one a line), whatever the filter
+# fake squeue: lists the "job-name task-id" lines in $FAKE_QUEUE, whatever the filter; FAKE_SQUEUE_RC fails it
+if [ -n "$FAKE_SQUEUE_RC" ]; then echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit "$FAKE_SQUEUE_RC"; fi
 [ -f "$FAKE_QUEUE" ] && cat "$FAKE_QUEUE"
 exit 0
 """
 
 
-def test_a_rerun_leaves_out_runs_whose_submitted_array_slurm_still_lists(workspace, blend_file, tmp_path,
-                                                                      monkeypatch):
+@pytest.fixture
+def submitted(workspace, blend_file, tmp_path, monkeypatch):
+    """A dry-run sweep of two 1B runs, its array marked submitted, and a fake squeue on PATH:
+    (runs folder, array's job name, run folders in task order, queue file)."""
     from recipes.arrays import mark_submitted
 
     runs = tmp_path / "runs"
     _sweep(workspace, blend_file, runs, "1B", "5B,10B")
     (array,) = (runs / "_arrays").iterdir()
-    first = (array / "runs.txt").read_text().split()
     mark_submitted(array, (array / "sbatch.sh").read_text())  # as a real submission does
     job_name = json.loads((array / "submitted.json").read_text())["job_name"]
     assert job_name in (array / "sbatch.sh").read_text()
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "squeue").write_text(FAKE_SQUEUE)
@@ -87,20 +102,105 @@ def test_a_rerun_leaves_out_runs_whose_submitted_array_slurm_still_lists(workspa
     queue = tmp_path / "queue.txt"
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_QUEUE", str(queue))
+    return runs, job_name, (array / "runs.txt").read_text().split(), queue
 
-    queue.write_text(f"{job_name}\n")  # still queued or running: its runs are not submitted again
+
+def test_a_rerun_leaves_out_runs_whose_array_task_slurm_still_lists(workspace, blend_file, submitted):
+    runs, job_name, run_dirs, queue = submitted
+    queue.write_text(f"{job_name} 0\n{job_name} 1\n")  # both tasks queued or running: nothing submitted
     output = _sweep(workspace, blend_file, runs, "1B", "5B,10B")
-    assert sorted(output.count(f"queued {Path(r).name}") for r in first) == [1, 1]
+    assert sorted(output.count(f"queued {Path(r).name}") for r in run_dirs) == [1, 1]
     assert "would submit" not in output and len(_arrays(runs)) == 1
+
+    queue.write_text(f"{job_name} 1\n")  # task 0 finished or died, task 1 still runs: per task, not per array
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B")
+    assert f"queued {Path(run_dirs[1]).name}" in output and f"queued {Path(run_dirs[0]).name}" not in output
+    new = {n: r for n, r in _arrays(runs).items()}
+    assert sorted(len(r) for r in new.values()) == [1, 2] and [run_dirs[0]] in new.values()
 
     queue.write_text("")  # gone from the queue without finishing: submitted again
     output = _sweep(workspace, blend_file, runs, "1B", "5B,10B")
     assert "would submit" in output and "queued " not in output
 
-    monkeypatch.setenv("PATH", os.environ["PATH"].replace(f"{bin_dir}:", "", 1))
-    if shutil.which("squeue") is None:  # not a Slurm machine: said, and the runs are submitted again
-        output = _sweep(workspace, blend_file, runs, "1B", "5B,10B")
-        assert "warning: squeue not found" in output and "would submit" in output
+
+def test_a_rerun_touches_no_file_of_a_queued_run_and_refuses_another_layout_for_it(workspace, blend_file,
+                                                                                  submitted):
+    runs, job_name, run_dirs, queue = submitted
+    queue.write_text(f"{job_name} 0\n{job_name} 1\n")
+    before = {r: _snapshot(Path(r)) for r in run_dirs}
+    # another evaluation cap would rewrite run.json and the eval YAMLs: not under a queued task
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B", "--eval-max-tokens", "300000")
+    assert output.count("queued ") == 2 and "would submit" not in output
+    assert {r: _snapshot(Path(r)) for r in run_dirs} == before
+
+    # another layout for a queued run: refused by name, both layouts named, nothing written
+    sweeps = sorted((runs / "_sweeps").iterdir())
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B", "--nodes", "2", exit_code=1)
+    for run_dir in run_dirs:
+        assert f"run {Path(run_dir).name} is in Slurm's queue ({Path(_arrays(runs).popitem()[0]).name}" in output \
+            or f"run {Path(run_dir).name} is in Slurm's queue" in output
+    assert "TP 1 x PP 1 x DP 8 on 1 node(s) x 8 ranks" in output and "TP 1 x PP 1 x DP 16 on 2 node(s) x 8 ranks" in output
+    assert {r: _snapshot(Path(r)) for r in run_dirs} == before and sorted((runs / "_sweeps").iterdir()) == sweeps
+
+
+def test_an_unfinished_run_keeps_its_layout(workspace, blend_file, submitted):
+    runs, _, run_dirs, queue = submitted
+    queue.write_text("")  # not queued any more, but it trained: its checkpoints are at TP 1
+    (Path(run_dirs[0]) / "checkpoints").mkdir()
+    (Path(run_dirs[0]) / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("100")
+    before = _snapshot(Path(run_dirs[0]))
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B", "--tensor-parallel", "2", exit_code=1)
+    assert f"run {Path(run_dirs[0]).name} is unfinished" in output and "TP 2 x PP 1 x DP 4" in output
+    assert f"run {Path(run_dirs[1]).name}" not in output  # never started: its layout may change
+    assert _snapshot(Path(run_dirs[0])) == before
+
+
+def test_without_an_answer_from_squeue_nothing_is_submitted_unless_forced(workspace, blend_file, submitted,
+                                                                         monkeypatch):
+    runs, _, run_dirs, _ = submitted
+    before = _snapshot(runs)
+    monkeypatch.setenv("FAKE_SQUEUE_RC", "1")
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B", exit_code=1)
+    assert "squeue failed (exit 1): slurm_load_jobs error" in output and "--force" in output
+    assert output.strip().splitlines()[-1].startswith("Error: ") and "would submit" not in output
+    assert _snapshot(runs) == before  # no run folder, array or config record written
+
+    with monkeypatch.context() as no_slurm:
+        no_slurm.setenv("PATH", str(runs / "no-such-bin"))  # no squeue at all
+        output = _sweep(workspace, blend_file, runs, "1B", "5B,10B", exit_code=1)
+    assert "squeue not found" in output and _snapshot(runs) == before
+
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B", "--force")
+    assert "warning: squeue failed" in output and "--force: every incomplete run is launched again" in output
+    assert "would submit" in output and len(list((runs / "_arrays").iterdir())) == 1  # the same runs: the same array
+
+
+def test_every_check_runs_before_anything_is_written(workspace, blend_file, tmp_path):
+    """A complete run that cannot be scored on a new domain (no final checkpoint) and a run whose
+    new domain Bridge cannot batch refuse the sweep before any run folder is rewritten (the first
+    run in plan order was rewritten before the error); with its final checkpoint, a complete run
+    is scored again by its entry."""
+    runs = tmp_path / "runs"
+    _sweep(workspace, blend_file, runs, "1B", "5B,10B")
+    (array,) = (runs / "_arrays").iterdir()
+    first, second = (Path(r) for r in (array / "runs.txt").read_text().split())
+    _complete(second)
+    before = _snapshot(runs)
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B", "--eval", f"news={workspace.prefixes['eval_news']}",
+                    exit_code=1)
+    assert f"run {second.name} is complete but must be scored on news" in output and "names iteration None" in output
+    assert f"run {first.name}: eval domain 'news': its evaluation set has" in output  # 8 data-parallel ranks
+    assert _snapshot(runs) == before  # the first run's run.json still without news, no config record
+
+    spec = RunSpec.load(second)
+    (second / "checkpoints").mkdir()
+    (second / "checkpoints" / "latest_checkpointed_iteration.txt").write_text(str(spec.plan.train_iters))
+    output = _sweep(workspace, blend_file, runs, "1B", "5B,10B", "--eval", f"wiki2={workspace.prefixes['eval_wiki']}")
+    assert f"would score  {second.name}" in output and "on wiki2 (completed; no retraining), by its bridge entry" in output
+    assert set(RunSpec.load(second).eval_domains) == {"wiki", "wiki2"} and (second / "bridge" / "eval_wiki2.yaml").is_file()
+    assert json.loads((second / "results.json").read_text())["eval"].keys() == {"wiki"}  # kept until scored
+    assert (second / "sweep.config.yaml").read_bytes() == before[f"{second.name}/sweep.config.yaml"][0]  # its config kept
+    assert _arrays(runs) == {array.name: [str(first), str(second)]}  # both launched again: the same array
 
 
 FAKE_SRUN = """#!/bin/bash
