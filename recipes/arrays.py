@@ -40,6 +40,7 @@ ARRAYS_DIR = "_arrays"
 RUN_LIST = "runs.txt"
 SCRIPT = "sbatch.sh"
 SUBMITTED = "submitted.json"
+STOPPED_REPORT = "slurm-stopped.txt"  # in a run folder: why its last task ended incomplete and not requeued
 # Files whose content changes when a run makes progress (what the requeue trap compares).
 PROGRESS_FILES = ("checkpoints/latest_checkpointed_iteration.txt", "checkpoints/latest.pt",
                   "bridge/train_done.json", "bridge/eval_scores.json", "megatron/train_done.json",
@@ -111,7 +112,8 @@ def _executor_and_task(run, group: ArrayGroup, runs: list, settings: ExecutorSet
     sset = settings.slurm_settings(_mounts(runs, settings) + [f"{folder}:{folder}"])
     setup = "\n".join([
         slurm.item_lines(list_file),
-        slurm.requeue_lines('[ -f "$SYNTHSCALE_ITEM/results.json" ]', progress_stamp(), sset.max_requeues),
+        slurm.requeue_lines('[ -f "$SYNTHSCALE_ITEM/results.json" ]', progress_stamp(), sset.max_requeues,
+                            report_file=f'"$SYNTHSCALE_ITEM/{STOPPED_REPORT}"'),
     ])
     array = slurm.array_spec(len(runs), sset.array_parallelism)
     if group.backend in LAYOUT_BACKENDS:  # srun (one task a node) + torchrun (a rank per GPU or CPU process)
@@ -179,6 +181,16 @@ def active_runs(runs_dir: Path) -> dict[str, str]:
         if 0 <= task < len(lines):
             active[lines[task]] = f"{arrays[name].name} task {task}"
     return active
+
+
+def stopped_report(run_dir: Path) -> str | None:
+    """Why the run's last array task ended incomplete without a requeue (the trap's report: what
+    happened, and its log), or None."""
+    path = Path(run_dir) / STOPPED_REPORT
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "; ".join(lines[:2]) + f" (more in {path})"
 
 
 def describe(group: ArrayGroup, runs: list, folder: Path) -> str:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from data_prep.blend_spec import BlendSpec
+from recipes.arrays import stopped_report
 from recipes.bridge_config import write_bridge_configs
 from recipes.launchers import ExecutorSettings, dry_run, launch
 from recipes.parallelism import ParallelismError, plan_layout
@@ -225,6 +226,9 @@ def execute_sweep(
         if item.status == "rescore":
             failures += rescore_run(item, label, settings, dry_run_only, echo)
             continue
+        stopped = stopped_report(item.run_dir)
+        if stopped:
+            echo(f"      {spec.run_id} stopped in Slurm before: {stopped}")
         text = prepare_run(item, settings, request.config_text)
         if settings.kind == "slurm":
             echo(f"{'would run' if dry_run_only else 'run  '}  {label}, {spec.plan.train_iters} steps (Slurm array)")
