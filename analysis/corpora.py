@@ -46,6 +46,8 @@ def read_corpus(name: str, path: str | Path) -> dict:
         "pass_rate": fidelity.get("pass_rate"),
         "mean_output_tokens": fidelity.get("mean_output_tokens"),
         "source_word_recall": fidelity.get("source_word_recall"),
+        "degenerate_share": fidelity.get("degenerate_share"),
+        "degenerate_share_kept": fidelity.get("degenerate_share_kept"),
         "dropped": filters.get("dropped") or {},
         "complete": manifest.get("complete"),
         "limit": manifest.get("limit"),
@@ -60,12 +62,14 @@ def corpora_section(rows: list[dict]) -> Section:
     section = Section("Synthetic corpora", [
         "From each corpus's generation manifest. *Passed*: share of outputs kept by the run's filters; "
         "*content words kept*: mean share of a source's content words (lower-cased alphabetic words, stop "
-        "words left out) that appear in its output, over all outputs."])
+        "words left out) that appear in its output, over all outputs; *repetitive*: share that fails a Gopher "
+        "repetition rule (Rae et al. 2021), of all outputs (before the filter) and of the documents kept (after)."])
     section.table(
         ["corpus", "recipe", "generator", "outputs", "passed", "mean output tokens", "content words kept",
-         "documents", "tokens", "dropped"],
+         "repetitive: outputs / kept", "documents", "tokens", "dropped"],
         [[r["name"], str(r["recipe"]), str(r["generator"]), str(r["outputs"]), fmt(r["pass_rate"], 3),
-          fmt(r["mean_output_tokens"], 4), fmt(r["source_word_recall"], 3), str(r["documents"]),
+          fmt(r["mean_output_tokens"], 4), fmt(r["source_word_recall"], 3),
+          f"{fmt(r.get('degenerate_share'), 3)} / {fmt(r.get('degenerate_share_kept'), 3)}", str(r["documents"]),
           str(r["document_tokens"]), ", ".join(f"{k} {v}" for k, v in r["dropped"].items()) or "none"]
          for r in rows])
     by_recipe: dict[str, list[dict]] = {}

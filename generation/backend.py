@@ -33,6 +33,13 @@ class Request:
     temperature: float
     top_p: float
     tag: Any = None  # opaque, returned with the result
+    repetition_penalty: float | None = None  # vLLM's; None: the engine's default (off)
+    frequency_penalty: float | None = None  # OpenAI's and vLLM's; None: the engine's default (off)
+
+    def penalties(self) -> dict:
+        """The penalties set on this request (none: the engine's defaults)."""
+        return {name: value for name, value in (("repetition_penalty", self.repetition_penalty),
+                                                ("frequency_penalty", self.frequency_penalty)) if value is not None}
 
 
 @dataclass

@@ -146,6 +146,7 @@ class OpenAIBackend(Backend):
             "seed": request.seed,
             "n": 1,
             "stream": False,
+            **request.penalties(),  # repetition_penalty: a vLLM server extension of the API
         }
 
     async def _one(self, request: Request) -> Result:

@@ -104,6 +104,10 @@ def run_options(func):
                      help="Default: the prompt set's (0.7)."),
         click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
                      help="Default: the prompt set's (0.95)."),
+        click.option("--repetition-penalty", type=click.FloatRange(0, 2, min_open=True), default=None,
+                     help="vLLM's repetition penalty (> 1 curbs loops; default: the recipe's, else off)."),
+        click.option("--frequency-penalty", type=click.FloatRange(-2, 2), default=None,
+                     help="Frequency penalty (> 0 curbs loops; default: the recipe's, else off)."),
         click.option("--max-new-tokens", multiple=True, metavar="[STEP=]N",
                      callback=option_callback(parse_max_new_tokens),
                      help="N (all steps) or STEP=N, e.g. chapter=1024; repeatable."),
@@ -120,6 +124,8 @@ def run_options(func):
         click.option("--strip-preamble/--no-strip-preamble", default=None,
                      help="Filter: remove 'Sure, here is...' lines."),
         click.option("--drop-refusals/--keep-refusals", default=None, help="Filter: refusals."),
+        click.option("--keep-repetitive/--drop-repetitive", default=None,
+                     help="Filter: outputs that fail a Gopher repetition rule (dropped by default)."),
         click.option("--text-key", default="text", show_default=True),
         click.option("--id-key", default="id", show_default=True),
         click.option("--tensor-parallel-size", type=click.IntRange(min=1), default=1, show_default=True,
@@ -188,6 +194,7 @@ def run_command(**kw) -> None:
         "drop_truncated": None if kw["keep_truncated"] is None else not kw["keep_truncated"],
         "strip_preamble": kw["strip_preamble"],
         "drop_refusals": kw["drop_refusals"],
+        "drop_repetitive": None if kw["keep_repetitive"] is None else not kw["keep_repetitive"],
     }
     from generation.pipeline import run
     from generation.run_config import RunConfig
@@ -197,7 +204,8 @@ def run_command(**kw) -> None:
         backend=kw["backend"], prompt_sets=list(kw["prompt_sets"]), tokenizer=kw["tokenizer"],
         generator_name=kw["generator_name"],
         base_url=kw["base_url"], api_key=kw["api_key"], seed=kw["seed"], temperature=kw["temperature"],
-        top_p=kw["top_p"], max_new_tokens=kw["max_new_tokens"], chunk_tokens=kw["chunk_tokens"],
+        top_p=kw["top_p"], repetition_penalty=kw["repetition_penalty"], frequency_penalty=kw["frequency_penalty"],
+        max_new_tokens=kw["max_new_tokens"], chunk_tokens=kw["chunk_tokens"],
         shard=kw["shard"], limit=kw["limit"], filters={k: v for k, v in filters.items() if v is not None},
         text_key=kw["text_key"], id_key=kw["id_key"], tensor_parallel_size=kw["tensor_parallel_size"],
         dtype=kw["dtype"], max_model_len=kw["max_model_len"], engine_kwargs=kw["engine_args"],

@@ -8,6 +8,9 @@ have no output and are not counted):
   source_word_recall      mean, over outputs, of the share of the source chunk's distinct content
                           words that appear in the output (outputs whose source has none are left out)
   source_word_recall_kept the same over the outputs kept as documents (their final text)
+  degenerate_share        share of outputs that fail a Gopher repetition rule (generation/repetition.py),
+                          measured on every output whether or not the run's filter drops them: before the filter
+  degenerate_share_kept   the same over the outputs kept as documents: after the filter
 
 Content words: lowercased alphabetic words (letters only, any script) that are not in STOP_WORDS.
 A paraphrase keeps most of them; a random model keeps few.
@@ -31,7 +34,8 @@ must shall upon s t d ll m re ve
 """.split())
 
 _WORD = re.compile(r"[^\W\d_]+")
-COUNTERS = ("outputs", "passed", "output_tokens", "recall_sum", "recall_n", "recall_kept_sum", "recall_kept_n")
+COUNTERS = ("outputs", "passed", "output_tokens", "recall_sum", "recall_n", "recall_kept_sum", "recall_kept_n",
+            "degenerate", "degenerate_kept")
 
 
 def content_words(text: str) -> set[str]:
@@ -63,9 +67,13 @@ class Tally:
 
     def add(self, source: str, output: str, output_tokens: int, kept_text: str | None) -> None:
         """One output of the last step: its raw text, its tokens, and its text as kept (None: dropped)."""
+        from generation.repetition import GOPHER
+
         words = self._words(source)
         count, p = self._count, self.PREFIX
         count(p + "outputs", 1)
+        degenerate = GOPHER.check(output) is not None
+        count(p + "degenerate", int(degenerate))
         count(p + "output_tokens", int(output_tokens))
         recall = word_recall(words, output)
         if recall is not None:
@@ -73,6 +81,7 @@ class Tally:
             count(p + "recall_n", 1)
         if kept_text is not None:
             count(p + "passed", 1)
+            count(p + "degenerate_kept", int(degenerate if kept_text == output else GOPHER.check(kept_text) is not None))
             kept = recall if kept_text == output else word_recall(words, kept_text)
             if kept is not None:
                 count(p + "recall_kept_sum", kept)
@@ -99,6 +108,9 @@ def summarise(totals: dict) -> dict:
         "mean_output_tokens": ratio(t["output_tokens"], t["outputs"], 2),
         "source_word_recall": ratio(t["recall_sum"], t["recall_n"]),
         "source_word_recall_kept": ratio(t["recall_kept_sum"], t["recall_kept_n"]),
+        "degenerate_share": ratio(t["degenerate"], t["outputs"]),
+        "degenerate_share_kept": ratio(t["degenerate_kept"], t["passed"]),
+        "degenerate": "fails a Gopher repetition rule, Rae et al. 2021 table A1 (generation/repetition.py)",
         "content_words": f"lowercased alphabetic words minus {len(STOP_WORDS)} stop words (generation/fidelity.py)",
         "totals": {k: (round(v, 6) if isinstance(v, float) else int(v)) for k, v in t.items()},
     }

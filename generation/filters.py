@@ -1,6 +1,7 @@
 """Post-filters on generated text: strip a bare preamble, drop refusals, too short, far too
-long for the step's target, and outputs cut off at the token limit. Each drop has a reason,
-and the manifest counts them."""
+long for the step's target, outputs cut off at the token limit, and repetitive outputs (the
+Gopher repetition rules, generation/repetition.py). Each drop has a reason, and the manifest
+counts them; a repetitive output's reason names the rule it failed (`repetitive.top_3gram`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ DEFAULT_FILTERS = {
     "drop_truncated": True,
     "strip_preamble": True,
     "drop_refusals": True,
+    "drop_repetitive": True,
     "preamble_patterns": [],
     "refusal_patterns": [],
 }
 
 # Reasons a document is dropped (manifest `filters.dropped`) and ways it is changed (`modified`).
-REASONS = ("empty", "refusal", "bare_preamble", "truncated", "too_short", "too_long")
+REASONS = ("empty", "refusal", "bare_preamble", "truncated", "too_short", "too_long", "repetitive")
+REPETITIVE = "repetitive"  # dropped as `repetitive.RULE`, RULE one of generation.repetition.RULES
 
 
 @dataclass
@@ -29,6 +32,7 @@ class FilterConfig:
     drop_truncated: bool = True
     strip_preamble: bool = True
     drop_refusals: bool = True
+    drop_repetitive: bool = True
     preamble_patterns: list[str] = field(default_factory=list)
     refusal_patterns: list[str] = field(default_factory=list)
 
@@ -46,6 +50,7 @@ class FilterConfig:
             drop_truncated=bool(merged["drop_truncated"]),
             strip_preamble=bool(merged["strip_preamble"]),
             drop_refusals=bool(merged["drop_refusals"]),
+            drop_repetitive=bool(merged["drop_repetitive"]),
             preamble_patterns=list(merged["preamble_patterns"]),
             refusal_patterns=list(merged["refusal_patterns"]),
         )
@@ -57,6 +62,7 @@ class FilterConfig:
             "drop_truncated": self.drop_truncated,
             "strip_preamble": self.strip_preamble,
             "drop_refusals": self.drop_refusals,
+            "drop_repetitive": self.drop_repetitive,
             "preamble_patterns": list(self.preamble_patterns),
             "refusal_patterns": list(self.refusal_patterns),
         }
@@ -66,7 +72,7 @@ class FilterConfig:
 class FilterResult:
     text: str
     tokens: int
-    dropped: str | None = None  # one of REASONS, or None when kept
+    dropped: str | None = None  # one of REASONS (`repetitive.RULE` for repetitive), or None when kept
     modified: list[str] = field(default_factory=list)  # e.g. ["preamble_stripped"]
 
 
@@ -102,7 +108,7 @@ def apply_filters(
     config: FilterConfig,
     count_tokens: Callable[[str], int],
 ) -> FilterResult:
-    """Run the filters in order: preamble, refusal, empty, truncated, too short, too long."""
+    """Run the filters in order: preamble, refusal, empty, truncated, too short, too long, repetitive."""
     result = FilterResult(text=text.strip(), tokens=output_tokens)
     if config.strip_preamble and result.text:
         if is_bare_preamble(result.text, config):
@@ -135,4 +141,10 @@ def apply_filters(
     ):
         result.dropped = "too_long"
         return result
+    if config.drop_repetitive:
+        from generation.repetition import GOPHER
+
+        rule = GOPHER.check(result.text)
+        if rule is not None:
+            result.dropped = f"{REPETITIVE}.{rule}"
     return result

@@ -161,7 +161,16 @@ def _fidelity_line(fidelity: dict | None) -> str:
     recall = fidelity["source_word_recall"]
     return (f"  fidelity          : {fidelity['pass_rate']:.1%} of {fidelity['outputs']:,} outputs pass the filters, "
             f"{fidelity['mean_output_tokens']:,.0f} tokens each on average, "
-            f"{'n/a' if recall is None else f'{recall:.1%}'} of their sources' content words kept")
+            f"{'n/a' if recall is None else f'{recall:.1%}'} of their sources' content words kept"
+            + _degenerate_text(fidelity))
+
+
+def _degenerate_text(fidelity: dict) -> str:
+    before, after = fidelity.get("degenerate_share"), fidelity.get("degenerate_share_kept")
+    if before is None:
+        return ""
+    return (f"; repetitive (Gopher rules): {before:.1%} of outputs"
+            + ("" if after is None else f", {after:.1%} of the documents kept"))
 
 
 def print_summary(manifest: dict, path: Path, file=sys.stderr) -> None:

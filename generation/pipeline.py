@@ -280,7 +280,9 @@ class Run:
         seed = request_seed(self.config.seed, item.source_id, item.chunk, self.recipe.name, step.name, item.k)
         sampling = self.settings.sampling
         backend.submit(Request(key=item.key, messages=used, prompt_token_ids=ids, max_tokens=max_tokens, seed=seed,
-                               temperature=sampling["temperature"], top_p=sampling["top_p"], tag=item))
+                               temperature=sampling["temperature"], top_p=sampling["top_p"], tag=item,
+                               repetition_penalty=sampling.get("repetition_penalty"),
+                               frequency_penalty=sampling.get("frequency_penalty")))
         self.store.count("requests")
 
     def _handle(self, result: Result) -> None:
@@ -299,16 +301,19 @@ class Run:
             self._finish_item(item)
             return
         target = step.target_tokens(item.source_tokens)
-        filtered = apply_filters(result.text, result.output_tokens, result.finish_reason, target,
+        # A concept list cut at the token limit is parsed (its last, incomplete line dropped), never dropped whole.
+        finish = None if step.parse else result.finish_reason
+        filtered = apply_filters(result.text, result.output_tokens, finish, target,
                                  self.settings.filters[step.name], self.renderer.count)
         for mod in filtered.modified:
             store.count(f"modified.{step.name}.{mod}")
         parsed = None
         if step.parse == "concepts" and filtered.dropped is None:
-            from generation.concepts import ConceptParseError, parse_concepts
+            from generation.concepts import ConceptParseError, extraction_fields
 
             try:
-                parsed = parse_concepts(filtered.text)
+                parsed = extraction_fields(filtered.text, item.values["document"],
+                                           truncated=result.finish_reason == "length")
             except ConceptParseError as exc:  # kept in failures/ with the raw output, never guessed at
                 if final:
                     self.fidelity.add(item.values["document"], result.text, result.output_tokens, None)
@@ -316,11 +321,15 @@ class Run:
                            extra={"output": result.text, "output_tokens": result.output_tokens})
                 self._finish_item(item)
                 return
-            filtered.text = "\n".join(parsed)
+            filtered.text = "\n".join(parsed["concepts"])
         if final:
             self.fidelity.add(item.values["document"], result.text, result.output_tokens,
                               None if filtered.dropped is not None else filtered.text)
-        if filtered.dropped is not None:
+        if filtered.dropped is not None:  # kept in failures/ with its text, counted by reason (and rule)
+            store.write_failure({"key": item.key, "reason": filtered.dropped, "filtered": True, "time": time.time(),
+                                 "source_id": item.source_id, "chunk": item.chunk, "recipe": recipe.name,
+                                 "step": step.name, "k": item.k, "output": result.text,
+                                 "output_tokens": result.output_tokens, "finish_reason": result.finish_reason})
             store.mark(item.key, "filtered")
             store.count(f"dropped.{step.name}.{filtered.dropped}")
             session["filtered"] += 1
@@ -349,7 +358,7 @@ class Run:
             self.bar.update(1)
 
     def _output_document(self, item: WorkItem, step: Step, result: Result, filtered: FilterResult,
-                         sampling: dict, concepts: list[str] | None = None) -> dict:
+                         sampling: dict, concepts: dict | None = None) -> dict:
         """One line of the output JSONL (docs/formats.md)."""
         recipe = self.recipe
         text = filtered.text
@@ -370,8 +379,8 @@ class Run:
             record["chapter" if step.name == "chapter" else "k"] = item.k
         if item.audience is not None:
             record["audience"] = item.audience
-        if concepts is not None:  # concept extraction: the list, and the text it came from (the graph's reference)
-            record["concepts"] = concepts
+        if concepts is not None:  # concept extraction: the lists (generation/concepts.py) and the text they came from
+            record.update(concepts)
             record["document"] = item.values["document"]
         record.update(item.extra)
         record.update({

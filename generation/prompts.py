@@ -38,10 +38,15 @@ FILTER_KEYS = {
     "drop_truncated": (bool,),
     "strip_preamble": (bool,),
     "drop_refusals": (bool,),
+    "drop_repetitive": (bool,),
     "preamble_patterns": (list,),
     "refusal_patterns": (list,),
 }
-SAMPLING_KEYS = {"temperature": (int, float), "top_p": (int, float)}
+SAMPLING_KEYS = {"temperature": (int, float), "top_p": (int, float), "repetition_penalty": (int, float),
+                 "frequency_penalty": (int, float)}
+# Penalties against loops (vLLM's SamplingParams; the OpenAI API has frequency_penalty): a recipe
+# sets them where it wants them, and every record's `sampling` says what was used.
+PENALTIES = {"repetition_penalty": (0.0, 2.0, True), "frequency_penalty": (-2.0, 2.0, False)}  # (lo, hi, lo open)
 
 
 class PromptSetError(SynthscaleError):
@@ -58,6 +63,9 @@ class Step:
     filters: dict = field(default_factory=dict)  # resolved (set, recipe, step merged)
     system: str | None = None
     parse: str | None = None  # "concepts": the output is parsed into a concept list (generation/concepts.py)
+    # Level 3: the prompt used instead of `user` when one document holds every concept of the
+    # combination (the source's value `one_document`), so it does not ask to draw on several references.
+    user_one_document: str | None = None
 
     def target_tokens(self, source_tokens: int) -> int | None:
         if "tokens" in self.target:
@@ -136,6 +144,7 @@ class Recipe:
                     "target": s.target,
                     "filters": s.filters,
                     **({"parse": s.parse} if s.parse else {}),
+                    **({"user_one_document": s.user_one_document} if s.user_one_document else {}),
                 }
                 for s in self.steps
             ],
@@ -223,6 +232,11 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
         rsampling = dict(rdata.get("sampling") or {})
         _check_types(f"{rwhere}.sampling", rsampling, SAMPLING_KEYS)
         sampling.update(rsampling)
+        for penalty, (lo, hi, open_lo) in PENALTIES.items():
+            value = sampling.get(penalty)
+            if value is not None and not ((lo < value if open_lo else lo <= value) and value <= hi):
+                raise PromptSetError(f"{rwhere}.sampling.{penalty}: must be in {'(' if open_lo else '['}{lo:g}, "
+                                     f"{hi:g}], got {value!r}")
         sampling.setdefault("temperature", 0.7)
         sampling.setdefault("top_p", 0.95)
         rfilters = dict(rdata.get("filters") or {})
@@ -235,7 +249,8 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
             swhere = f"{rwhere}.steps[{index}]"
             if not isinstance(sdata, dict):
                 raise PromptSetError(f"{swhere}: a step is a mapping with 'name' and 'user'")
-            sknown = {"name", "user", "system", "max_new_tokens", "repeat", "target", "filters", "parse"}
+            sknown = {"name", "user", "system", "max_new_tokens", "repeat", "target", "filters", "parse",
+                      "user_one_document"}
             for key in sdata:
                 if key not in sknown:
                     raise PromptSetError(f"{swhere}: unknown key {key!r} (known: {', '.join(sorted(sknown))})")
@@ -278,7 +293,11 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
                 allowed.add("k")
             if sources != "documents":
                 allowed.add("concepts")
-            used = placeholders(user)
+            one_document = sdata.get("user_one_document")
+            if one_document is not None and (not isinstance(one_document, str) or not one_document.strip()
+                                             or sources != "concept_walk"):
+                raise PromptSetError(f"{swhere}.user_one_document: a prompt text, in a recipe with sources: concept_walk")
+            used = placeholders(user) | placeholders(one_document or "")
             unknown = used - allowed
             if unknown:
                 raise PromptSetError(
@@ -298,6 +317,7 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
                     filters=filters,
                     system=system,
                     parse=parse,
+                    user_one_document=one_document,
                 )
             )
         if not any("document" in placeholders(s.user) for s in steps):
@@ -390,7 +410,8 @@ def build_messages(step: Step, values: dict[str, Any]) -> list[dict[str, str]]:
     messages = []
     if step.system:
         messages.append({"role": "system", "content": step.system})
-    messages.append({"role": "user", "content": render(step.user, values)})
+    user = step.user_one_document if step.user_one_document and values.get("one_document") else step.user
+    messages.append({"role": "user", "content": render(user, values)})
     return messages
 
 

@@ -21,7 +21,7 @@ from synthscale.files import expand_inputs, write_json_atomic
 from generation.filters import FilterConfig
 from generation.identity import generator_identity
 from generation.inputs import describe_inputs
-from generation.prompts import Recipe, get_recipe
+from generation.prompts import PENALTIES, Recipe, get_recipe
 from generation.store import ShardStore
 
 
@@ -42,6 +42,8 @@ class RunConfig:
     seed: int = 0
     temperature: float | None = None
     top_p: float | None = None
+    repetition_penalty: float | None = None  # default: the recipe's (none in the paper's recipes)
+    frequency_penalty: float | None = None
     max_new_tokens: dict[str, int] = field(default_factory=dict)  # step name or "*" -> tokens
     chunk_tokens: int = 2000
     shard: tuple[int, int] = (0, 1)
@@ -98,7 +100,7 @@ class RunSettings:
     paths: list[Path]  # the input files the globs expand to
     shard: tuple[int, int]
     output: Path
-    sampling: dict  # temperature, top_p
+    sampling: dict  # temperature, top_p, and repetition_penalty / frequency_penalty when set
     max_new: dict[str, int]  # step name -> max new tokens
     filters: dict[str, FilterConfig]  # step name -> post-filters
     generator: str  # recorded as `generator` in every document: "<name>@<sha256[:12]>" or the name
@@ -113,6 +115,10 @@ class RunSettings:
             "temperature": float(config.temperature if config.temperature is not None else recipe.sampling["temperature"]),
             "top_p": float(config.top_p if config.top_p is not None else recipe.sampling["top_p"]),
         }
+        for name in PENALTIES:  # recorded (and sent) only when set: runs without them keep their fingerprints
+            value = getattr(config, name) if getattr(config, name) is not None else recipe.sampling.get(name)
+            if value is not None:
+                sampling[name] = float(value)
         max_new = {}
         for step in recipe.steps:
             max_new[step.name] = int(config.max_new_tokens.get(step.name, config.max_new_tokens.get("*", step.max_new_tokens)))

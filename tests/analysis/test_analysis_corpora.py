@@ -20,7 +20,7 @@ def _manifest(folder, generator: str, recall: float, passed: float) -> None:
         "counts": {"documents": 27, "document_tokens": 8613},
         "filters": {"dropped": {"truncated": 3}},
         "fidelity": {"outputs": 30, "passed": round(30 * passed), "pass_rate": passed, "mean_output_tokens": 287.0,
-                     "source_word_recall": recall},
+                     "source_word_recall": recall, "degenerate_share": 0.4, "degenerate_share_kept": 0.0},
     }))
 
 
@@ -35,6 +35,7 @@ def test_report_lists_each_corpus_and_compares_generators(tmp_path, results_csv)
     fits = json.loads((out / "fits.json").read_text())
     rows = {r["name"]: r for r in fits["synthetic_corpora"]}
     assert rows["hq"]["generator"] == "SmolLM2-135M-Instruct@df4536730d59" and rows["hq"]["source_word_recall"] == 0.262
+    assert rows["hq"]["degenerate_share"] == 0.4 and rows["hq"]["degenerate_share_kept"] == 0.0  # before / after
     markdown = (out / "report.md").read_text()
     assert "## Synthetic corpora" in markdown
     assert "SmolLM2-135M-Instruct@df4536730d59 keeps 26.2%" in markdown  # ranked first: it keeps more

@@ -34,9 +34,10 @@ class ConceptBackend(EchoBackend):
     """Extraction requests get the concepts the document's `Topics:` line names, as a JSON array
     (or `raw[doc]` verbatim, for malformed answers); other requests get EchoBackend's text."""
 
-    def __init__(self, tokenizer, raw: dict | None = None, **kw):
+    def __init__(self, tokenizer, raw: dict | None = None, finish_reason: str = "stop", **kw):
         super().__init__(tokenizer, **kw)
         self.raw = raw or {}
+        self.concept_finish = finish_reason
 
     def poll(self):
         from generation.backend import Result
@@ -53,7 +54,7 @@ class ConceptBackend(EchoBackend):
                 match = _TOPICS.search(prompt)
                 text = json.dumps(match.group(1).split("|") if match else [])
             out.append(Result(request, text=text, output_tokens=len(text.split()),
-                              prompt_tokens=len(request.prompt_token_ids), finish_reason="stop"))
+                              prompt_tokens=len(request.prompt_token_ids), finish_reason=self.concept_finish))
         if self._queue:
             out.extend(super().poll())
         else:

@@ -42,7 +42,8 @@ def test_tally_and_summary_by_hand():
     assert block["source_word_recall"] == 0.25  # (0.5 + 0.25 + 0) / 3
     assert block["source_word_recall_kept"] == 0.375  # (0.5 + 0.25) / 2
     assert block["totals"] == {"outputs": 4, "passed": 2, "output_tokens": 64, "recall_sum": 0.75, "recall_n": 3,
-                               "recall_kept_sum": 0.75, "recall_kept_n": 2}
+                               "recall_kept_sum": 0.75, "recall_kept_n": 2, "degenerate": 0, "degenerate_kept": 0}
+    assert block["degenerate_share"] == 0.0 and block["degenerate_share_kept"] == 0.0
     # merged manifests add totals, then recompute
     merged = summarise(merge_totals([block, {"totals": {"outputs": 4, "passed": 4, "output_tokens": 36,
                                                         "recall_sum": 3.0, "recall_n": 3}}, None]))
@@ -108,3 +109,21 @@ def test_textbook_counts_chapters_against_their_source_and_merge_adds_up(tmp_pat
     assert f["mean_output_tokens"] == pytest.approx(tokens, abs=0.01)
     shard_manifests = [json.loads(p.read_text()) for p in sorted((tmp_path / "tb").glob("manifest.part-*.json"))]
     assert sum(m["fidelity"]["outputs"] for m in shard_manifests) == 60
+
+
+def test_degenerate_share_before_and_after_the_filter():
+    """Outputs that fail a Gopher repetition rule: the share of all outputs (before the filter)
+    and of the documents kept (after); a loop kept (the filter off) counts in both."""
+    counters = Counter()
+    tally = Tally(lambda name, n: counters.update({name: n}))
+    loop = "The National Post is a leading publication in the United States.\n" * 10
+    prose = sample_text(120, seed=4)
+    tally.add("source", loop, 150, kept_text=None)  # dropped by the filter
+    tally.add("source", loop, 150, kept_text=loop)  # kept: the filter was off
+    tally.add("source", prose, 150, kept_text=prose)
+    tally.add("source", "Sure, here it is:\n" + prose, 150, kept_text=prose)  # preamble stripped
+    block = summarise({k.split(".", 1)[1]: v for k, v in counters.items()})
+    assert block["degenerate_share"] == 0.5 and block["degenerate_share_kept"] == round(1 / 3, 4)
+    assert block["totals"]["degenerate"] == 2 and block["totals"]["degenerate_kept"] == 1
+    merged = summarise(merge_totals([block, block]))
+    assert merged["degenerate_share"] == 0.5 and merged["degenerate_share_kept"] == round(1 / 3, 4)

@@ -118,6 +118,12 @@ def test_user_prompt_set_adds_a_style_without_code(tmp_path):
         ({"r": {"steps": [{"name": "a", "user": "{document}", "filters": {"refusal_patterns": ["("]}}]}},
          "bad regular expression"),
         ({"r": {"steps": []}}, "non-empty list"),
+        ({"r": {"sampling": {"repetition_penalty": 0}, "steps": [{"name": "a", "user": "{document}"}]}},
+         "repetition_penalty: must be in (0, 2]"),
+        ({"r": {"sampling": {"frequency_penalty": 3}, "steps": [{"name": "a", "user": "{document}"}]}},
+         "frequency_penalty: must be in [-2, 2]"),
+        ({"r": {"steps": [{"name": "a", "user": "{document}", "user_one_document": "{document}"}]}},
+         "user_one_document: a prompt text, in a recipe with sources: concept_walk"),
     ],
 )
 def test_bad_prompt_sets_are_refused_with_the_field(tmp_path, recipes, message):
@@ -175,3 +181,38 @@ def test_a_tokenizer_without_chat_template_is_refused(tiny_tokenizer):
     tok.chat_template = None
     with pytest.raises(ChatTemplateError, match="no chat template"):
         ChatRenderer(tok)
+
+
+def test_penalties_from_a_recipe_or_the_command_reach_requests_and_the_manifest(tmp_path, tiny_tokenizer):
+    """repetition_penalty / frequency_penalty: a recipe's sampling (the paper's recipes set none),
+    overridden by the command; sent with every request, recorded in the manifest and each record."""
+    from generation.pipeline import run
+    from generation.run_config import RunConfig
+    from study.tiny_llama import sample_text
+
+    from genhelpers import EchoBackend, read_outputs, write_jsonl
+
+    assert all("penalty" not in "".join(r.sampling) for r in load_recipes().values())  # the paper's as it set them
+    path = tmp_path / "loops.yaml"
+    path.write_text("kind: synthscale.prompt_set\nname: loops\nversion: '1'\nrecipes:\n  calm:\n"
+                    "    sampling: {repetition_penalty: 1.2}\n"
+                    "    steps: [{name: a, user: 'Rewrite: {document}', max_new_tokens: 32}]\n", encoding="utf-8")
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": sample_text(30, seed=i)} for i in range(3)])
+
+    def go(out, **kw):
+        backend = EchoBackend(tiny_tokenizer, words=20)
+        config = RunConfig(recipe=kw.pop("recipe", "calm"), inputs=[str(tmp_path / "in.jsonl")], output=str(tmp_path / out),
+                           model="echo", prompt_sets=[str(path)], filters={"min_tokens": 1}, quiet=True, **kw)
+        return run(config, backend), backend
+
+    manifest, backend = go("a")
+    assert {(r.repetition_penalty, r.frequency_penalty) for r in backend.submitted} == {(1.2, None)}
+    assert manifest["sampling"]["repetition_penalty"] == 1.2 and "frequency_penalty" not in manifest["sampling"]
+    assert all(r["sampling"]["repetition_penalty"] == 1.2 for r in read_outputs(tmp_path / "a"))
+    manifest, backend = go("b", repetition_penalty=1.05, frequency_penalty=0.3)
+    assert {(r.repetition_penalty, r.frequency_penalty) for r in backend.submitted} == {(1.05, 0.3)}
+    assert manifest["fingerprint"]["sampling"] == {"temperature": 0.7, "top_p": 0.95, "repetition_penalty": 1.05,
+                                                   "frequency_penalty": 0.3}
+    manifest, backend = go("c", recipe="hq")  # the paper's recipe: no penalty sent, none recorded
+    assert backend.submitted and all(r.penalties() == {} for r in backend.submitted)
+    assert set(manifest["sampling"]) == {"temperature", "top_p", "max_new_tokens"}

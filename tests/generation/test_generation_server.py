@@ -124,7 +124,7 @@ def test_retries_backoff_timeouts_and_errors(tmp_path, flaky_server, tiny_model)
     manifest = run(RunConfig(
         recipe="hq", inputs=[str(tmp_path / "in.jsonl")], output=str(tmp_path / "out"), model="flaky",
         backend="openai", base_url=url, tokenizer=str(tiny_model), concurrency=3, timeout=0.5, retries=2,
-        backoff=0.05, quiet=True, filters={"max_target_factor": 0}))
+        backoff=0.05, quiet=True, filters={"max_target_factor": 0, "drop_repetitive": False}))  # "river" x 60
     out = read_outputs(tmp_path / "out")
     assert sorted(r["source_id"] for r in out) == ["ok1", "ok2", "twice"]
     assert all(r["text"] == " ".join(["river"] * 60) for r in out)  # preamble stripped
