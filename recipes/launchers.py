@@ -22,6 +22,8 @@ its array folder), never into the home folder.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +121,8 @@ def build_executor(run, settings: ExecutorSettings, spec: RunSpec, mounts: list[
     launcher = "torchrun" if ranks else None
     env = {"PYTHONUNBUFFERED": "1"}
     packager = run.Packager()  # synthscale is installed in the image: nothing to package
-    if settings.kind == "local":
+    if settings.kind == "local":  # this Python environment: its bin folder (python, torchrun) leads PATH
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         return run.LocalExecutor(ntasks_per_node=ranks or 1, launcher=launcher, env_vars=env)
     if settings.kind != "docker":
         raise ValueError(f"executor {settings.kind}: Slurm runs go in job arrays (recipes.arrays)")
