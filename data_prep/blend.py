@@ -1,9 +1,14 @@
 """`data_prep blend` and `data_prep grid`: token-weighted mixtures of tokenized datasets.
 
 Weights are token fractions (the paper's "33% synthetic" is a third of training tokens).
-Each source's accounting (tokens requested, available, epochs) is computed from its
-manifest (a sharded source's: its shards' together), and a source that would be read more
-than `max_epochs` times is refused. Sources are resolved by `data_prep.sources`.
+Each source's accounting (tokens requested, available) comes from its manifest (a sharded
+source's: its shards' together). Its `epochs` is what megatron-core will really read
+(`megatron_read_epochs`): each shard is a GPTDataset over its training split (the whole shard:
+the blend is read with split 100,0,0), asked for ceil(ceil(samples x shard weight) x 1.005)
+samples (megatron's mid-level surplus; exactly the blend's samples when the blend is one
+dataset), each of seq_length + 1 tokens, consecutive samples sharing one token. A source whose
+most-read shard would be read more than `max_epochs` times is refused: at exactly its size a
+source starts a second epoch. Sources are resolved by `data_prep.sources`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from data_prep.blend_spec import NATURAL_FAMILY, WEIGHT_TOLERANCE, BlendSource, BlendSpec, Shard, shards_sha256
+from data_prep.blend_spec import (NATURAL_FAMILY, WEIGHT_TOLERANCE, BlendSource, BlendSpec, Shard, dataset_data_sha256,
+                                  shards_sha256)
 from data_prep.sources import (  # noqa: F401  (open_tokenized, TokenizedDataset: re-exported)
     DataSource,
     TokenizedDataset,
@@ -27,6 +33,29 @@ from synthscale.provenance import provenance
 
 # The paper's grid of synthetic shares, in percent of training tokens.
 PAPER_RATIOS_PCT = (0, 0.5, 1, 2, 5, 10, 15, 20, 33, 50, 67, 100)
+MID_LEVEL_SURPLUS = 0.005  # megatron-core's BlendedMegatronDatasetConfig.mid_level_dataset_surplus default
+EXTRA_TOKEN = 1  # GPTDatasetConfig.add_extra_token_to_sequence: a sample reads seq_length + 1 tokens
+
+
+def megatron_read_epochs(shard_tokens: list[int], weight: float, samples: int, seq_length: int,
+                         only_dataset: bool = False) -> float:
+    """How many times megatron-core reads a source of shards with `shard_tokens` and blend weight
+    `weight`, for a blend of `samples` samples: the most-read shard's tokens read over its tokens.
+
+    Mirrors megatron-core 0.16's BlendedMegatronDatasetBuilder (`_get_size_per_split_per_dataset`
+    with the surplus) and GPTDataset (`_get_num_epochs`: samples x seq_length + 1 tokens); a
+    test checks it against the epochs megatron-core builds."""
+    if weight <= 0:
+        return 0.0
+    total = sum(shard_tokens)
+    worst = 0.0
+    for tokens in shard_tokens:
+        if only_dataset:
+            needed = samples
+        else:
+            needed = math.ceil(math.ceil(samples * weight * tokens / total) * (1 + MID_LEVEL_SURPLUS))
+        worst = max(worst, (needed * seq_length + EXTRA_TOKEN) / tokens)
+    return worst
 
 
 @dataclass(frozen=True)
@@ -161,15 +190,18 @@ def make_blend(
     if not normalize and abs(total - 1.0) > WEIGHT_TOLERANCE:
         raise SynthscaleError(f"--weights: weights sum to {total:.6g}, not 1 (pass --normalize to rescale them)")
     check_same_tokenizer(datasets)
+    samples = math.ceil(tokens / seq_length)
+    one_dataset = sum(len(d.shards) for d in datasets if weights[d.name] > 0) == 1
     sources = []
     for dataset in datasets:
         weight = weights[dataset.name] / total
         requested = int(round(weight * tokens))
-        epochs = requested / dataset.tokens
+        epochs = megatron_read_epochs([s.tokens for s in dataset.shards], weight, samples, seq_length, one_dataset)
         if epochs > max_epochs:
             raise SynthscaleError(
-                f"source {dataset.name!r} has {dataset.tokens:,} tokens but the blend asks for "
-                f"{requested:,}: it would be read {epochs:.3g} times, more than --max-epochs {max_epochs:g}"
+                f"source {dataset.name!r} has {dataset.tokens:,} tokens and the blend asks for {requested:,}: "
+                f"megatron-core would read it {epochs:.6g} times ({samples:,} samples of {seq_length} + 1 tokens, "
+                f"{MID_LEVEL_SURPLUS:.1%} surplus per dataset), more than --max-epochs {max_epochs:g}"
             )
         sources.append(
             BlendSource(
@@ -201,10 +233,13 @@ def _where(source: DataSource) -> dict:
     if not source.sharded:
         (dataset,) = source.shards
         return {"prefix": dataset.prefix, "manifest": dataset.manifest_path,
-                "manifest_sha256": sha256_file(dataset.manifest_path), "shards": None}
-    shards = tuple(Shard(s.prefix, s.tokens, sha256_file(s.manifest_path)) for s in source.shards)
+                "manifest_sha256": sha256_file(dataset.manifest_path), "shards": None,
+                "data_sha256": dataset_data_sha256(dataset.manifest, dataset.prefix)}
+    shards = tuple(Shard(s.prefix, s.tokens, sha256_file(s.manifest_path), dataset_data_sha256(s.manifest, s.prefix))
+                   for s in source.shards)
     return {"prefix": source.location, "manifest": None,
-            "manifest_sha256": shards_sha256(s.manifest_sha256 for s in shards), "shards": shards}
+            "manifest_sha256": shards_sha256(s.manifest_sha256 for s in shards), "shards": shards,
+            "data_sha256": shards_sha256(s.data_sha256 for s in shards)}
 
 
 def _only(values: dict[str, str] | None, members: list[TokenizedDataset]) -> dict[str, str]:

@@ -7,14 +7,21 @@ Training reads `data_path` (Megatron's `[w1, prefix1, w2, prefix2, ...]`) with n
 Each source says what it is: its role (natural or synthetic), its family (the synthetic
 recipe, `hq`, `qa`, `textbook` or a user's own; `natural` for natural text) and the generator
 that wrote it. Downstream stages group runs by these fields, never by parsing names.
-A blend's `identity_sha256` hashes what it means for training (data_path, each source's
-manifest sha256, the weights, tokens and seq_length), not its bytes: regenerating a blend
-from the same inputs keeps it, and so keeps every run id made from it.
+A blend's `identity_sha256` hashes what it means for training, not where the data lies nor
+how the file was written: each active source's weight and `data_sha256` (the sha256 of its
+datasets' `.bin` and `.idx` sha256s, shards in order), the tokenizer (sha256, vocabulary, EOD)
+and the blend's tokens and seq_length. Moving the data, re-tokenizing byte-identical data or
+regenerating the blend keeps it, and so keeps every run id made from it. (Version 4; blends of
+versions 1-3 load, their `data_sha256` read from the datasets' manifests. Their identity is the
+new one: run ids planned from them before version 4 differ.)
 
 A source may be sharded (version 3): many tokenized prefixes counted as one source. It lists
-its shards (prefix, tokens, manifest sha256); its weight is split across them in proportion
-to their tokens in `data_path`, and its `manifest_sha256` is the sha256 of the shards'
-manifest sha256s, in order (`shards_sha256`), so the identity formula is the same for all blends.
+its shards (prefix, tokens, manifest sha256, data sha256); its weight is split across them in
+proportion to their tokens in `data_path`, and its `manifest_sha256` and `data_sha256` are the
+sha256 of the shards' ones, in order (`shards_sha256`).
+
+megatron-core's BlendedDataset asserts fewer than 32,767 datasets (prefixes) per blend; a
+blend with more is refused here, with the count.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import sha256_file, write_text_atomic
 
 BLEND_KIND = "synthscale.blend"
-BLEND_VERSION = 3  # 3: sharded sources (`shards`); 2: role/family/generator; 1: a `synthetic` flag
-READ_VERSIONS = (1, 2, 3)
+BLEND_VERSION = 4  # 4: identity from data sha256s; 3: sharded sources; 2: role/family/generator; 1: `synthetic`
+READ_VERSIONS = (1, 2, 3, 4)
+MAX_DATASETS = 32_766  # megatron-core's BlendedDataset: assert len(datasets) < 32767 (an int16 index)
 WEIGHT_TOLERANCE = 1e-6
 ROLES = ("natural", "synthetic")
 NATURAL_FAMILY = "natural"
@@ -42,8 +50,27 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def shards_sha256(manifest_sha256s) -> str:
-    """A sharded source's `manifest_sha256`: the sha256 of its shards' manifest sha256s, in order."""
+    """A sharded source's `manifest_sha256` (or `data_sha256`): the sha256 of its shards' ones, in order."""
     return hashlib.sha256(json.dumps(list(manifest_sha256s)).encode()).hexdigest()
+
+
+def dataset_data_sha256(manifest: dict, prefix: str | None = None) -> str:
+    """What a tokenized dataset holds: the sha256 of its `.bin` and `.idx` sha256s (from its
+    manifest; hashed from the files when an older manifest lacks them)."""
+    pair = [manifest.get("bin_sha256"), manifest.get("idx_sha256")]
+    if None in pair:
+        where = prefix or manifest.get("prefix")
+        pair = [sha256_file(f"{where}.bin"), sha256_file(f"{where}.idx")]
+    return hashlib.sha256(json.dumps(pair).encode()).hexdigest()
+
+
+def _manifest_data_sha256(manifest_path: str | Path) -> str:
+    path = Path(manifest_path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: missing; a blend written before version 4 needs its datasets' manifests "
+                                "for its identity (or write the blend again)")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    return dataset_data_sha256(manifest, str(path)[: -len(".manifest.json")])
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,7 @@ class Shard:
     prefix: str
     tokens: int
     manifest_sha256: str
+    data_sha256: str | None = None  # None in blends before version 4 (read from the manifest when needed)
 
 
 @dataclass(frozen=True)
@@ -67,8 +95,9 @@ class BlendSource:
     weight: float
     tokens_requested: int
     tokens_available: int
-    epochs: float
+    epochs: float  # how many times megatron-core reads the source (its most-read shard), see data_prep.blend
     shards: tuple[Shard, ...] | None = None  # None: one dataset at `prefix`
+    data_sha256: str | None = None  # None in blends before version 4 (read from the manifests when needed)
 
     def __post_init__(self):
         if not self.name:
@@ -104,6 +133,20 @@ class BlendSource:
             raise SynthscaleError(f"{where}: shards hold {total:,} tokens, tokens_available says {self.tokens_available:,}")
         if self.manifest_sha256 != shards_sha256(s.manifest_sha256 for s in shards):
             raise SynthscaleError(f"sources[{self.name}].manifest_sha256: is not the hash of its shards' manifest sha256s")
+        if self.data_sha256 is not None and all(s.data_sha256 for s in shards) and \
+                self.data_sha256 != shards_sha256(s.data_sha256 for s in shards):
+            raise SynthscaleError(f"sources[{self.name}].data_sha256: is not the hash of its shards' data sha256s")
+
+    def resolved_data_sha256(self) -> str:
+        """`data_sha256`, read from the datasets' manifests for a blend written before version 4."""
+        if self.data_sha256 is None:
+            if self.shards is None:
+                value = _manifest_data_sha256(self.manifest or f"{self.prefix}.manifest.json")
+            else:
+                value = shards_sha256(s.data_sha256 or _manifest_data_sha256(f"{s.prefix}.manifest.json")
+                                      for s in self.shards)
+            object.__setattr__(self, "data_sha256", value)
+        return self.data_sha256
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -121,6 +164,12 @@ class BlendSource:
         data = asdict(self)
         if self.shards is None:
             data.pop("shards")  # an unsharded source is written as in version 2
+        else:
+            for shard in data["shards"]:
+                if shard["data_sha256"] is None:
+                    shard.pop("data_sha256")
+        if data["data_sha256"] is None:
+            data.pop("data_sha256")
         return data
 
     @property
@@ -154,6 +203,10 @@ class BlendSpec:
         total = sum(s.weight for s in self.sources)
         if abs(total - 1.0) > WEIGHT_TOLERANCE:
             raise SynthscaleError(f"sources[].weight: must sum to 1, they sum to {total:.9g}")
+        datasets = sum(len(s.prefixes) for s in self.active_sources)
+        if datasets > MAX_DATASETS:
+            raise SynthscaleError(f"the blend reads {datasets:,} datasets (shards); megatron-core's BlendedDataset "
+                                  f"takes at most {MAX_DATASETS:,}: merge shards (`data_prep merge`) first")
         for source in self.sources:
             if source.epochs > self.max_epochs + 1e-12:
                 raise SynthscaleError(
@@ -186,11 +239,11 @@ class BlendSpec:
 
     @property
     def identity(self) -> dict:
-        """What the blend means for training: the fields its run ids are made from."""
+        """What the blend means for training: the fields its run ids are made from (no paths,
+        no manifests: the data's own hashes, shards in order)."""
         return {
-            "data_path": self.data_path,
-            "manifest_sha256": [s.manifest_sha256 for s in self.active_sources],
-            "weights": [s.weight for s in self.active_sources],
+            "sources": [[s.weight, s.resolved_data_sha256()] for s in self.active_sources],
+            "tokenizer": {key: self.tokenizer.get(key) for key in ("sha256", "vocab_size", "eod_id")},
             "tokens": self.tokens,
             "seq_length": self.seq_length,
         }

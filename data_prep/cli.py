@@ -235,14 +235,17 @@ def grid(data, synthetic, natural, families, generators, tokens, seq_length, out
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output", "-o", "output", required=True, help="Output PREFIX: writes PREFIX.bin/.idx/.manifest.json.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-verify", is_flag=True,
+              help="Do not check each part's .bin/.idx against its manifest's sha256s (faster; the manifest says so).")
 @json_options
-def merge(inputs, output, no_progress, as_json, json_file):
+def merge(inputs, output, no_progress, no_verify, as_json, json_file):
     """Merge tokenized INPUTS (prefixes, globs over prefixes, or files listing prefixes) into one.
 
     The data goes through megatron-core's IndexedDatasetBuilder.add_index, in the order given
     (a glob's matches in natural order): the result reads back as the concatenation of its
     parts. The manifest lists every part with its sha256s, their inputs, summed counts and
-    origins. All parts must share one tokenizer. Written atomically, the manifest last.
+    origins. All parts must share one tokenizer, and each part's .bin/.idx must have the sha256s
+    its manifest records (`--no-verify` skips this). Written atomically, the manifest last.
     `--json` prints the manifest.
 
     \b
@@ -251,7 +254,7 @@ def merge(inputs, output, no_progress, as_json, json_file):
     """
     from data_prep.merge import merge as run_merge
 
-    manifest = run_merge(list(inputs), output, show_progress=not no_progress)
+    manifest = run_merge(list(inputs), output, show_progress=not no_progress, verify=not no_verify)
     emit_json(manifest, as_json, json_file)
     if not as_json:
         click.echo(f"merged {len(manifest['merged_from']):,} datasets: {manifest['documents']:,} documents, "

@@ -5,6 +5,9 @@ so the merged dataset reads back as the concatenation of its parts. Its manifest
 merged: inputs (in order, so `PREFIX.doc_ids.tsv.gz` still maps every document back to its
 input file and line), summed counts, skips and origins, and `merged_from`, each part with its
 sha256s. A tokenize of the parts' inputs in one run writes the same .bin, .idx and doc ids.
+Each part's `.bin` and `.idx` are checked against the sha256s its manifest records (the `.bin`
+hashed as megatron-core copies it), so a corrupt part is refused, never merged into a new,
+self-consistent sha256; `verify=False` (`--no-verify`) skips this and the manifest says so.
 Outputs are written to temporary files and renamed into place, the manifest last.
 """
 
@@ -60,13 +63,31 @@ def _check(parts: list[TokenizedDataset], output: str) -> None:
                          f"{parts[0].manifest['dtype']}: merged datasets need one dtype")
 
 
-def _sha256_concat(paths: list[Path], chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def _sha256_concat(paths: list[Path], chunk: int = 1 << 22) -> tuple[str, list[str]]:
+    """The sha256 of the files end to end, and of each one (one read)."""
+    digest, each = hashlib.sha256(), []
     for path in paths:
+        part = hashlib.sha256()
         with open(path, "rb") as handle:
             while block := handle.read(chunk):
                 digest.update(block)
-    return digest.hexdigest()
+                part.update(block)
+        each.append(part.hexdigest())
+    return digest.hexdigest(), each
+
+
+def _verify_parts(parts: list[TokenizedDataset], bin_sha256s: list[str]) -> None:
+    """Refuse a part whose .bin or .idx is not what its manifest records, naming it."""
+    for part, bin_sha256 in zip(parts, bin_sha256s):
+        for suffix, actual in ((".bin", bin_sha256), (".idx", None)):
+            recorded = part.manifest.get(f"{suffix[1:]}_sha256")
+            if recorded is None:
+                raise SynthscaleError(f"merge: {part.manifest_path} records no {suffix[1:]}_sha256 to verify "
+                                      f"{part.prefix}{suffix} against (pass --no-verify to merge it unchecked)")
+            actual = actual or sha256_file(part.prefix + suffix)
+            if actual != recorded:
+                raise SynthscaleError(f"merge: {part.prefix}{suffix} has sha256 {actual[:12]}..., its manifest records "
+                                      f"{recorded[:12]}...: the part changed or is corrupt, nothing was merged")
 
 
 def _progress(parts: list[TokenizedDataset], output: str, show: bool):
@@ -112,8 +133,9 @@ def _frozen_heap():
         gc.unfreeze()
 
 
-def merge(inputs: list[str], output: str, show_progress: bool = True) -> dict:
-    """Merge tokenized datasets into OUTPUT; return its manifest (also written to OUTPUT.manifest.json)."""
+def merge(inputs: list[str], output: str, show_progress: bool = True, verify: bool = True) -> dict:
+    """Merge tokenized datasets into OUTPUT; return its manifest (also written to OUTPUT.manifest.json).
+    `verify`: check each part's .bin/.idx against the sha256s its manifest records."""
     if not inputs:
         raise SynthscaleError("merge: give at least one dataset to merge")
     parts = open_parts(inputs)
@@ -135,11 +157,15 @@ def merge(inputs: list[str], output: str, show_progress: bool = True) -> dict:
                     bar.update(Path(part.prefix + ".bin").stat().st_size)
             builder.finalize(str(tmp_idx))
             _merge_doc_ids(parts, tmp_ids)
-            hashes = {"bin_sha256": bin_sha256.result(), "idx_sha256": sha256_file(tmp_idx)}
+            concatenated, each = bin_sha256.result()
+            if verify:
+                _verify_parts(parts, each)
+            hashes = {"bin_sha256": concatenated, "idx_sha256": sha256_file(tmp_idx)}
         if tmp_bin.stat().st_size != tokens * dtype.itemsize:
             raise SynthscaleError(f"merge: wrote {tmp_bin.stat().st_size:,} bytes, expected {tokens * dtype.itemsize:,} "
                              "(a part changed during the merge?)")
     manifest = merged_manifest(parts, out, hashes, inputs)
+    manifest["parts_verified"] = bool(verify)  # whether each part's .bin/.idx matched its manifest's sha256s
     write_json_atomic(out["manifest"], manifest)
     return manifest
 

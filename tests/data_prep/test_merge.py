@@ -149,3 +149,27 @@ def test_a_failed_merge_leaves_nothing_complete_looking(tmp_path, parts, monkeyp
 def test_merge_help_has_an_example():
     code, output = cli("merge", "--help")
     assert code == 0 and "Example" in output and "add_index" in output
+
+
+@pytest.mark.parametrize("corrupt", [".bin", ".idx"])
+def test_a_corrupt_part_is_refused_unless_no_verify(tmp_path, parts, corrupt):
+    """Parts were checked by size only: a corrupt part was merged under a new, self-consistent sha256."""
+    import shutil
+
+    copies = []
+    for prefix in parts[1][:2]:
+        for suffix in (".bin", ".idx", ".manifest.json", ".doc_ids.tsv.gz"):
+            shutil.copy(f"{prefix}{suffix}", tmp_path / f"{prefix.name}{suffix}")
+        copies.append(tmp_path / prefix.name)
+    target = tmp_path / f"{copies[1].name}{corrupt}"
+    data = bytearray(target.read_bytes())
+    data[-2] ^= 0xFF  # same size, other bytes
+    target.write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["merge", *map(str, copies), "--output", str(tmp_path / "m"), "--no-progress"])
+    assert result.exit_code == 1 and f"{copies[1]}{corrupt} has sha256" in result.output
+    assert not list(tmp_path.glob("m.*"))
+    result = CliRunner().invoke(main, ["merge", *map(str, copies), "--output", str(tmp_path / "m"), "--no-progress",
+                                       "--no-verify", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["parts_verified"] is False
+    assert json.loads((tmp_path / "m.manifest.json").read_text())["parts_verified"] is False

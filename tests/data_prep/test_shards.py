@@ -67,7 +67,8 @@ def test_a_glob_is_one_source_whose_weight_is_split_by_shard_tokens(tmp_path, sh
     assert [s["manifest_sha256"] for s in cc["shards"]] == [
         sha256_file(shards / "cc" / f"shard-{i}.manifest.json") for i in range(12)]
     assert cc["prefix"] == str(shards / "cc" / "shard-*") and cc["manifest"] is None
-    assert cc["tokens_requested"] == 50_000 and cc["epochs"] == pytest.approx(50_000 / sum(tokens))
+    # epochs: its most-read shard's, as megatron-core reads it (rounded up per shard, 0.5% surplus)
+    assert cc["tokens_requested"] == 50_000 and 50_000 / sum(tokens) < cc["epochs"] < 1.1 * 50_000 / sum(tokens)
     assert [s["prefix"] for s in hq["shards"]] == [str(shards / "hq" / "part-a"), str(shards / "hq" / "part-b")]
     assert "shards" not in nat and nat["prefix"] == str(shards / "nat")
     # data_path lists every shard, the source's weight split in proportion to tokens
@@ -116,10 +117,10 @@ def test_accounting_and_refusal_are_for_the_source_as_a_whole(tmp_path, shards):
     # more than any one shard holds, less than the source: accepted, and under one epoch
     spec = make_blend("x", [cc], {"cc": 1.0}, tokens=3 * largest, seq_length=64)
     (source,) = spec.sources
-    assert source.tokens_available == cc.tokens and source.epochs == pytest.approx(3 * largest / cc.tokens)
+    assert source.tokens_available == cc.tokens and source.epochs == pytest.approx(3 * largest / cc.tokens, rel=0.05)
     code, output = cli("blend", "--data", f"cc={shards / 'cc' / 'shard-*'}", "--weights", "cc=1",
                        "--tokens", 2 * cc.tokens, "--seq-length", "64", "--output", tmp_path / "b.yaml")
-    assert code == 1 and f"source 'cc' has {cc.tokens:,} tokens" in output and "read 2 times" in output
+    assert code == 1 and f"source 'cc' has {cc.tokens:,} tokens" in output and "would read it 2.0" in output
     assert not (tmp_path / "b.yaml").exists()
 
 
@@ -129,7 +130,10 @@ def test_identity_of_a_sharded_source_comes_from_its_shards_manifests(shards):
     source = spec.sources[0]
     want = hashlib.sha256(json.dumps([sha256_file(s.manifest_path) for s in cc.shards]).encode()).hexdigest()
     assert source.manifest_sha256 == want
-    assert spec.identity["manifest_sha256"] == [want, spec.sources[1].manifest_sha256]
+    data = [hashlib.sha256(json.dumps([s.manifest["bin_sha256"], s.manifest["idx_sha256"]]).encode()).hexdigest()
+            for s in cc.shards]
+    assert source.data_sha256 == hashlib.sha256(json.dumps(data).encode()).hexdigest()
+    assert spec.identity["sources"] == [[0.7, source.data_sha256], [0.3, spec.sources[1].data_sha256]]
     # the same shards listed in a file: the same data_path, so the same identity
     (shards / "cc.txt").write_text("\n".join(s.prefix for s in cc.shards) + "\n")
     listed = make_blend("m2", [open_source("cc", str(shards / "cc.txt")), hq], {"cc": 0.7, "hq": 0.3},
@@ -221,7 +225,7 @@ def test_spec_format_old_versions_and_tampering(tmp_path, shards):
     saved = spec.save(path)
     assert saved == spec and saved.identity_sha256 == spec.identity_sha256
     data = yaml.safe_load(path.read_text())
-    assert data["version"] == 3
+    assert data["version"] == 4
 
     def write(d):
         path.write_text(yaml.safe_dump(d, sort_keys=False))
@@ -239,34 +243,51 @@ def test_spec_format_old_versions_and_tampering(tmp_path, shards):
     tampered["sources"][0]["shards"][1]["prefix"] = tampered["sources"][0]["shards"][0]["prefix"]
     with pytest.raises(ValueError, match="listed twice"):
         BlendSpec.load(write(tampered))
-    future = dict(data, version=4)
-    with pytest.raises(ValueError, match="version 4 is not supported"):
+    future = dict(data, version=5)
+    with pytest.raises(ValueError, match="version 5 is not supported"):
         BlendSpec.load(write(future))
 
 
-def test_unsharded_blends_keep_their_identity(tmp_path, shards):
-    """An unsharded blend keeps the identity_sha256 version 2 gave it: run ids do not move."""
-    nat, hq_a = open_source("nat", str(shards / "nat")), open_source("hq", str(shards / "hq" / "part-a"))
-    spec = make_blend("u", [nat, hq_a], {"nat": 0.67, "hq": 0.33}, tokens=20_000, seq_length=64)
+def test_old_blend_versions_load_with_the_identity_of_their_data(tmp_path, shards):
+    """Blends written before version 4 record no data sha256: it is read from their manifests.
+    (Their identity is the new one: run ids planned from them before version 4 differ.)"""
+    nat, cc = open_source("nat", str(shards / "nat")), open_source("cc", str(shards / "cc" / "shard-*"))
+    spec = make_blend("u", [nat, cc], {"nat": 0.67, "cc": 0.33}, tokens=20_000, seq_length=64)
     data = spec.to_dict()
-    assert all("shards" not in s for s in data["sources"])
-    # the formula, computed from the file's own fields and the manifests on disk
-    formula = {"data_path": data["data_path"],
-               "manifest_sha256": [sha256_file(f"{p}.manifest.json") for p in data["data_path"][1::2]],
-               "weights": [s["weight"] for s in data["sources"]], "tokens": 20_000, "seq_length": 64}
+    old = json.loads(json.dumps(data))
+    for source in old["sources"]:
+        source.pop("data_sha256")
+        for shard in source.get("shards") or ():
+            shard.pop("data_sha256")
+    for version in (2, 3):
+        path = tmp_path / f"v{version}.yaml"
+        path.write_text(yaml.safe_dump(dict(old, version=version), sort_keys=False))
+        assert BlendSpec.load(path).identity_sha256 == spec.identity_sha256 == data["identity_sha256"]
+    # the formula, from the file's own fields: weights, data sha256s, tokenizer, tokens, seq_length
+    formula = {"sources": [[s["weight"], s["data_sha256"]] for s in data["sources"]],
+               "tokenizer": {k: data["tokenizer"][k] for k in ("sha256", "vocab_size", "eod_id")},
+               "tokens": 20_000, "seq_length": 64}
     assert spec.identity_sha256 == hashlib.sha256(json.dumps(formula, sort_keys=True).encode()).hexdigest()
-    # a version-2 file (as written before sharded sources) loads with the same identity
-    path = tmp_path / "v2.yaml"
-    path.write_text(yaml.safe_dump(dict(data, version=2), sort_keys=False))
-    assert BlendSpec.load(path).identity_sha256 == spec.identity_sha256 == data["identity_sha256"]
-    # and a fixed blend keeps the value version 2 computed for it (regression pin)
-    sources = tuple(
-        BlendSource(name=name, prefix=f"/data/{name}", manifest=f"/data/{name}.manifest.json",
-                    manifest_sha256=name[0] * 64, role=role, family=family, generator=generator,
-                    weight=weight, tokens_requested=int(weight * 10**9), tokens_available=10**9, epochs=weight)
-        for name, weight, role, family, generator in (("natural", 0.67, "natural", "natural", None),
-                                                       ("hq", 0.33, "synthetic", "hq", "g@0123456789ab")))
-    fixed = BlendSpec(name="hq-33pct", tokens=10**9, seq_length=4096, max_epochs=1.0,
-                      tokenizer={"spec": "x", "vocab_size": 128256, "eod_id": 128001, "sha256": "0" * 64},
-                      sources=sources)
-    assert fixed.identity_sha256 == "f592bdfab3565ceaf0c762d53b578cf655e882091901995c719c329342ec460c"
+    tampered = json.loads(json.dumps(data))
+    tampered["sources"][1]["shards"][0]["data_sha256"] = "0" * 64
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(tampered, sort_keys=False))
+    with pytest.raises(ValueError, match=r"sources\[cc\].data_sha256"):
+        BlendSpec.load(tmp_path / "t.yaml")
+    future = dict(data, version=5)
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(future, sort_keys=False))
+    with pytest.raises(ValueError, match="version 5 is not supported"):
+        BlendSpec.load(tmp_path / "f.yaml")
+
+
+def test_more_datasets_than_megatron_takes_are_refused_with_the_count(shards):
+    """megatron-core's BlendedDataset asserts len(datasets) < 32767."""
+    from data_prep.blend_spec import MAX_DATASETS, Shard
+
+    shard_list = tuple(Shard(f"/data/s-{i}", 10, "0" * 64) for i in range(MAX_DATASETS + 1))
+    source = BlendSource(name="many", prefix="/data/s-*", manifest=None,
+                         manifest_sha256=hashlib.sha256(json.dumps(["0" * 64] * len(shard_list)).encode()).hexdigest(),
+                         role="natural", family="natural", generator=None, weight=1.0, tokens_requested=10,
+                         tokens_available=10 * len(shard_list), epochs=0.1, shards=shard_list)
+    with pytest.raises(ValueError, match="reads 32,767 datasets .* at most 32,766"):
+        BlendSpec(name="many", tokens=10, seq_length=8, max_epochs=1.0,
+                  tokenizer={"spec": "x", "vocab_size": 10, "eod_id": 0, "sha256": "0" * 64}, sources=(source,))
