@@ -272,9 +272,16 @@ def slurm_executor(run, settings: SlurmSettings, *, nodes: int = 1, ntasks_per_n
 
 @contextlib.contextmanager
 def quiet():
-    """NeMo-Run prints banners and progress to stdout; keep the CLI's output ours."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+    """NeMo-Run prints banners and progress to stdout: keep the CLI's output ours (and `--json`'s
+    stdout pure). Its shell commands (invoke) mirror stdin: give them an empty one, so they neither
+    eat the caller's input nor fail where stdin cannot be read (pytest)."""
+    stdin = sys.stdin
+    sys.stdin = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        sys.stdin = stdin
 
 
 def render_script(run, executor, task, name: str, experiment_dir: str | Path) -> str:
@@ -298,6 +305,6 @@ def render_script(run, executor, task, name: str, experiment_dir: str | Path) ->
 def submit(run, executor, task, name: str, wait: bool = False) -> None:
     """Launch through a NeMo-Run Experiment: Slurm submits (sbatch) and returns; others wait."""
     experiment = run.Experiment(name, executor=executor, log_level="WARN")
-    with experiment:
+    with quiet() if not wait else contextlib.nullcontext(), experiment:
         experiment.add(task, name=name, tail_logs=wait)
         experiment.run(detach=not wait)

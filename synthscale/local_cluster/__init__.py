@@ -11,9 +11,9 @@ $SYNTHSCALE_SLURM_DIR), starts them in the foreground of their own sessions and 
 pid with its kernel start time in `daemons.json`, so `down` stops exactly the processes `up`
 started (never a reused pid). Accounting (slurmdbd on a private MariaDB data folder and port) is
 there because NeMo-Run follows jobs with `sacct`. Settings that make a one-node cluster quick:
-`cred_expire=10` and `bf_interval=1` (a requeued job restarts ~15 s later instead of ~150 s),
-`KillWait=5`, `MinJobAge=300` (finished jobs stay in `squeue --states=all` and `scontrol show
-job` for five minutes). `JobRequeue=0`, as on many sites: a job is requeueable only with
+`cred_expire=10`, `bf_interval=1` and `sched_interval=2` (a requeued job restarts ~12 s later
+instead of ~150 s), `KillWait=5`, `MinJobAge=300` (finished jobs stay in `squeue --states=all`
+and `scontrol show job` for five minutes). `JobRequeue=0`, as on many sites: a job is requeueable only with
 `sbatch --requeue`, so a script that forgets it fails here as it would there.
 
 Other processes share a running cluster through leases (`leases/<pid>`): the test fixture

@@ -153,7 +153,9 @@ SelectType=select/cons_tres
 # CPUs only: with memory tracking a job without --mem would take the whole node
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=1
+# a requeued job may start once its credential expired (cred_expire=10): the main scheduler every 2 s
+# starts it ~12 s after the requeue (~30 s with the default 60 s interval)
+SchedulerParameters=bf_interval=1,sched_interval=2
 ReturnToService=2
 JobRequeue=0
 MinJobAge=300
