@@ -12,8 +12,11 @@ edges), never by the corpus:
          `max_doc_fraction` of them (overly common) are pruned; ids are renumbered by concept
          string, so the graph does not depend on the order of its inputs;
   pass 2 reads the temporary table in batches, writes `documents.parquet` with the final ids, and
-         counts the pairs of kept concepts per document as int64 keys, reduced with numpy
-         (`np.unique`) whenever the buffer fills: memory ~ 16 bytes per distinct kept edge.
+         counts the pairs of kept concepts per document as int64 keys: each buffer of keys is
+         pre-reduced (`np.unique`) and hash-partitioned into PAIR_BUCKETS bucket files on disk,
+         and each bucket is reduced once at the end (pyarrow `group_by`), so build time grows
+         linearly with the documents; memory ~ 16 bytes per distinct kept edge (the output) plus
+         one bucket.
 
 Output (OUTPUT/):
   nodes.parquet      concept_id int32, concept string, documents int64, kept bool, pruned string (rare|common|null)
@@ -47,7 +50,8 @@ GRAPH_KIND = "synthscale.concept_graph"
 GRAPH_VERSION = 1
 GRAPH_FILES = ("nodes.parquet", "edges.parquet", "documents.parquet", "texts.bin")
 BATCH_ROWS = 20_000
-PAIR_BUFFER = 4_000_000  # pair keys buffered before a reduction
+PAIR_BUFFER = 4_000_000  # pair keys buffered before they are pre-reduced and spilled to bucket files
+PAIR_BUCKETS = 64  # hash partitions of the pair keys, each reduced once at the end
 
 
 class ConceptGraphError(SynthscaleError):
@@ -110,24 +114,28 @@ def _records(paths: list[Path], hashes: dict) -> Iterator[tuple[Path, int, dict]
                              "documents": n}
 
 
-def _reduce(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(keys, kind="stable")
-    keys, counts = keys[order], counts[order]
-    if len(keys) == 0:
-        return keys, counts
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-    return keys[starts], np.add.reduceat(counts, starts)
+def _pair_schema():
+    """The bucket files' schema: a pair key and its count."""
+    import pyarrow as pa
+
+    return pa.schema([("key", pa.int64()), ("count", pa.int64())])
 
 
 class _PairCounter:
-    """Counts (a, b) pairs, a < b, as int64 keys a << 32 | b; reduced as the buffer fills."""
+    """Counts (a, b) pairs, a < b, as int64 keys a << 32 | b. A full buffer is pre-reduced and
+    hash-partitioned into bucket files under `folder`; `flush()` reduces each bucket once (pyarrow
+    group_by) and leaves the distinct keys (sorted) and their counts in `keys` and `counts`.
+    Each key is written once and read once: no re-sort of everything counted so far."""
 
-    def __init__(self, buffer: int = PAIR_BUFFER):
+    def __init__(self, folder: Path, buffer: int = PAIR_BUFFER, buckets: int = PAIR_BUCKETS):
         self.keys = np.zeros(0, np.int64)
         self.counts = np.zeros(0, np.int64)
+        self._folder = Path(folder)
         self._pending: list[np.ndarray] = []
         self._n = 0
         self._buffer = buffer
+        self._buckets = buckets
+        self._writers: dict[int, object] = {}
         self._triu: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def add(self, ids: np.ndarray) -> None:
@@ -140,15 +148,50 @@ class _PairCounter:
         self._pending.append((ids[i].astype(np.int64) << 32) | ids[j].astype(np.int64))
         self._n += len(i)
         if self._n >= self._buffer:
-            self.flush()
+            self._spill()
 
-    def flush(self) -> None:
+    def _spill(self) -> None:
+        """Pre-reduce the buffer and append each key to its bucket's file."""
+        import pyarrow as pa
+
         if not self._pending:
             return
-        new = np.concatenate(self._pending)
+        keys, counts = np.unique(np.concatenate(self._pending), return_counts=True)
         self._pending, self._n = [], 0
-        uniq, cnt = np.unique(new, return_counts=True)
-        self.keys, self.counts = _reduce(np.concatenate((self.keys, uniq)), np.concatenate((self.counts, cnt)))
+        mixed = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads close keys
+        bucket = (mixed >> np.uint64(40)) % np.uint64(self._buckets)
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(self._buckets + 1, dtype=np.uint64))
+        self._folder.mkdir(parents=True, exist_ok=True)
+        for b in range(self._buckets):
+            part = order[bounds[b]:bounds[b + 1]]
+            if len(part) == 0:
+                continue
+            if b not in self._writers:
+                self._writers[b] = pa.ipc.new_stream(str(self._folder / f"bucket-{b:03d}.arrow"), _pair_schema())
+            self._writers[b].write_batch(pa.record_batch([pa.array(keys[part]), pa.array(counts[part].astype(np.int64))],
+                                                         schema=_pair_schema()))
+
+    def flush(self) -> None:
+        """Reduce every bucket once; `keys` (sorted) and `counts` hold the result."""
+        import pyarrow as pa
+
+        self._spill()
+        keys, counts = [], []
+        for b in sorted(self._writers):
+            self._writers[b].close()
+            path = self._folder / f"bucket-{b:03d}.arrow"
+            with pa.OSFile(str(path), "rb") as source:
+                table = pa.ipc.open_stream(source).read_all()
+            reduced = table.group_by("key").aggregate([("count", "sum")])
+            keys.append(reduced.column("key").to_numpy())
+            counts.append(reduced.column("count_sum").to_numpy())
+            path.unlink()
+        self._writers = {}
+        if keys:
+            keys_all, counts_all = np.concatenate(keys + [self.keys]), np.concatenate(counts + [self.counts])
+            order = np.argsort(keys_all, kind="stable")
+            self.keys, self.counts = keys_all[order], counts_all[order].astype(np.int64)
 
 
 def _progress(enabled: bool | None, total: int | None, desc: str):
@@ -247,7 +290,7 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
     kept = ~rare & ~common
 
     # ---- pass 2: final documents table, pairs of kept concepts
-    pairs = _PairCounter()
+    pairs = _PairCounter(work / "pairs")
     doc_schema = pa.schema([("doc_id", pa.int64())] + list(schema))
     writer = pq.ParquetWriter(work / "documents.parquet", doc_schema)
     doc_id = 0
