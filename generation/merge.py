@@ -58,6 +58,30 @@ def find_manifests(sources: list[str]) -> list[tuple[Path, dict]]:
     return found
 
 
+def _shared_settings(fingerprint: dict) -> dict:
+    """What every shard of a job shares: the fingerprint less the shard, and less the sha256 of
+    each input, which covers the shard's own slice of it (generation/inputs.py)."""
+    shared = {k: v for k, v in fingerprint.items() if k != "shard"}
+    if "input_slicing" in shared:
+        shared["inputs"] = [d["path"] for d in shared.get("inputs", [])]
+    return shared
+
+
+def _merged_inputs(manifests: list[tuple[Path, dict]]) -> list[dict]:
+    """Each input once, with every shard's slice of it (what it read and that slice's sha256)."""
+    merged: dict[str, dict] = {}
+    for _path, m in sorted(manifests, key=lambda pm: pm[1]["shard"]["index"]):
+        for d in m["inputs"]:
+            entry = merged.setdefault(d["path"], {"path": d["path"], "bytes": d.get("bytes"), "slices": []})
+            entry["slices"].append({"shard": m["shard"]["index"], **{k: v for k, v in d.items()
+                                                                    if k not in ("path", "bytes", "in_shard")}})
+    for entry in merged.values():
+        if len(entry["slices"]) == 1 and "slice" not in entry["slices"][0]:
+            entry.update(entry.pop("slices")[0])  # a whole file read by one shard (or an older manifest)
+            entry.pop("shard", None)
+    return list(merged.values())
+
+
 def _diversity(out_dir: Path, files: list[dict]) -> dict:
     """Diversity over every shard's documents together (distinct counts do not add up)."""
     from generation.diversity import measure
@@ -87,11 +111,9 @@ def merge(sources: list[str], output: str | None = None, link: bool = True, chec
             problems.append(f"shard {index}/{n} appears {len(paths)} times: {', '.join(map(str, paths))}")
 
     reference_path, reference = manifests[0]
-    ref_fp = dict(reference["fingerprint"])
-    ref_fp.pop("shard", None)
+    ref_fp = _shared_settings(reference["fingerprint"])
     for path, m in manifests:
-        fp = dict(m["fingerprint"])
-        fp.pop("shard", None)
+        fp = _shared_settings(m["fingerprint"])
         diffs = [k for k in sorted(set(fp) | set(ref_fp)) if fp.get(k) != ref_fp.get(k)]
         if diffs:
             problems.append(f"{path}: run with other settings than {reference_path}: {', '.join(diffs)}")
@@ -182,7 +204,7 @@ def merge(sources: list[str], output: str | None = None, link: bool = True, chec
         "text_key": "text",
         "id_key": "id",
         "files": sorted(out_files, key=lambda f: f["path"]),
-        "inputs": [{k: v for k, v in d.items() if k not in ("records", "in_shard")} for d in reference["inputs"]],
+        "inputs": _merged_inputs(manifests),
         "shards": [
             {"index": m["shard"]["index"], "count": n, "manifest": str(p.resolve()), "counts": m["counts"],
              "failures_file": str((p.parent / m["failures_file"]).resolve()),

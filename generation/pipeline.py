@@ -51,7 +51,7 @@ class Run:
         self.store = store
         replayed = store.open(repair=self._document_id_of if c.repair else None)
         try:
-            fingerprint, inputs = check_run_file(store, self.settings)
+            fingerprint, inputs, self.duplicate_candidates = check_run_file(store, self.settings)
             if self.backend is None:
                 self.backend = make_backend(c, self.settings)
             self.renderer = ChatRenderer(self.backend.tokenizer)
@@ -182,7 +182,8 @@ class Run:
         """This shard's sources: input documents, or samples of a concept graph (SynthLLM levels 2, 3)."""
         c = self.config
         if self.recipe.sources == "documents":
-            return iter_documents(self.settings.paths, c.text_key, c.id_key, self.settings.shard, input_counts)
+            return iter_documents(self.settings.paths, c.text_key, c.id_key, self.settings.shard, input_counts,
+                                  self.duplicate_candidates)
         from generation.concept_graph_reader import ConceptGraph
         from generation.concept_sources import iter_graph_sources
 

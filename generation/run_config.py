@@ -20,7 +20,7 @@ from synthscale.files import expand_inputs, write_json_atomic
 
 from generation.filters import FilterConfig
 from generation.identity import generator_identity
-from generation.inputs import describe_inputs
+from generation.inputs import SLICING, describe_inputs, scan_slices
 from generation.prompts import PENALTIES, Recipe, get_recipe
 from generation.store import ShardStore
 
@@ -154,7 +154,8 @@ class RunSettings:
             "shard": list(self.shard),
             "text_key": c.text_key,
             "id_key": c.id_key,
-            "inputs": [{"path": d["path"], "sha256": d["sha256"]} for d in inputs],
+            "inputs": [{"path": d["path"], "sha256": d["sha256"]} for d in inputs],  # of this shard's slices
+            **({"input_slicing": SLICING} if self.recipe.sources == "documents" else {}),
             **({"graph_sampling": self.graph_sampling} if self.graph_sampling is not None else {}),
         }
 
@@ -196,14 +197,21 @@ def _source_paths(config: RunConfig, recipe: Recipe) -> tuple[list[Path], dict |
     return paths, sampling
 
 
-def check_run_file(store: ShardStore, settings: RunSettings) -> tuple[dict, list[dict]]:
+def check_run_file(store: ShardStore, settings: RunSettings) -> tuple[dict, list[dict], set[str] | None]:
     """Compare the settings with those this worker's output was started with (refuse a
-    mismatch), then record them. Returns the fingerprint and the inputs (with sha256)."""
+    mismatch), then record them. Returns the fingerprint, the inputs (with the sha256 of what
+    this shard reads of them) and, for documents, the ids to check for duplicates
+    (generation/inputs.py: one pass over the shard's slice)."""
     previous = None
     if store.run_path.exists():
         previous = json.loads(store.run_path.read_text(encoding="utf-8"))
-    cache = {d["path"]: d for d in (previous or {}).get("inputs", [])}
-    inputs = describe_inputs(settings.paths, cache)
+    candidates = None
+    if settings.recipe.sources == "documents":
+        scan = scan_slices(settings.paths, settings.shard, settings.config.id_key)
+        inputs, candidates = scan.inputs, scan.candidates
+    else:
+        cache = {d["path"]: d for d in (previous or {}).get("inputs", [])}
+        inputs = describe_inputs(settings.paths, cache)
     fingerprint = settings.fingerprint(inputs)
     if previous is not None:
         old = previous.get("fingerprint", {})
@@ -216,4 +224,4 @@ def check_run_file(store: ShardStore, settings: RunSettings) -> tuple[dict, list
             )
     write_json_atomic(store.run_path, {"fingerprint": fingerprint, "inputs": inputs,
                                        "started_at": (previous or {}).get("started_at") or time.time()})
-    return fingerprint, inputs
+    return fingerprint, inputs, candidates
