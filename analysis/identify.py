@@ -10,15 +10,21 @@ drives E to zero, and a flat loss puts an exponent or a scale on a bound. A conv
    LOG_SCALE_BOUNDS;
 2. E is not driven to zero: E >= E_FLOOR_SHARE (1e-3) x the smallest observed loss of the runs
    fitted (of the mixture, for a fit shared across mixtures);
-3. with a bootstrap: every parameter's percentile interval spans at most a decade
-   (hi / lo <= MAX_INTERVAL_RATIO = 10, and lo > 0), and at least MIN_VALID_SHARE (half) of
-   the resamples converged.
+3. with a bootstrap of at least MIN_RESAMPLES (2) resamples: at least MIN_VALID_SHARE (half) of
+   them converged (and at least 2), and
+   - A, B, alpha, beta: the percentile interval spans at most a decade (hi / lo <= 10, lo > 0);
+   - E: the interval is narrower than E_MAX_WIDTH_SHARE (20%) of the smallest observed loss. A
+     ratio rule would pass E in [0.31, 3.0] on a loss of 3: E needs an absolute width.
+   With fewer than 2 resamples there are no intervals: the fit is *not bootstrap-checked* (the
+   report says so) and rules 1 and 2 alone decide.
 
-The rectified law's D_l (rectified.py) is the exception to rules 1 and 3 at zero: D_l = 0 is
-the data law, a result, so D_l on (or near) its lower bound is no problem, nor is a bootstrap
-interval of D_l whose low end is zero (below DL_ZERO_SHARE x D_min^beta): it is read as
-one-sided, [0, hi]. D_l on its upper bound (the loss is flat) is a problem, as is a D_l interval
-without an upper end or, away from zero, spanning more than a decade.
+The rectified law's D_l (rectified.py) is the exception at zero: D_l = 0 is the data law, a
+result. Each resample's D_l is in units of its own D^beta, so D_l is judged as the dimensionless
+ratio D_l / D_min^beta (D_min: the smallest budget of the fit), resample by resample with its own
+beta. D_l on its lower bound is no problem; D_l on its upper bound (the loss is flat) is. A ratio
+interval whose low end is below DL_ZERO_RATIO (1e-3) is one-sided, [0, hi], and passes only when
+hi <= DL_ONE_SIDED_MAX (1: D_l at most D_min^beta, so from the smallest budget on the data term
+dominates the denominator); away from zero it must span at most a decade, with an upper end.
 
 Speed-up, best ratio, irreducible loss and extrapolation use identified fits only; the others
 are reported as "not identified: <reason>". Reasons name the parameter and the rule, never its
@@ -37,18 +43,26 @@ BOUND_TOLERANCE = 1e-3  # in the optimiser's units: exponents, and log A, log B,
 E_FLOOR_SHARE = 1e-3
 MAX_INTERVAL_RATIO = 10.0
 MIN_VALID_SHARE = 0.5
+MIN_RESAMPLES = 2
+E_MAX_WIDTH_SHARE = 0.2
+DL_ZERO_RATIO = 1e-3  # D_l / D_min^beta below this: D_l = 0, the data law
+DL_ONE_SIDED_MAX = 1.0  # an interval [0, hi] of D_l / D_min^beta passes when hi <= this
 RULES = (
     f"not identified when: a parameter is within {BOUND_TOLERANCE:g} of an optimiser bound (exponents in "
     f"[{EXPONENT_BOUNDS[0]:g}, {EXPONENT_BOUNDS[1]:g}], log A, log B, log E in [{LOG_SCALE_BOUNDS[0]:g}, "
     f"{LOG_SCALE_BOUNDS[1]:g}]); E < {E_FLOOR_SHARE:g} x the smallest observed loss (E driven to zero); "
-    f"a bootstrap percentile interval of A, B, E, alpha or beta has hi/lo > {MAX_INTERVAL_RATIO:g} or lo <= 0; "
-    f"fewer than {MIN_VALID_SHARE:.0%} of the bootstrap resamples converged"
+    f"the bootstrap percentile interval of A, B, alpha or beta has hi/lo > {MAX_INTERVAL_RATIO:g} or lo <= 0; "
+    f"the interval of E is wider than {E_MAX_WIDTH_SHARE:.0%} of the smallest observed loss; "
+    f"fewer than {MIN_VALID_SHARE:.0%} (or fewer than {MIN_RESAMPLES}) of the bootstrap resamples converged. "
+    f"With fewer than {MIN_RESAMPLES} resamples a fit is not bootstrap-checked: bounds and E alone decide"
 )
 RECTIFIED_RULES = (
-    "rectified law: D_l = 0 (below 1e-3 x D_min^beta, D_min the smallest budget of the fit) is the data law, "
-    "a result, not a problem: D_l on its lower bound is allowed and a D_l interval reaching 0 is read as [0, hi]; "
-    "D_l on its upper bound, a D_l interval without an upper end, or (away from 0) spanning more than a decade "
-    "leaves the fit not identified"
+    f"rectified law: D_l is judged as D_l / D_min^beta (D_min the smallest budget of the fit), each bootstrap "
+    f"resample with its own beta; below {DL_ZERO_RATIO:g} D_l = 0, the data law, a result: D_l on its lower bound "
+    f"is allowed, and an interval reaching {DL_ZERO_RATIO:g} reads as [0, hi] and passes when hi <= "
+    f"{DL_ONE_SIDED_MAX:g} (D_l at most D_min^beta: the data term dominates from the smallest budget on); D_l on "
+    f"its upper bound, an interval without an upper end, or (away from 0) spanning more than a decade leaves "
+    f"the fit not identified"
 )
 _SCALE = {"a": "A", "b": "B", "l": "D_l", "e": "E"}
 _COLUMN = {"alpha": "N", "beta": "D", "A": "N", "B": "D"}
@@ -129,16 +143,26 @@ def point_problems(law: Law, theta: np.ndarray, mixtures: tuple[str, ...], min_l
     return out
 
 
+def bootstrap_checked(n_resamples: int) -> bool:
+    """Whether a bootstrap of this many resamples can check intervals at all (rule 3)."""
+    return n_resamples >= MIN_RESAMPLES
+
+
 def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_resamples: int, n_failed: int,
-                      shared: bool, zero_ok: dict[str, float] | None = None) -> list[Problem]:
+                      shared: bool, zero_ok: dict[str, float] | None = None,
+                      loss_scale: dict[str, float] | None = None) -> list[Problem]:
     """Rule 3: `intervals` is {mixture: {parameter: [lo, hi] or None}}.
 
     `zero_ok` {parameter: threshold}: parameters for which 0 is a result (the rectified law's
-    D_l); an interval with lo <= threshold is one-sided, [0, hi], and passes when hi is finite.
+    D_l, as D_l / D_min^beta); an interval with lo <= threshold is one-sided, [0, hi], and passes
+    when hi <= DL_ONE_SIDED_MAX. `loss_scale` {mixture: smallest observed loss} sets
+    E's rule (required when E is given). Fewer than MIN_RESAMPLES resamples check nothing.
     """
     out: list[Problem] = []
+    if not bootstrap_checked(n_resamples):
+        return out
     valid = n_resamples - n_failed
-    if n_resamples and valid < MIN_VALID_SHARE * n_resamples:
+    if valid < MIN_VALID_SHARE * n_resamples or valid < MIN_RESAMPLES:
         out.append(Problem("resamples", None, None,
                            f"only {valid} of {n_resamples} bootstrap resamples converged", "resamples fail"))
     seen: set[str] = set()
@@ -153,16 +177,36 @@ def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_res
             if interval is None:
                 continue  # too few valid resamples: counted above
             lo, hi = interval
-            if zero_ok and name in zero_ok and lo <= zero_ok[name] and np.isfinite(hi):
-                continue  # consistent with 0 (the data law): reported as [0, hi]
+            if name == "E":
+                if loss_scale is None:
+                    raise ValueError("interval_problems: E's rule needs loss_scale (the smallest observed loss)")
+                width = hi - lo
+                if not np.isfinite(width) or width > E_MAX_WIDTH_SHARE * loss_scale[mixture]:
+                    share = width / loss_scale[mixture]
+                    out.append(Problem("interval", "E", who,
+                                       f"{prefix}the bootstrap interval of E is wider than {E_MAX_WIDTH_SHARE:.0%} "
+                                       f"of the smallest observed loss (its width: {share:.0%} of it)", "E interval"))
+                continue
+            if zero_ok and name in zero_ok:
+                unit = f"{name} / D_min^beta" if name == "D_l" else name
+                if lo <= zero_ok[name]:  # consistent with 0 (the data law): [0, hi]
+                    if not np.isfinite(hi) or hi > DL_ONE_SIDED_MAX:
+                        top = "has no upper end" if not np.isfinite(hi) else f"reaches above {DL_ONE_SIDED_MAX:g}"
+                        out.append(Problem("interval", name, who,
+                                           f"{prefix}the bootstrap interval of {unit} reaches 0 but {top}: the runs "
+                                           f"do not tell whether {name} matters", f"{name} interval"))
+                    continue
+                name_shown = unit
+            else:
+                name_shown = name
             if lo <= 0:
                 out.append(Problem("interval", name, who,
-                                   f"{prefix}the bootstrap interval of {name} reaches {'0' if lo == 0 else 'below 0'}",
-                                   f"{name} interval"))
+                                   f"{prefix}the bootstrap interval of {name_shown} reaches "
+                                   f"{'0' if lo == 0 else 'below 0'}", f"{name} interval"))
             elif not np.isfinite(hi) or hi / lo > MAX_INTERVAL_RATIO:
                 span = "without an upper end" if not np.isfinite(hi) else f"a factor {hi / lo:.3g} (hi/lo)"
                 out.append(Problem("interval", name, who,
-                                   f"{prefix}the bootstrap interval of {name} spans {span}, more than a decade",
+                                   f"{prefix}the bootstrap interval of {name_shown} spans {span}, more than a decade",
                                    f"{name} interval"))
     return out
 

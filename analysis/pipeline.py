@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.bootstrap import BootstrapSamples, bootstrap_fits
+from analysis.bootstrap import BootstrapSamples, bootstrap_fits, percentile_interval
 from analysis.config import AnalysisConfig
 from analysis.derive import derive_findings
 from analysis.fit import FitResult, fit_units, shared_starts
 from analysis.fit_inputs import FitUnit, UnfittableError, build_units
 from analysis.grouping import group_rows, seed_spread
-from analysis.identify import Identification, interval_problems
+from analysis.identify import DL_ZERO_RATIO, MIN_RESAMPLES, Identification, bootstrap_checked, interval_problems
 from analysis.laws import get_law
 from analysis.plateau import derive_plateaus
-from analysis.rectified import compare_laws, data_law_for_comparison, pre_learned, zero_threshold
+from analysis.rectified import compare_laws, data_law_for_comparison, log_dl_ratio, pre_learned
 from analysis.table import ResultsTable, TableError, choose_baseline
 from analysis.validation import Holdout, holdout_summary, holdout_validation
 from analysis.workers import worker_pool
@@ -45,15 +45,28 @@ class Fitted:
     def identify(self, confidence: float) -> Identification:
         ident = Identification(self.fit.converged, list(self.fit.problems))
         if self.fit.converged and self.samples is not None:
-            intervals = {m: self.samples.param_intervals(m, confidence) for m in self.unit.mixtures}
-            zero_ok = None
-            if self.unit.law.pre_learned:  # D_l = 0 is the data law, a result (rectified.py)
-                zero_ok = {"D_l": zero_threshold(self.unit.law, self.fit.theta, float(self.unit.D.min()))}
-            ident.problems += interval_problems(intervals, self.samples.n_resamples, self.samples.n_failed,
-                                                self.unit.shared, zero_ok)
-            ident.bootstrap_checked = True
+            ident.problems += interval_problems(self._checked_intervals(confidence), self.samples.n_resamples,
+                                                self.samples.n_failed, self.unit.shared,
+                                                {"D_l": DL_ZERO_RATIO} if self.unit.law.pre_learned else None,
+                                                self._smallest_losses())
+            ident.bootstrap_checked = bootstrap_checked(self.samples.n_resamples)
         self.identification = ident
         return ident
+
+    def _smallest_losses(self) -> dict[str, float]:
+        unit = self.unit
+        return {m: float(unit.loss[unit.groups == g].min()) for g, m in enumerate(unit.mixtures)}
+
+    def _checked_intervals(self, confidence: float) -> dict[str, dict]:
+        """The intervals identify.py judges: the parameters', with the rectified law's D_l as
+        D_l / D_min^beta, each resample in units of its own beta (rectified.py)."""
+        out = {m: self.samples.param_intervals(m, confidence) for m in self.unit.mixtures}
+        if self.unit.law.pre_learned:
+            for m in self.unit.mixtures:
+                ratios = log_dl_ratio(self.unit.law, self.samples.mixture_thetas(m), float(self.unit.D.min()))
+                with np.errstate(over="ignore"):
+                    out[m]["D_l"] = percentile_interval(np.exp(ratios), confidence)
+        return out
 
     @property
     def identified(self) -> bool:
@@ -75,8 +88,12 @@ class Fitted:
         out = self.fit.to_dict()
         ident = self.identification or self.identify(confidence)
         out.update(ident.to_dict())
+        info = None
         if self.unit.law.pre_learned and self.fit.converged:
-            out["pre_learned"] = pre_learned(self.fit)
+            samples = self.thetas(self.unit.mixtures[0]) if ident.bootstrap_checked else None
+            info = pre_learned(self.fit, samples, confidence)
+            if ident.identified:
+                out["pre_learned"] = info
         if self.samples is not None:
             out["bootstrap"] = self.samples.summary()
             intervals = {m: self.samples.param_intervals(m, confidence) for m in self.unit.mixtures}
@@ -85,6 +102,8 @@ class Fitted:
             # Kept for diagnosis under a name no report prints: a boundary solution is no estimate.
             out["not_identified"] = {"reason": ident.reason(), "optimum": out.pop("params"),
                                      "intervals": out.pop("intervals", None)}
+            if info is not None:
+                out["not_identified"]["pre_learned"] = info
         return out
 
 
@@ -201,6 +220,9 @@ def _run_analysis(table: ResultsTable, config: AnalysisConfig, pool) -> Analysis
             f"findings (e.g. {unidentified[0].unit.label}: {unidentified[0].reason()})")
     if config.bootstrap == 0:
         analysis.notes.append("no bootstrap: identification checks only bounds and E, not the width of intervals")
+    elif not bootstrap_checked(config.bootstrap):
+        analysis.notes.append(f"{config.bootstrap} bootstrap resample(s): fewer than {MIN_RESAMPLES} give no interval, "
+                              "so the fits are not bootstrap-checked (bounds and E alone decide)")
     analysis.seconds["bootstrap"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

@@ -25,6 +25,9 @@ PLATEAU_RULES says when D_p is reported as a number; otherwise the report says w
 "Larger models peak with fewer tokens": per mixture, log D_p = a + b log N by least squares over
 the sizes whose D_p is identified, with bootstrap intervals from the resamples (resample r of
 each size's fit together); fewer than 2 such sizes and the trend is not fitted, with the reason.
+A resample in which some size has no plateau (D_p infinite) is counted as such, not dropped
+silently; the slope's interval and its verdict need MIN_VALID_SHARE of the resamples to have a
+plateau at every size, as every other interval does.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from analysis.bootstrap import percentile_interval
-from analysis.identify import MAX_INTERVAL_RATIO, MIN_VALID_SHARE
+from analysis.identify import MAX_INTERVAL_RATIO, MIN_RESAMPLES, MIN_VALID_SHARE
 from analysis.laws import Law, natural_params
 from synthscale.units import format_count
 
@@ -132,7 +135,8 @@ def plateau_entry(fitted: "Fitted", criterion: str, tol: float, multiple: float,
     d_min, d_max = float(unit.D.min()), float(unit.D.max())
     limit = multiple * d_max
     entry = {"mixture": mixture, "N": unit.fixed[1], "criterion": criterion, "tolerance": tol,
-             "smallest_D": d_min, "largest_D": d_max, "limit_D": limit}
+             "smallest_D": d_min, "largest_D": d_max, "limit_D": limit, "law": "rectified",
+             "rests_on": {"runs": unit.n_points, "N": [unit.fixed[1]] * 2, "D": [d_min, d_max]}}
     if not fitted.fit.converged:
         return {**entry, "identified": False, "status": "no fit", "reason": fitted.fit.message, "short": "no fit"}
     law = unit.law
@@ -170,7 +174,7 @@ def plateau_entry(fitted: "Fitted", criterion: str, tol: float, multiple: float,
         return {**entry, "identified": False, "reason": "; ".join(r for _, r in reasons),
                 "short": ", ".join(shorts[k] for k, _ in reasons),
                 "not_identified": {"D_p": point, "interval": interval}}
-    return {**entry, "identified": True, "D_p": point, "interval": interval}
+    return {**entry, "identified": True, "D_p": point, "interval": interval, "beyond_data": point > d_max}
 
 
 def _line(log_n: np.ndarray, log_dp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,12 +203,21 @@ def plateau_trend(entries: list[dict], fits: dict[float, "Fitted"], confidence: 
         dp = np.stack([plateau_budgets(fits[e["N"]].unit.law, s[:rows], e["smallest_D"],
                                        SEARCH_MULTIPLE * e["largest_D"], e["tolerance"], e["criterion"])
                        for e, s in zip(good, samples)], axis=1)
-        usable = np.isfinite(dp).all(axis=1) & (dp > 0).all(axis=1)
-        out["resamples_used"], out["resamples"] = int(usable.sum()), rows
-        if usable.sum() >= 2:
+        failed = np.isnan(dp).any(axis=1)
+        no_plateau = ~failed & np.isinf(dp).any(axis=1)  # a size without a plateau in this resample
+        usable = ~failed & ~no_plateau
+        out.update(resamples=rows, resamples_used=int(usable.sum()), resamples_failed=int(failed.sum()),
+                   resamples_no_plateau=int(no_plateau.sum()))
+        if usable.sum() >= max(MIN_RESAMPLES, MIN_VALID_SHARE * rows):
             ra, rb = _line(log_n, np.log(dp[usable]))
             out["slope_interval"] = percentile_interval(rb, confidence)
             out["intercept_interval"] = percentile_interval(ra, confidence)
+        elif rows >= MIN_RESAMPLES:
+            out["identified"] = False
+            out["reason"] = (f"only {int(usable.sum())} of {rows} resamples have a plateau at every size "
+                             f"({int(no_plateau.sum())} have none at some size, {int(failed.sum())} failed); "
+                             f"the trend needs {MIN_VALID_SHARE:.0%}")
+            out["not_identified"] = {"slope": out.pop("slope"), "intercept": out.pop("intercept")}
     iv = out["slope_interval"]
     if iv is None:
         out["direction"] = "no interval: the direction is not established"

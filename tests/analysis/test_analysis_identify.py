@@ -70,15 +70,22 @@ def test_a_flat_loss_puts_a_parameter_on_a_bound(tmp_path):
 
 def test_interval_rules():
     ok = {"m": {"A": [10.0, 90.0], "E": [1.5, 1.9], "alpha": [0.2, 0.4]}}
-    assert interval_problems(ok, 100, 3, shared=False) == []
+    assert interval_problems(ok, 100, 3, shared=False, loss_scale={"m": 2.5}) == []
     wide = {"m": {"A": [9.56, 1.06e13], "E": [1.0e-27, 1.33e-12], "alpha": [0.0, 0.4], "beta": [0.1, np.inf]}}
-    problems = interval_problems(wide, 100, 60, shared=False)
+    problems = interval_problems(wide, 100, 60, shared=False, loss_scale={"m": 2.5})
     by = {p.parameter: p for p in problems}
-    assert set(by) == {None, "A", "E", "alpha", "beta"}
+    assert set(by) == {None, "A", "alpha", "beta"}  # E within 1e-12 of 0 is narrow: E's rule is absolute width
     assert by[None].reason == "only 40 of 100 bootstrap resamples converged"
     assert "the bootstrap interval of A spans a factor 1.11e+12 (hi/lo), more than a decade" == by["A"].reason
     assert "reaches 0" in by["alpha"].reason and "without an upper end" in by["beta"].reason
     assert "9.56" not in " ".join(p.reason for p in problems)  # the reason gives no estimate
+    # E: its width against the loss scale, not hi/lo: [1.5, 1.9] is 16% of 2.5 but 27% of 1.5
+    (e,) = interval_problems({"m": {"E": [1.5, 1.9]}}, 100, 0, shared=False, loss_scale={"m": 1.5})
+    assert e.parameter == "E" and "wider than 20% of the smallest observed loss" in e.reason
+    # fewer than 2 resamples: nothing can be checked (the pipeline marks the fit not bootstrap-checked)
+    assert interval_problems({"m": {"A": [1.0, 1e9]}}, 1, 0, shared=False) == []
+    (few,) = interval_problems({"m": {"A": None}}, 2, 1, shared=False)
+    assert few.reason == "only 1 of 2 bootstrap resamples converged"
 
 
 def _report_with_a_pure_power_law(tmp_path):

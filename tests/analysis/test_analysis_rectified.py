@@ -96,16 +96,20 @@ def test_d_l_rules_zero_is_a_result_a_runaway_is_not():
     runaway = point_problems(RECT, np.array([5.0, LOG_SCALE_BOUNDS[1], 0.6, 0.3]), mixtures, min_loss)
     assert [(p.rule, p.parameter) for p in runaway] == [("bound", "D_l")]
     assert "D_l runs away (the loss is flat over these budgets)" in runaway[0].reason
-    ok = {"m": {"B": [100.0, 300.0], "D_l": [1e-9, 40.0], "E": [1.8, 2.0], "beta": [0.3, 0.35]}}
-    assert interval_problems(ok, 100, 0, False, zero_ok={"D_l": 1e-3}) == []
+    # D_l as D_l / D_min^beta: [0, 0.4], D_l below D_min^beta, bounded
+    ok = {"m": {"B": [100.0, 300.0], "D_l": [1e-9, 0.4], "E": [1.8, 2.0], "beta": [0.3, 0.35]}}
+    assert interval_problems(ok, 100, 0, False, zero_ok={"D_l": 1e-3}, loss_scale={"m": 2.0}) == []
     # without the zero reading, the same interval spans more than a decade
-    assert [p.parameter for p in interval_problems(ok, 100, 0, False)] == ["D_l"]
+    assert [p.parameter for p in interval_problems(ok, 100, 0, False, loss_scale={"m": 2.0})] == ["D_l"]
+    # reaching 0 is no pass by itself: up to 5 x D_min^beta, the runs cannot tell whether D_l matters
+    (loose,) = interval_problems({"m": {"D_l": [1e-9, 5.0]}}, 100, 0, False, zero_ok={"D_l": 1e-3})
+    assert "the bootstrap interval of D_l / D_min^beta reaches 0 but reaches above 1" in loose.reason
     wide = {"m": {"D_l": [5.0, 900.0]}}
     (problem,) = interval_problems(wide, 100, 0, False, zero_ok={"D_l": 1e-3})
-    assert "the bootstrap interval of D_l spans a factor 180 (hi/lo)" in problem.reason
+    assert "the bootstrap interval of D_l / D_min^beta spans a factor 180 (hi/lo)" in problem.reason
     open_ended = {"m": {"D_l": [1e-9, np.inf]}}
     (problem,) = interval_problems(open_ended, 100, 0, False, zero_ok={"D_l": 1e-3})
-    assert "without an upper end" in problem.reason
+    assert "has no upper end" in problem.reason
 
 
 def test_a_rectified_fit_needs_four_budgets(tmp_path):
