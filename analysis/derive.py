@@ -14,7 +14,7 @@ import numpy as np
 
 from analysis.bootstrap import percentile_interval
 from analysis.findings import best_ratio, crossing_summary, ratio_families, speedup
-from analysis.grouping import mixture_labels
+from analysis.grouping import inside, inside_runs, mixture_labels, runs_span
 from analysis.laws import get_law, natural_params
 from analysis.validation import extrapolate
 
@@ -62,6 +62,8 @@ def _extrapolations(analysis: "Analysis") -> None:
 
 
 def _speedups(analysis: "Analysis") -> None:
+    """Speed-up of each mixture over the baseline, per N, at every budget; where the mixture or the
+    baseline has no run at an N (a design choice, with the data law), nothing is planned there."""
     cfg, table = analysis.config, analysis.table
     law_name = cfg.speedup_law
     if analysis.baseline is None:
@@ -75,19 +77,28 @@ def _speedups(analysis: "Analysis") -> None:
     d_range = (min(budgets), max(budgets))
     grid = np.geomspace(d_range[0], d_range[1], 60)
     sizes = _distinct("N", analysis) if law_name == "data" else sorted(set(_distinct("N", analysis)) | set(cfg.extrapolate_N))
-    base_name = analysis.baseline
+    base_name, runs = analysis.baseline, table.runs
+    unplanned = []
     for N in sizes:
         fixed = N if law_name == "data" else None
         base = analysis.find(law_name, base_name, fixed)
+        base_span = runs_span(runs[(runs["mixture"] == base_name) & (runs["N"] == N)])
         for mixture in table.mixtures:
             if mixture == base_name:
                 continue
-            entry = {"law": law_name, **_who(analysis, mixture), "baseline": base_name, "N": N}
+            mix_span = runs_span(runs[(runs["mixture"] == mixture) & (runs["N"] == N)])
+            if law_name == "data" and not (mix_span["runs"] and base_span["runs"]):
+                unplanned.append(mixture)
+                continue
             mix = analysis.find(law_name, mixture, fixed)
+            entry = {"law": law_name, **_who(analysis, mixture), "baseline": base_name, "N": N,
+                     "rests_on": {"mixture": _fit_span(mix, mix_span), "baseline": _fit_span(base, base_span)},
+                     "largest_run_D": (min(mix_span["D"][1], base_span["D"][1])
+                                       if mix_span["runs"] and base_span["runs"] else None)}
             where = f" at N={N:g}" if law_name == "data" else ""
             if base is None or mix is None:
                 who = base_name if base is None else mixture
-                analysis.speedups.append({**entry, "identified": False, "short": f"{who}: no fit",
+                analysis.speedups.append({**entry, "identified": False, "short": f"{who}: too few runs",
                                           "reason": f"{who!r} has no {law_name}-law fit{where} (too few runs)"})
                 continue
             if not (base.identified and mix.identified):
@@ -105,10 +116,10 @@ def _speedups(analysis: "Analysis") -> None:
             analysis.speedups.append({
                 **entry, "identified": True,
                 "at_budgets": [
-                    {"D": d, "speedup": float(at[j]),
+                    {"D": d, "speedup": float(at[j]), "baseline_budget": float(at[j] * d),
                      "interval": percentile_interval(at_band[:, j], cfg.confidence) if at_band is not None else None,
-                     "beyond_data": bool(d > max(mix.unit.D.max(), base.unit.D.max())
-                                         or N > max(mix.unit.N.max(), base.unit.N.max()))}
+                     # measured: D among the mixture's runs at N, and the budget the baseline needs among its own
+                     "beyond_data": not (inside(mix_span, D=d) and inside(base_span, D=float(at[j] * d)))}
                     for j, d in enumerate(budgets)
                 ],
                 "curve": {
@@ -118,6 +129,18 @@ def _speedups(analysis: "Analysis") -> None:
                 },
                 "crossing": crossing_summary(law, tm, tb, sm, sb, d_range, n_arg, cfg.confidence),
             })
+    if unplanned:
+        analysis.notes.append(f"speed-up ({law_name} law) left out where a mixture or the baseline has no run at an N: "
+                              f"{len(unplanned)} (mixture, N) pair(s) the runs do not cover, by design")
+
+
+def _fit_span(fitted, span: dict) -> dict:
+    """The runs a fit rests on (its unit's), else those of the table at that place."""
+    if fitted is None:
+        return span
+    unit = fitted.unit
+    return {"runs": unit.n_points, "N": [float(unit.N.min()), float(unit.N.max())],
+            "D": [float(unit.D.min()), float(unit.D.max())]}
 
 
 def _best_ratios(analysis: "Analysis") -> None:
@@ -152,10 +175,18 @@ def _best_ratios(analysis: "Analysis") -> None:
         thetas = {m: joint[m].fit.mixture_theta(m) for m in members}
         samples = {m: joint[m].thetas(m) for m in members}
         samples = samples if all(v is not None for v in samples.values()) else None
+        spans = {m: _fit_span(joint[m], {}) for m in members}
+        runs = table.runs
+        rests_on = {"runs": sum(sp["runs"] for sp in spans.values()),
+                    "N": [min(sp["N"][0] for sp in spans.values()), max(sp["N"][1] for sp in spans.values())],
+                    "D": [min(sp["D"][0] for sp in spans.values()), max(sp["D"][1] for sp in spans.values())]}
         for N in sizes:
             for D in budgets:
                 entry = best_ratio(law, thetas, members, samples, N, D, cfg.confidence)
-                analysis.best_ratios.append({**head, "identified": True, **entry})
+                # measured when (N, D) lies within every member's own runs (the joint law interpolates)
+                measured = all(inside_runs(runs[runs["mixture"] == m], N, D) for m in members)
+                analysis.best_ratios.append({**head, "identified": True, "law": "joint", "rests_on": rests_on,
+                                             "beyond_data": not measured, **entry})
 
 
 def _irreducible(analysis: "Analysis") -> None:
@@ -166,8 +197,11 @@ def _irreducible(analysis: "Analysis") -> None:
         analysis.notes.append("irreducible loss E not reported: it comes from the joint law, which was not fitted")
     for label, fitted in sources:
         for mixture in fitted.unit.mixtures:
-            row = {"fit": label, **_who(analysis, mixture),
-                   "synthetic_fraction": analysis.table.synthetic_fraction(mixture)}
+            runs = analysis.table.runs
+            row = {"fit": label, "law": "joint", **_who(analysis, mixture),
+                   "synthetic_fraction": analysis.table.synthetic_fraction(mixture),
+                   "rests_on": runs_span(runs[runs["mixture"] == mixture]),
+                   "beyond_data": True}  # E is the law's asymptote: an extrapolation to infinite N and D
             if not fitted.identified:
                 analysis.irreducible.append({**row, "E": None, "interval": None, "identified": False,
                                              "reason": fitted.reason(mixture), "short": fitted.short()})

@@ -106,5 +106,34 @@ def seed_spread(table: ResultsTable, baseline: str | None) -> dict:
     return {"configurations": configurations, "effects": effects}
 
 
+def runs_span(runs) -> dict:
+    """What a finding rests on: {runs, N: [lo, hi], D: [lo, hi]} of a frame of runs (None ranges when empty)."""
+    if len(runs) == 0:
+        return {"runs": 0, "N": None, "D": None}
+    return {"runs": int(len(runs)), "N": [float(runs["N"].min()), float(runs["N"].max())],
+            "D": [float(runs["D"].min()), float(runs["D"].max())]}
+
+
+def inside(span: dict, N: float | None = None, D: float | None = None) -> bool:
+    """Whether (N, D) lies within the ranges of `span` (runs_span); a missing range is outside."""
+    for value, key in ((N, "N"), (D, "D")):
+        if value is None:
+            continue
+        if span[key] is None or not span[key][0] * (1 - 1e-9) <= value <= span[key][1] * (1 + 1e-9):
+            return False
+    return True
+
+
+def inside_runs(runs, N: float, D: float) -> bool:
+    """Whether a law fitted on `runs` (several sizes) predicts (N, D) from inside them: N within the
+    sizes run, and D within the budgets run at the sizes on either side of N (N itself if it was run)."""
+    sizes = sorted(set(runs["N"].astype(float)))
+    if not sizes or not sizes[0] * (1 - 1e-9) <= N <= sizes[-1] * (1 + 1e-9):
+        return False
+    below = max(n for n in sizes if n <= N * (1 + 1e-9))
+    above = min(n for n in sizes if n >= N * (1 - 1e-9))
+    return all(inside(runs_span(runs[runs["N"] == n]), D=D) for n in {below, above})
+
+
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None

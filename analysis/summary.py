@@ -3,7 +3,8 @@
 Summary lines (`summary_lines`), each with intervals or "not identified (why)":
 1. what was analysed (and the label, e.g. "tiny-scale demonstration");
 2. the best synthetic ratio per (family, generator) at the largest N and D of the runs;
-3. the speed-up of each mixture over the baseline at the largest budget (largest N);
+3. the speed-up of each mixture over the baseline, at the largest N it was trained at and that N's
+   own largest budget (never a budget beyond that N's runs);
 4. the irreducible loss E per mixture (joint law);
 5. seed-to-seed noise beside the differences between mixtures.
 With several conditions, each line holds every condition, prefixed [condition].
@@ -52,8 +53,24 @@ def largest(analysis: "Analysis") -> tuple[float, float]:
     return float(runs["N"].max()), float(runs["D"].max())
 
 
+def _range(values) -> str:
+    lo, hi = values
+    return format_count(lo) if lo == hi else f"{format_count(lo)}–{format_count(hi)}"
+
+
+def rests_on_text(span: dict) -> str:
+    """'10 runs, N 1.05M, D 26K–100K': the runs a finding rests on."""
+    if not span or not span.get("runs"):
+        return "no runs"
+    return f"{span['runs']} runs, N {_range(span['N'])}, D {_range(span['D'])}"
+
+
+def where_text(beyond: bool) -> str:
+    return "extrapolated" if beyond else "measured"
+
+
 def best_ratio_texts(analysis: "Analysis") -> list[str]:
-    """'family/generator: 33% [0%, 67%]' at the largest (N, D) of the runs, per family."""
+    """'family/generator: 33% [0%, 67%] (joint law, 30 runs ...; measured)' at the largest (N, D) of the runs."""
     N, D = largest(analysis)
     out = []
     for r in analysis.best_ratios:
@@ -63,23 +80,34 @@ def best_ratio_texts(analysis: "Analysis") -> list[str]:
                 out.append(f"{name}: not identified ({r['short']})")
             continue
         if r["N"] == N and r["D"] == D:
-            out.append(f"{name}: {r['best_ratio']:.0%}{_iv(r.get('best_ratio_interval'), pct=True)} ({r['best_mixture']})")
+            out.append(f"{name}: {r['best_ratio']:.0%}{_iv(r.get('best_ratio_interval'), pct=True)} ({r['best_mixture']}; "
+                       f"joint law, {rests_on_text(r['rests_on'])}; {where_text(r['beyond_data'])})")
     return out
 
 
+def speedup_at_largest_run(entry: dict) -> dict | None:
+    """The speed-up of an identified entry at its N's own largest budget (the largest D both mixtures ran at N)."""
+    if not entry["identified"] or entry.get("largest_run_D") is None:
+        return None
+    return next((a for a in entry["at_budgets"] if a["D"] == entry["largest_run_D"]), None)
+
+
 def speedup_texts(analysis: "Analysis") -> list[str]:
-    N, D = largest(analysis)
-    sizes = sorted({s["N"] for s in analysis.speedups})
-    N = N if N in sizes else (sizes[-1] if sizes else N)
+    """Per mixture, at the largest N it has a speed-up entry: the value at that N's own largest run."""
     out = []
-    for s in analysis.speedups:
-        if s["N"] != N:
+    for mixture in dict.fromkeys(s["mixture"] for s in analysis.speedups):
+        entries = [s for s in analysis.speedups if s["mixture"] == mixture and s.get("largest_run_D") is not None]
+        if not entries:
             continue
-        if not s["identified"]:
-            out.append(f"{s['mixture']} not identified ({s['short']})")
+        s = max(entries, key=lambda e: e["N"])
+        at = speedup_at_largest_run(s)
+        if at is None:
+            out.append(f"{mixture} not identified ({s['short']})")
             continue
-        at = next(a for a in s["at_budgets"] if a["D"] == D)
-        out.append(f"{s['mixture']} {_num(at['speedup'], 3)}{_iv(at['interval'])}")
+        rest = s["rests_on"]
+        out.append(f"{mixture} {_num(at['speedup'], 3)}{_iv(at['interval'])} at N={format_count(s['N'])}, "
+                   f"D={format_count(at['D'])} ({s['law']} law; {rest['mixture']['runs']}+{rest['baseline']['runs']} "
+                   f"runs; {where_text(at['beyond_data'])})")
     return out
 
 
@@ -89,7 +117,8 @@ def irreducible_texts(analysis: "Analysis", fit: str = "joint") -> list[str]:
         if r["fit"] != fit:
             continue
         if r["identified"]:
-            out.append(f"{r['mixture']} {_num(r['E'])}{_iv(r['interval'])}")
+            out.append(f"{r['mixture']} {_num(r['E'])}{_iv(r['interval'])} ({rests_on_text(r['rests_on'])}; "
+                       "extrapolated: the law's asymptote)")
         else:
             out.append(f"{r['mixture']} not identified ({r['short']})")
     return out
@@ -138,8 +167,7 @@ def summary_lines(aset: "AnalysisSet") -> list[str]:
     else:
         lines.append(_first_note(aset, "best ratio not computed", "best ratio: none"))
     if any(a.speedups for a in aset.analyses):
-        lines.append(f"speed-up over {first.baseline} at the largest budget D={format_count(D)} "
-                     f"(N={format_count(N)}, {cfg.speedup_law} law): " + _joined(aset, speedup_texts))
+        lines.append(f"speed-up over {first.baseline}, each N at its own largest run: " + _joined(aset, speedup_texts))
     else:
         lines.append(_first_note(aset, "speed-up not computed", "speed-up: none"))
     if any(a.irreducible for a in aset.analyses):

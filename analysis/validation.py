@@ -13,10 +13,12 @@ import concurrent.futures as cf
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from analysis.bootstrap import BootstrapSamples, percentile_interval
 from analysis.fit import FitResult, FitSettings, fit_unit
 from analysis.fit_inputs import FitUnit, check_unit
+from analysis.grouping import inside_runs
 from analysis.laws import predict_loss
 from synthscale.units import format_count
 
@@ -146,6 +148,10 @@ def extrapolate(
     N = np.array([p[0] for p in pairs], dtype=float)
     D = np.array([p[1] for p in pairs], dtype=float)
     out = []
+    unit = fit.unit
+    span = {"runs": unit.n_points, "N": [float(unit.N.min()), float(unit.N.max())],
+            "D": [float(unit.D.min()), float(unit.D.max())]}
+    points = pd.DataFrame({"N": unit.N, "D": unit.D})
     for mixture in fit.unit.mixtures:
         point = fit.predict(N, D, mixture)
         band = predict_loss(law, samples.mixture_thetas(mixture), N, D) if samples is not None else None
@@ -154,6 +160,7 @@ def extrapolate(
                 "law": law.name, "mixture": mixture, "N": float(N[j]), "D": float(D[j]),
                 "predicted_loss": float(point[j]),
                 "interval": percentile_interval(band[:, j], confidence) if band is not None else None,
-                "beyond_data": bool(N[j] > fit.unit.N.max() or D[j] > fit.unit.D.max()),
+                "beyond_data": not inside_runs(points, N[j], D[j]),
+                "rests_on": span,
             })
     return out

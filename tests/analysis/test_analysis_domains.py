@@ -62,7 +62,8 @@ def test_each_domain_is_fitted_with_cheaper_settings(tmp_path):
     summary = (tmp_path / "r" / "summary.txt").read_text().splitlines()
     assert len(summary) == 5 and summary[0].startswith("tiny-scale demonstration: results.csv, loss, 100 runs")
     assert summary[1].count(f"/{GENERATOR}: ") == 2  # one best ratio per family
-    assert summary[2].startswith("speed-up over natural at the largest budget D=100B (N=1B, joint law): hq-33pct ")
+    assert summary[2].startswith("speed-up over natural, each N at its own largest run: hq-33pct ")
+    assert "at N=1B, D=100B (joint law; 20+20 runs; extrapolated)" in summary[2]
     assert summary[3].startswith("E (joint law): hq-33pct ") and "[" in summary[3]
     assert printed.rstrip().endswith("\n".join(summary))
 
