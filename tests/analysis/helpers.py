@@ -1,6 +1,7 @@
 """Constants shared by the analysis tests: the results table's columns and a simulated study."""
 
 from analysis.fit import COARSE_GRID, FitSettings
+from recipes.results import TABLE_COLUMNS as WRITTEN_COLUMNS
 from tests.analysis.simulate import TrueLaw
 
 # Three mixtures of one family, natural text as baseline (the report's inputs), named as
@@ -17,6 +18,5 @@ CONDITION = ("cpu", "3f2a1b9c0d")
 SIZES = [2e7, 5e7, 1e8, 2e8]
 BUDGETS = [1e9, 2e9, 4e9, 8e9, 1.6e10]
 COARSE = FitSettings(grid=COARSE_GRID)
-# The columns `recipes results` writes, in its order (then one loss.<domain> per domain).
-TABLE_COLUMNS = ["run_id", "model", "N", "D", "mixture", "synthetic_fraction", "family", "generator", "backend",
-                 "recipe_hash", "seed", "loss"]
+# The columns `recipes results` writes, in its order (then one loss.<domain> per domain): the writer's own list.
+TABLE_COLUMNS = list(WRITTEN_COLUMNS)

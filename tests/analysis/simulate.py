@@ -9,6 +9,7 @@ columns a table from elsewhere has (run_id, mixture, N, D, loss).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,8 @@ def simulate_table(
     - `fractions`: each mixture's synthetic_fraction;
     - `labels`: {mixture: (family, generator)}, ("", "") for natural text: writes the family,
       generator and seed columns;
-    - `condition`: (backend, recipe_hash) of every run: writes those columns;
+    - `condition`: (backend, recipe_hash) of every run: writes those columns, and `eval_identity` and
+      `loss_domains` (one evaluation for every run);
     - `repeats`: {(mixture, N, D): k}: that configuration trained with seeds 0..k-1;
     - `domains`: {domain: {mixture: law}}: a `loss.<domain>` column per domain, and `loss`
       their mean (as `recipes results` weighs domains by tokens, here equal).
@@ -71,13 +73,17 @@ def simulate_table(
                         row["backend"], row["recipe_hash"] = condition
                     if labels is not None:
                         row["seed"] = train_seed
+                    per_domain = {}
                     if domains:
                         per_domain = {f"loss.{d}": float(by_mixture[mixture].loss(N, D) * np.exp(rng.normal(0.0, noise)))
                                       for d, by_mixture in domains.items()}
                         row["loss"] = float(np.mean(list(per_domain.values())))
-                        row.update(per_domain)
                     else:
                         row["loss"] = float(law.loss(N, D) * np.exp(rng.normal(0.0, noise)))
+                    if condition is not None:  # as `recipes results` writes them: every run scored on the same domains
+                        scored = "+".join(sorted(domains or ["eval"]))
+                        row["eval_identity"], row["loss_domains"] = hashlib.sha256(scored.encode()).hexdigest(), scored
+                    row.update(per_domain)
                     rows.append(row)
     return pd.DataFrame(rows)
 

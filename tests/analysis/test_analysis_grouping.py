@@ -23,7 +23,7 @@ BUDGETS = [1e9, 2e9, 4e9, 8e9, 1.6e10]
 def _row(run_id, mixture, fraction, family, generator, loss, seed=0, backend="cpu", recipe="h1", N=1e8, D=1e9):
     return {"run_id": run_id, "model": "m", "N": N, "D": D, "mixture": mixture, "synthetic_fraction": fraction,
             "family": family, "generator": generator, "backend": backend, "recipe_hash": recipe, "seed": seed,
-            "loss": loss, "loss.web": loss + 0.1}
+            "loss": loss, "eval_identity": "e1", "loss_domains": "web", "loss.web": loss + 0.1}
 
 
 def _csv(tmp_path, rows, name="r.csv"):
