@@ -23,10 +23,12 @@ CONCEPTS_HELP = """Extract each document's topics and key concepts with an LLM (
 \b
 The same command as `generation run --recipe synthllm-concepts` (every option of `run`:
 backends, --shard I/N, resume, --prompts to replace the extraction prompt). Each output record
-has `concepts` (a normalised list: case-folded, whitespace collapsed, duplicates dropped, at most
-20 items of at most 6 words) and `document` (the source chunk); outputs that hold no list are
-counted in the manifest's failures (concepts_unparseable, concepts_too_long, concepts_empty) and
-kept with the raw output in DIR/failures/. Next: `generation concept-graph DIR --output GRAPH`.
+has `concepts` (the model's names as it wrote them, explanations cut off, at most 20 items of at
+most 6 words), `concept_aliases` (from "Name (ABBR)"), `concepts_raw`, `text_concepts` (the chunk's
+top key phrases by YAKE) and `document` (the source chunk); an answer cut at the token limit is
+parsed without its last line. Outputs that hold no list are counted in the manifest's failures
+(concepts_unparseable, concepts_too_long, concepts_empty) and kept with the raw output in
+DIR/failures/. Next: `generation concept-graph DIR --output GRAPH`.
 """
 
 CONCEPTS_EXAMPLE = """\b
@@ -61,20 +63,27 @@ def register(main: click.Group, run_command: click.Command, graph_only: tuple[st
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="The graph directory to write.")
 @click.option("--min-docs", type=COUNT, default=2, show_default=True,
-              help="Prune concepts seen in fewer documents than this (rare).")
+              help="A concept in this many documents is shared: a walk start, with edges (rarer ones are kept).")
 @click.option("--max-docs", type=COUNT, default=None, help="Prune concepts seen in more documents than this (common).")
 @click.option("--max-doc-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="Prune concepts seen in more than this share of the documents (common); 1 = off.")
+              help="Prune concepts seen in more than this share of the documents (common; rounded up, never "
+                   "below --min-docs); 1 = off.")
+@click.option("--concept-sources", type=click.Choice(["llm,text", "llm", "text"]), default="llm,text",
+              show_default=True, help="The model's concepts (grounded in the text), the text's key phrases, or both.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @json_options
-def concept_graph_command(sources, output, min_docs, max_docs, max_doc_fraction, progress, as_json, json_file) -> None:
+def concept_graph_command(sources, output, min_docs, max_docs, max_doc_fraction, concept_sources, progress, as_json,
+                          json_file) -> None:
     """Build the global concept graph (SynthLLM level 3, step 2) from concept-extraction outputs:
     SOURCES are `generation concepts` output directories (every shard there and complete) or their
     JSONL files. `--json` prints graph.json.
 
     \b
-    Nodes are concepts, an edge joins two concepts of one document, weighted by the documents
-    they share. Streams in two passes: memory follows the graph, not the corpus.
+    Nodes are concepts under a canonical key (case, articles, plurals folded; named by their most
+    frequent surface form): the model's, when grounded in the text, and YAKE's key phrases. A
+    concept in --min-docs documents is shared: level 3 walks concept -> document -> concept through
+    it. Only too common concepts are pruned; a graph with no shared concept is refused. An edge
+    joins two shared concepts of one document. Streams in two passes: memory follows the graph.
     Writes OUTPUT/{nodes,edges,documents}.parquet, texts.bin and graph.json (inputs with sha256,
     pruning counts, files with sha256, graph_sha256).
 
@@ -87,15 +96,19 @@ def concept_graph_command(sources, output, min_docs, max_docs, max_doc_fraction,
 
     manifest = build_graph(list(sources), output, min_docs=min_docs, max_docs=max_docs,
                            max_doc_fraction=None if max_doc_fraction >= 1 else max_doc_fraction,
-                           progress=progress, log=lambda line: click.echo(line, err=True))
+                           progress=progress, log=lambda line: click.echo(line, err=True),
+                           concept_sources=tuple(concept_sources.split(",")))
     emit_json(manifest, as_json, json_file)
     if as_json:
         return
     c = manifest["counts"]
-    click.echo(f"{output}: {c['documents']:,} documents, {c['concepts']:,} concepts: {c['kept']:,} kept, "
-               f"{c['pruned_rare']:,} pruned as rare (< {min_docs} documents), {c['pruned_common']:,} pruned as "
-               f"common (> {manifest['options']['max_docs_effective']} documents); {c['edges']:,} edges; "
-               f"graph {manifest['graph_sha256'][:12]} in {manifest['elapsed_s']:.1f} s")
+    src = c["sources"]
+    click.echo(f"{output}: {c['documents']:,} documents, {c['concepts']:,} concepts: {c['shared']:,} shared "
+               f"({c['shared_share']:.1%}, in {min_docs}+ documents), {c['pruned_common']:,} pruned as common "
+               f"(> {manifest['options']['max_docs_effective']} documents), {c['walk_starts']:,} walk starts; "
+               f"{c['edges']:,} edges; sources: model {src['llm_share']:.1%} of concepts "
+               f"({src['llm_grounded']:,} of {src['llm_parsed']:,} model concepts grounded), text "
+               f"{src['text_share']:.1%}; graph {manifest['graph_sha256'][:12]} in {manifest['elapsed_s']:.1f} s")
 
 
 def _corpus_files(source: str) -> tuple[str, list[Path]]:

@@ -1,16 +1,23 @@
 """`generation concept-graph`: the global concept graph of SynthLLM level 3, a streaming reduce over
 the concept-extraction outputs of all shards (`generation run --recipe synthllm-concepts`).
 
-Nodes are concepts; an edge joins two concepts that occur in the same document, weighted by the
-number of documents they share. One "document" is one extraction record: a source chunk.
+Nodes are concepts; an edge joins two shared concepts (in --min-docs documents or more) that occur
+in the same document, weighted by the number of documents they share. One "document" is one
+extraction record: a source chunk. A document's concepts are the model's (each kept only when it
+is grounded in the text) and the text's own key phrases (YAKE), one per canonical key
+(generation/concept_keys.py: canonicalised here, not at extraction, so improving the keys never
+means running the model again). Level 3 walks concept -> document -> concept on this incidence,
+so one concept that two documents share is enough to combine them.
 
 It streams, in two passes, so memory is bounded by the graph (its vocabulary and its kept
 edges), never by the corpus:
-  pass 1 reads every record once: counts each concept's documents, appends the document's text to
-         `texts.bin` and its row (concept ids, text offset) to a temporary table on disk;
-  then   concepts seen in fewer than `min_docs` documents (rare) or in more than `max_docs` /
-         `max_doc_fraction` of them (overly common) are pruned; ids are renumbered by concept
-         string, so the graph does not depend on the order of its inputs;
+  pass 1 reads every record once: canonical keys, counts each concept's documents (and surface
+         forms), appends the document's text to `texts.bin` and its row (concept ids, mention
+         offsets, text offset) to a temporary table on disk;
+  then   only concepts in more than `max_docs` / `max_doc_fraction` of the documents (overly common,
+         the fraction rounded up and never below `min_docs`) are pruned: a concept of one document
+         is a walk's end, not noise; ids are renumbered by key, so the graph does not depend on
+         the order of its inputs; a graph without one shared concept left (no walk start) is refused;
   pass 2 reads the temporary table in batches, writes `documents.parquet` with the final ids, and
          counts the pairs of kept concepts per document as int64 keys: each buffer of keys is
          pre-reduced (`np.unique`) and hash-partitioned into PAIR_BUCKETS bucket files on disk,
@@ -19,10 +26,13 @@ edges), never by the corpus:
          one bucket.
 
 Output (OUTPUT/):
-  nodes.parquet      concept_id int32, concept string, documents int64, kept bool, pruned string (rare|common|null)
-  edges.parquet      source int32, target int32 (source < target, kept concepts only), weight int64
+  nodes.parquet      concept_id int32, concept string (the most frequent surface form), key string, documents
+                     int64, llm_documents int64, text_documents int64, kept bool, shared bool (documents >=
+                     min_docs), pruned string (common|null)
+  edges.parquet      source int32, target int32 (source < target, kept shared concepts only), weight int64
   documents.parquet  doc_id int64, id string, source_id string, chunk int32, concept_ids list<int32>
-                     (every concept of the document, pruned ones too), text_offset int64, text_bytes int64
+                     (every concept of the document, pruned ones too), concept_offsets list<int32> (each
+                     concept's first mention in the text, -1 unknown), text_offset int64, text_bytes int64
   texts.bin          the documents' texts (UTF-8), back to back: levels 2 and 3 quote them as references
   graph.json         kind synthscale.concept_graph: inputs with sha256, options, counts (pruned ones
                      too), files with sha256, graph_sha256, provenance. Written last: a build that
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -47,7 +58,7 @@ from synthscale.files import sha256_file, write_json_atomic
 from synthscale.provenance import provenance
 
 GRAPH_KIND = "synthscale.concept_graph"
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 GRAPH_FILES = ("nodes.parquet", "edges.parquet", "documents.parquet", "texts.bin")
 BATCH_ROWS = 20_000
 PAIR_BUFFER = 4_000_000  # pair keys buffered before they are pre-reduced and spilled to bucket files
@@ -204,12 +215,26 @@ def _progress(enabled: bool | None, total: int | None, desc: str):
     return tqdm(total=total, unit="doc", desc=desc, dynamic_ncols=True, file=sys.stderr)
 
 
+def common_limit(n_docs: int, min_docs: int, max_docs: int | None, max_doc_fraction: float | None) -> int | None:
+    """The most documents a concept may be in before it is pruned as common: the fraction of the
+    documents rounded up, `max_docs` if lower, never below `min_docs` (a shared concept is kept)."""
+    limit = max_docs
+    if max_doc_fraction is not None:
+        fraction_limit = math.ceil(max_doc_fraction * n_docs - 1e-9)
+        limit = fraction_limit if limit is None else min(limit, fraction_limit)
+    return None if limit is None else max(limit, min_docs)
+
+
 def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2, max_docs: int | None = None,
                 max_doc_fraction: float | None = 0.5, progress: bool | None = None,
-                log: Callable[[str], None] | None = None) -> dict:
-    """Build the graph of `sources` (concept output directories or files) into `output`; returns graph.json."""
+                log: Callable[[str], None] | None = None, concept_sources: tuple[str, ...] = ("llm", "text")) -> dict:
+    """Build the graph of `sources` (concept output directories or files) into `output`; returns
+    graph.json. `min_docs`: the documents a concept needs to be shared (a walk start, with edges);
+    `concept_sources`: the model's concepts ("llm"), the text's key phrases ("text"), or both."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from generation import concept_keys
 
     if min_docs < 1:
         raise ConceptGraphError(f"--min-docs must be at least 1, got {min_docs}")
@@ -217,6 +242,9 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
         raise ConceptGraphError(f"--max-docs {max_docs} is below --min-docs {min_docs}: every concept would be pruned")
     if max_doc_fraction is not None and not 0 < max_doc_fraction <= 1:
         raise ConceptGraphError(f"--max-doc-fraction must be in (0, 1], got {max_doc_fraction}")
+    if not concept_sources or set(concept_sources) - set(concept_keys.SOURCES):
+        raise ConceptGraphError(f"--concept-sources: one or both of {', '.join(concept_keys.SOURCES)}, "
+                                f"got {','.join(concept_sources) or 'none'}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     t0 = time.monotonic()
     paths = concept_files(sources)
@@ -228,31 +256,44 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
     (out / "graph.json").unlink(missing_ok=True)
 
     # ---- pass 1: vocabulary and document counts; texts and provisional rows to disk
-    vocab: dict[str, int] = {}
+    vocab: dict[str, int] = {}  # canonical key -> provisional id
     doc_counts: list[int] = []
+    surfaces: list[dict[str, int]] = []  # provisional id -> {surface form: documents}
+    by_source: dict[str, list[int]] = {"llm": [], "text": []}  # provisional id -> documents where the source found it
+    mention_counts: dict[str, int] = {}
     hashes: dict[str, dict] = {}
-    rows = {"id": [], "source_id": [], "chunk": [], "concept_ids": [], "text_offset": [], "text_bytes": []}
+    rows = {"id": [], "source_id": [], "chunk": [], "concept_ids": [], "concept_offsets": [], "text_offset": [],
+            "text_bytes": []}
     schema = pa.schema([("id", pa.string()), ("source_id", pa.string()), ("chunk", pa.int32()),
-                        ("concept_ids", pa.list_(pa.int32())), ("text_offset", pa.int64()), ("text_bytes", pa.int64())])
+                        ("concept_ids", pa.list_(pa.int32())), ("concept_offsets", pa.list_(pa.int32())),
+                        ("text_offset", pa.int64()), ("text_bytes", pa.int64())])
     tmp_writer = pq.ParquetWriter(work / "documents.tmp.parquet", schema)
     offset, n_docs, n_mentions = 0, 0, 0
     bar = _progress(progress, None, "concept-graph pass 1")
     with open(work / "texts.bin", "wb") as texts:
         for _path, _line, record in _records(paths, hashes):
             ids: list[int] = []
-            for concept in dict.fromkeys(record["concepts"]):  # duplicates within a record count once
-                cid = vocab.get(concept)
+            offsets: list[int] = []
+            for mention in concept_keys.document_mentions(record, concept_sources, mention_counts):  # one per key
+                cid = vocab.get(mention.key)
                 if cid is None:
-                    cid = vocab[concept] = len(doc_counts)
+                    cid = vocab[mention.key] = len(doc_counts)
                     doc_counts.append(0)
+                    surfaces.append({})
+                    by_source["llm"].append(0)
+                    by_source["text"].append(0)
                 doc_counts[cid] += 1
+                surfaces[cid][mention.surface] = surfaces[cid].get(mention.surface, 0) + 1
+                for source in ("llm", "text"):
+                    by_source[source][cid] += mention.source in (source, "both")
                 ids.append(cid)
+                offsets.append(mention.offset)
             n_mentions += len(ids)
             data = record["document"].encode("utf-8")
             texts.write(data)
             for key, value in (("id", str(record.get("id"))), ("source_id", str(record.get("source_id"))),
                                ("chunk", int(record.get("chunk") or 0)), ("concept_ids", ids),
-                               ("text_offset", offset), ("text_bytes", len(data))):
+                               ("concept_offsets", offsets), ("text_offset", offset), ("text_bytes", len(data))):
                 rows[key].append(value)
             offset += len(data)
             n_docs += 1
@@ -271,25 +312,35 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
     if n_docs == 0:
         raise ConceptGraphError("the concept files hold no documents")
 
-    # ---- pruning and final ids (sorted by concept)
+    # ---- pruning and final ids (sorted by key); names: the most frequent surface forms
     counts = np.asarray(doc_counts, dtype=np.int64)
-    names = np.empty(len(vocab), dtype=object)
-    for concept, cid in vocab.items():
-        names[cid] = concept
+    keys = np.empty(len(vocab), dtype=object)
+    for key, cid in vocab.items():
+        keys[cid] = key
     del vocab
-    order = np.argsort(names.astype(str), kind="stable")
+    order = np.argsort(keys.astype(str), kind="stable")
     final = np.empty(len(order), dtype=np.int32)
     final[order] = np.arange(len(order), dtype=np.int32)
-    names, counts = names[order], counts[order]
-    limit = max_docs if max_docs is not None else None
-    if max_doc_fraction is not None:
-        fraction_limit = int(max_doc_fraction * n_docs)
-        limit = fraction_limit if limit is None else min(limit, fraction_limit)
-    rare = counts < min_docs
-    common = (counts > limit) & ~rare if limit is not None else np.zeros(len(counts), bool)
-    kept = ~rare & ~common
+    keys, counts = keys[order], counts[order]
+    names = [min(surfaces[cid].items(), key=lambda kv: (-kv[1], kv[0]))[0] for cid in order.tolist()]
+    llm_docs = np.asarray(by_source["llm"], dtype=np.int64)[order]
+    text_docs = np.asarray(by_source["text"], dtype=np.int64)[order]
+    del surfaces, by_source
+    limit = common_limit(n_docs, min_docs, max_docs, max_doc_fraction)
+    common = counts > limit if limit is not None else np.zeros(len(counts), bool)
+    kept = ~common
+    shared = counts >= min_docs
+    walk_starts = int((kept & shared).sum())
+    if walk_starts == 0:
+        shutil.rmtree(work)
+        raise ConceptGraphError(
+            f"no walk start: of {len(keys):,} concepts in {n_docs:,} documents, {int(shared.sum()):,} are in "
+            f"{min_docs}+ documents (--min-docs) and {int((shared & common).sum()):,} of those were pruned as "
+            f"common (in more than {limit} documents); level 3 needs one shared concept: use more documents, "
+            "another concept source, or a higher --max-doc-fraction")
 
-    # ---- pass 2: final documents table, pairs of kept concepts
+    # ---- pass 2: final documents table, pairs of kept shared concepts
+    edged = kept & shared
     pairs = _PairCounter(work / "pairs")
     doc_schema = pa.schema([("doc_id", pa.int64())] + list(schema))
     writer = pq.ParquetWriter(work / "documents.parquet", doc_schema)
@@ -301,12 +352,13 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
         offsets = lists.offsets.to_numpy()
         for r in range(len(batch)):
             ids = flat[offsets[r]:offsets[r + 1]]
-            pairs.add(np.unique(ids[kept[ids]]))
+            pairs.add(np.unique(ids[edged[ids]]))
         new_lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.int32()))
         n = len(batch)
         writer.write_batch(pa.record_batch(
             [pa.array(np.arange(doc_id, doc_id + n, dtype=np.int64)), batch.column("id"), batch.column("source_id"),
-             batch.column("chunk"), new_lists, batch.column("text_offset"), batch.column("text_bytes")],
+             batch.column("chunk"), new_lists, batch.column("concept_offsets"), batch.column("text_offset"),
+             batch.column("text_bytes")],
             schema=doc_schema))
         doc_id += n
         if bar is not None:
@@ -319,10 +371,14 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
 
     pq.write_table(pa.table({
         "concept_id": pa.array(np.arange(len(names), dtype=np.int32)),
-        "concept": pa.array(list(names), pa.string()),
+        "concept": pa.array(names, pa.string()),
+        "key": pa.array(list(keys), pa.string()),
         "documents": pa.array(counts),
+        "llm_documents": pa.array(llm_docs),
+        "text_documents": pa.array(text_docs),
         "kept": pa.array(kept),
-        "pruned": pa.array([None if k else ("rare" if r else "common") for k, r in zip(kept, rare)], pa.string()),
+        "shared": pa.array(shared),
+        "pruned": pa.array([None if k else "common" for k in kept], pa.string()),
     }), work / "nodes.parquet")
     pq.write_table(pa.table({
         "source": pa.array((pairs.keys >> 32).astype(np.int32)),
@@ -336,7 +392,8 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
         files.append({"path": name, "bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)})
     shutil.rmtree(work)
     options = {"min_docs": min_docs, "max_docs": max_docs, "max_doc_fraction": max_doc_fraction,
-               "max_docs_effective": limit}
+               "max_docs_effective": limit, "concept_sources": list(concept_sources),
+               "canonicalisation": concept_keys.describe()}
     degree = np.bincount(np.concatenate(((pairs.keys >> 32), pairs.keys & 0xFFFFFFFF)).astype(np.int64),
                          minlength=len(names)) if len(pairs.keys) else np.zeros(len(names), np.int64)
     inputs = [hashes[str(p)] for p in paths]
@@ -352,11 +409,14 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
             "concept_mentions": int(n_mentions),
             "concepts": int(len(names)),
             "kept": int(kept.sum()),
-            "pruned_rare": int(rare.sum()),
+            "shared": int(shared.sum()),
+            "shared_share": round(float(shared.mean()), 4),
+            "walk_starts": walk_starts,
             "pruned_common": int(common.sum()),
+            "sources": concept_keys.source_shares(mention_counts, llm_docs, text_docs),
             "edges": int(len(pairs.keys)),
             "edge_weight_total": int(pairs.counts.sum()),
-            "isolated_kept": int((kept & (degree == 0)).sum()),
+            "isolated_shared": int((edged & (degree == 0)).sum()),
         },
         "inputs": inputs,
         "files": files,

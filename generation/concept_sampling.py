@@ -5,17 +5,20 @@ Every sample is a pure function of (graph sha256, run seed, index): its random g
 from a hash of them and nothing else, so the same combination comes out in any shard, any order
 and after any kill. Its id is derived from the same three things.
 
-Level 3, combination `index`:
-  1. size k uniform in [k_min, k_max];
-  2. a start concept among the kept concepts that have an edge, weighted by their documents;
-  3. each next concept is a not-yet-chosen neighbour of the last one, weighted by the edge weight
-     (the documents the two share); when the last one has none, a neighbour of any chosen one;
-     the walk stops early when no concept is left to reach;
-  4. reference documents: for each concept in walk order, a chosen document already holding it
-     covers it, else a random document holding it (not chosen yet when possible); if that leaves
-     one document, a second one holding one of the concepts is added. A combination that still
-     has fewer than two documents, or fewer than two concepts, is redrawn from the same generator
-     (up to `attempts` times; then it is skipped, and the run counts it).
+Level 3, combination `index`, a walk concept -> document -> concept on the graph's incidence:
+  1. size k uniform in [k_min, k_max] (at least 2);
+  2. a start concept among the walk starts (kept concepts shared by --min-docs documents or
+     more), weighted by their documents;
+  3. then, until k concepts: a document holding the last concept that the walk has not visited
+     (else one holding any chosen concept: the walk steps back), uniformly; and in it a kept
+     concept not chosen yet, uniformly. A document that has none left is still visited (cited);
+     the walk stops early when no unvisited document holds a chosen concept;
+  4. reference documents: the visited ones, in walk order; if only one was visited, a second one
+     holding a chosen concept is added (the start is shared, so there is one). Each concept is
+     held by a cited document by construction.
+  A combination with fewer than two concepts or two documents is redrawn from the same generator
+  (up to `attempts` times; then it is skipped, and the run counts it). So one concept shared by
+  two documents is enough: start there, pick a concept of one document, step to the other.
   `spans_documents`: no single document of the pool holds all of its concepts.
 """
 
@@ -68,44 +71,38 @@ def _weighted(rng: np.random.Generator, weights: np.ndarray) -> int:
     return int(np.searchsorted(cum, rng.random() * cum[-1], side="right").clip(0, len(cum) - 1))
 
 
-def _walk(graph: ConceptGraph, rng: np.random.Generator, k: int) -> list[int]:
+def _pick(rng: np.random.Generator, pool: np.ndarray) -> int:
+    return int(pool[int(rng.integers(len(pool)))])
+
+
+def _walk(graph: ConceptGraph, rng: np.random.Generator, k: int) -> tuple[list[int], list[int]]:
+    """(concepts, visited documents) of one walk concept -> document -> concept."""
     i = int(np.searchsorted(graph.start_cum, rng.random() * graph.start_cum[-1], side="right"))
     chosen = [int(graph.starts[min(i, len(graph.starts) - 1)])]
-    seen = set(chosen)
-    while len(chosen) < k:
-        nbr, w = graph.neighbours(chosen[-1])
-        free = np.fromiter((c not in seen for c in nbr.tolist()), bool, len(nbr))
-        if not free.any():  # the last concept is a dead end: any chosen one's neighbours
-            pools = [graph.neighbours(c) for c in chosen]
-            nbr = np.concatenate([p[0] for p in pools])
-            w = np.concatenate([p[1] for p in pools])
-            free = np.fromiter((c not in seen for c in nbr.tolist()), bool, len(nbr))
-            if not free.any():
-                break
-        nbr, w = nbr[free], w[free]
-        nxt = int(nbr[_weighted(rng, w)])
-        chosen.append(nxt)
-        seen.add(nxt)
-    return chosen
-
-
-def _references(graph: ConceptGraph, rng: np.random.Generator, concepts: list[int]) -> list[int]:
     docs: list[int] = []
-    for c in concepts:
-        if any(c in set(graph.concepts_of(d).tolist()) for d in docs):
-            continue
-        holders = graph.documents_of(c)
-        fresh = holders[~np.isin(holders, docs)] if docs else holders
-        pool = fresh if len(fresh) else holders
-        docs.append(int(pool[int(rng.integers(len(pool)))]))
-    if len(docs) < 2:
-        for c in concepts:  # a second document holding one of the concepts
+    while len(chosen) < k:
+        holders = np.zeros(0, np.int32)
+        for c in reversed(chosen):  # the last concept first; else step back
             holders = graph.documents_of(c)
-            others = holders[holders != docs[0]]
-            if len(others):
-                docs.append(int(others[int(rng.integers(len(others)))]))
+            holders = holders[~np.isin(holders, docs)]
+            if len(holders):
                 break
-    return docs
+        if not len(holders):
+            break
+        doc = _pick(rng, holders)
+        docs.append(doc)
+        own = np.unique(graph.concepts_of(doc))
+        free = own[graph.kept[own] & ~np.isin(own, chosen)]
+        if len(free):
+            chosen.append(_pick(rng, free))
+    if len(docs) < 2:  # a second document holding a chosen concept
+        for c in chosen:
+            others = graph.documents_of(c)
+            others = others[~np.isin(others, docs)]
+            if len(others):
+                docs.append(_pick(rng, others))
+                break
+    return chosen, docs
 
 
 def spans_documents(graph: ConceptGraph, concepts: list[int]) -> bool:
@@ -121,17 +118,14 @@ def spans_documents(graph: ConceptGraph, concepts: list[int]) -> bool:
 def walk_combination(graph: ConceptGraph, run_seed: int, index: int, sizes: tuple[int, int] = (2, 4),
                      attempts: int = 8) -> Combination | None:
     """Level-3 combination number `index` (see the module docstring); None when `attempts` draws
-    all failed (a graph with no edges, or concepts held by one document only)."""
+    all failed (a graph with no walk start)."""
     if not len(graph.starts):
         return None
     rng = np.random.default_rng(sample_seed(graph.sha256, run_seed, "walk", index))
     for attempt in range(1, attempts + 1):
         k = int(rng.integers(sizes[0], sizes[1] + 1))
-        concepts = _walk(graph, rng, max(k, 2))
-        if len(concepts) < 2:
-            continue
-        docs = _references(graph, rng, concepts)
-        if len(set(docs)) < 2:
+        concepts, docs = _walk(graph, rng, max(k, 2))
+        if len(concepts) < 2 or len(set(docs)) < 2:
             continue
         return Combination(index, combination_id(graph.sha256, run_seed, index), concepts, docs,
                            spans_documents(graph, concepts), attempt)

@@ -32,19 +32,23 @@ class SamplingOptions:
     combinations: int | None = None  # level 3: combinations of the whole job (all shards)
     subsets_per_document: int = 1  # level 2
     sizes: tuple[int, int] = (2, 4)  # concepts per combination / subset
-    reference_chars: int = 1500  # each reference document is cut to this many characters
+    reference_chars: int = 1500  # each reference is cut to this many characters, centred on a concept's mention
 
     def to_dict(self) -> dict:
         return {"combinations": self.combinations, "subsets_per_document": self.subsets_per_document,
                 "combination_size": list(self.sizes), "reference_chars": self.reference_chars}
 
 
-def _values(graph: ConceptGraph, concepts: list[int], docs: list[int], chars: int) -> dict:
+def _values(graph: ConceptGraph, concepts: list[int], docs: list[int], chars: int, one_document: bool) -> dict:
+    """The prompt's values: each reference an excerpt centred on its first mention of a combination
+    concept; `one_document` when one document holds every concept (the prompt then asks for no
+    connection across references)."""
     if len(docs) == 1:
-        document = graph.text(docs[0], chars)
+        document = graph.excerpt(docs[0], chars, concepts)
     else:
-        document = "\n\n".join(f"[{n}] {graph.text(d, chars)}" for n, d in enumerate(docs, start=1))
-    return {"document": document, "concepts": "\n".join(f"- {graph.names[c]}" for c in concepts)}
+        document = "\n\n".join(f"[{n}] {graph.excerpt(d, chars, concepts)}" for n, d in enumerate(docs, start=1))
+    return {"document": document, "concepts": "\n".join(f"- {graph.names[c]}" for c in concepts),
+            "one_document": one_document}
 
 
 def _extra(graph: ConceptGraph, level: int, concepts: list[int], docs: list[int], combination: dict) -> dict:
@@ -70,10 +74,10 @@ def iter_walk_sources(graph: ConceptGraph, run_seed: int, shard: tuple[int, int]
         combo = walk_combination(graph, run_seed, i, options.sizes)
         if combo is None:
             yield SourceDoc(i, where, i, combination_id(graph.sha256, run_seed, i), None, "no_combination",
-                            "no walk reached two concepts held by two or more documents (graph: "
-                            f"{len(graph.starts)} kept concepts with an edge)")
+                            "no walk reached two concepts and two documents (graph: "
+                            f"{len(graph.starts)} walk starts)")
             continue
-        values = _values(graph, combo.concepts, combo.documents, options.reference_chars)
+        values = _values(graph, combo.concepts, combo.documents, options.reference_chars, not combo.spans_documents)
         extra = _extra(graph, 3, combo.concepts, combo.documents,
                        {"index": i, "spans_documents": combo.spans_documents, "attempts": combo.attempts})
         yield SourceDoc(i, where, i, combo.id, values["document"], values=values, extra=extra)
@@ -98,7 +102,7 @@ def iter_subset_sources(graph: ConceptGraph, run_seed: int, shard: tuple[int, in
                                 f"document {graph.doc_ids[doc]!r} has {len(graph.concepts_of(doc))} concepts")
                 continue
             earlier.append(subset)
-            values = _values(graph, subset, [doc], options.reference_chars)
+            values = _values(graph, subset, [doc], options.reference_chars, True)
             extra = _extra(graph, 2, subset, [doc], {"document": doc, "subset": j, "spans_documents": False})
             yield SourceDoc(doc, where, doc, source_id, values["document"], values=values, extra=extra)
 

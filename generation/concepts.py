@@ -27,9 +27,11 @@ model again. `extraction_fields` gives what an extraction record stores: `concep
 `concept_aliases`, `concepts_raw` (the items as the model wrote them) and `text_concepts` (the
 document's top key phrases by YAKE, a deterministic extractor: the graph's second source).
 
-Anything else (prose, an empty answer, a list whose items are all too long) raises
-`ConceptParseError` with a reason code: the run records it in `failures/` with the raw output and
-never guesses.
+Anything else (prose, an empty answer, a list whose items are all too long) is a
+`ConceptParseError` with a reason code, never guessed at: the run keeps the raw output in
+`failures/` and counts it (manifest `filters.modified`), and the document stays in the pool with
+its text's phrases and no model concepts (`concepts_error` says why); a document with neither
+is a failure.
 """
 
 from __future__ import annotations
@@ -241,10 +243,19 @@ def text_concepts_method() -> str:
 def extraction_fields(output: str, document: str, truncated: bool = False) -> dict:
     """What a concept-extraction record stores beside `document`: the model's concepts (surface
     text), their aliases, the raw items, the document's YAKE phrases (and, for a truncated output,
-    the line left out). Raises ConceptParseError when the output holds no list."""
-    parsed = parse_list(output, truncated=truncated)
+    the line left out). An output with no list gives no model concepts and `concepts_error`
+    (reason and detail); raises ConceptParseError only when the text has no phrase either."""
+    phrases = text_concepts(document)
+    try:
+        parsed = parse_list(output, truncated=truncated)
+    except ConceptParseError as exc:
+        if not phrases:
+            raise
+        return {"concepts": [], "concept_aliases": {}, "concepts_raw": [], "text_concepts": phrases,
+                "text_concepts_method": text_concepts_method(),
+                "concepts_error": {"reason": exc.reason, "detail": exc.detail}}
     fields = {"concepts": parsed.concepts, "concept_aliases": parsed.aliases, "concepts_raw": parsed.raw,
-              "text_concepts": text_concepts(document), "text_concepts_method": text_concepts_method()}
+              "text_concepts": phrases, "text_concepts_method": text_concepts_method()}
     if truncated:
         fields["truncated_line_dropped"] = parsed.dropped_line
     return fields

@@ -322,6 +322,13 @@ class Run:
                            extra={"output": result.text, "output_tokens": result.output_tokens})
                 self._finish_item(item)
                 return
+            error = parsed.get("concepts_error")
+            if error:  # the model's list is lost (its raw output kept here), the document and its phrases are not
+                store.write_failure({"key": item.key, **error, "document_kept": True, "time": time.time(),
+                                     "source_id": item.source_id, "chunk": item.chunk, "recipe": recipe.name,
+                                     "step": step.name, "k": item.k, "output": result.text,
+                                     "output_tokens": result.output_tokens})
+                store.count(f"modified.{step.name}.{error['reason']}")
             filtered.text = "\n".join(parsed["concepts"])
         if final:
             self.fidelity.add(item.values["document"], result.text, result.output_tokens,

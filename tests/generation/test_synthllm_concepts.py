@@ -14,7 +14,7 @@ from generation.concepts import (ConceptLimits, ConceptParseError, extraction_fi
 from generation.pipeline import run
 
 from genhelpers import read_jsonl, read_outputs, write_jsonl
-from synthllm_helpers import ConceptBackend, pool_documents, synth_config
+from synthllm_helpers import POOL, ConceptBackend, pool_documents, synth_config
 
 # Answers in the shapes instruct models give (SmolLM2, Llama 3, Mistral were seen to use all of these).
 REAL = [
@@ -115,7 +115,9 @@ def test_extraction_step_parses_and_records_failures(tmp_path, tiny_tokenizer):
            "d5": '["' + "word " * 12 + '"]'}
     manifest = run(synth_config(tmp_path, "synthllm-concepts", "concepts"), ConceptBackend(tiny_tokenizer, raw=raw))
     out = {r["source_id"]: r for r in read_outputs(tmp_path / "concepts")}
-    assert set(out) == {"d0", "d1", "d2", "d4", "d6", "d7"}
+    assert set(out) == set(POOL)  # a document whose answer holds no list keeps its text's phrases
+    assert out["d3"]["concepts"] == [] and out["d3"]["concepts_error"]["reason"] == "concepts_unparseable"
+    assert out["d5"]["concepts_error"]["reason"] == "concepts_too_long" and out["d5"]["text_concepts"]
     assert out["d0"]["concepts"] == ["River", "city", "Trade"]  # as the model wrote them
     assert out["d1"]["concepts"] == ["river", "Mountain", "climate"]
     assert out["d2"]["concepts"] == ["trade", "market", "City"]  # case-insensitive duplicates dropped
@@ -124,12 +126,13 @@ def test_extraction_step_parses_and_records_failures(tmp_path, tiny_tokenizer):
     assert out["d0"]["text_concepts"] and out["d0"]["text_concepts_method"].startswith("yake ")
     assert out["d0"]["document"].startswith("Topics: River|city|Trade")
     assert out["d0"]["recipe"] == "synthllm-concepts" and out["d0"]["prompt_version"] == "synthllm/3"
-    assert manifest["failures"]["by_reason"] == {"concepts_too_long": 1, "concepts_unparseable": 1}
+    assert manifest["filters"]["modified"] == {"concepts_too_long": 1, "concepts_unparseable": 1}
     failures = {f["source_id"]: f for f in read_jsonl(tmp_path / "concepts" / manifest["failures_file"])}
     assert failures["d3"]["reason"] == "concepts_unparseable" and failures["d3"]["output"] == raw["d3"]
     assert failures["d5"]["reason"] == "concepts_too_long" and failures["d5"]["output"] == raw["d5"]
-    assert manifest["complete"] and manifest["counts"]["documents"] == 6
-    # a rerun does not ask again for the unparseable ones (they are failures, not pending work)
+    assert failures["d3"]["document_kept"] is True
+    assert manifest["complete"] and manifest["counts"]["documents"] == 8
+    # a rerun asks nothing again
     backend = ConceptBackend(tiny_tokenizer)
     run(synth_config(tmp_path, "synthllm-concepts", "concepts"), backend)
     assert backend.submitted == []
@@ -149,3 +152,4 @@ def test_a_truncated_extraction_is_parsed_not_dropped(tmp_path, tiny_tokenizer):
     assert manifest["filters"]["dropped"] == {}
     failures = {f["source_id"]: f for f in read_jsonl(tmp_path / "cut" / manifest["failures_file"])}
     assert failures["d3"]["reason"] == "concepts_unparseable" and failures["d3"]["output"] == raw["d3"]
+    assert out["d3"]["concepts"] == [] and out["d3"]["text_concepts"]  # the document stays, with its phrases

@@ -26,7 +26,7 @@ from synthllm_helpers import ConceptBackend, pool_documents, synth_config
 def graph_dir(tmp_path, tiny_tokenizer):
     write_jsonl(tmp_path / "in.jsonl", pool_documents())
     run(synth_config(tmp_path, "synthllm-concepts", "concepts"), ConceptBackend(tiny_tokenizer))
-    build_graph([str(tmp_path / "concepts")], tmp_path / "graph", min_docs=2, progress=False)
+    build_graph([str(tmp_path / "concepts")], tmp_path / "graph", min_docs=2, progress=False, concept_sources=("llm",))
     return tmp_path / "graph"
 
 
@@ -44,7 +44,6 @@ def test_level3_records_span_documents_and_follow_the_graph(tmp_path, graph_dir,
     assert len(out) == 24 and manifest["counts"]["documents"] == 24 and manifest["counts"]["failed"] == 0
     graph = ConceptGraph.load(graph_dir)
     doc_index = {doc_id: d for d, doc_id in enumerate(graph.doc_ids)}
-    edges = {(int(a), int(b)) for a in range(len(graph.names)) for b in graph.neighbours(a)[0]}
     for r in out:
         ids, docs = r["concept_ids"], [doc_index[d] for d in r["source_documents"]]
         assert len(set(docs)) >= 2 == r["synthllm_level"] - 1
@@ -52,13 +51,14 @@ def test_level3_records_span_documents_and_follow_the_graph(tmp_path, graph_dir,
         assert r["concepts"] == [graph.names[c] for c in ids] and all(graph.kept[c] for c in ids)
         for c in ids:  # every concept is held by one of the cited documents
             assert any(c in graph.concepts_of(d) for d in docs)
-        for i, c in enumerate(ids[1:], start=1):  # a walk: each concept joins an earlier one by an edge
-            assert any((p, c) in edges for p in ids[:i])
+        for i, c in enumerate(ids[1:], start=1):  # a walk concept -> document -> concept: c shares a cited
+            assert any(c in graph.concepts_of(d) and set(ids[:i]) & set(graph.concepts_of(d).tolist())
+                       for d in docs)  # document with an earlier concept
         together = set.intersection(*(set(graph.documents_of(c).tolist()) for c in ids))
         assert r["combination"]["spans_documents"] == (not together)
         assert r["source_ids"] == list(dict.fromkeys(graph.doc_source_ids[d] for d in docs))
         assert r["text"].startswith("Question: ") and "\n\nAnswer: " in r["text"]
-        assert r["recipe"] == "synthllm-l3" and r["generator"] == "echo" and r["prompt_version"] == "synthllm/2"
+        assert r["recipe"] == "synthllm-l3" and r["generator"] == "echo" and r["prompt_version"] == "synthllm/3"
         assert r["source_id"] == combination_id(graph.sha256, 0, r["combination"]["index"])
     div = manifest["diversity"]
     assert div["records"] == 24 and div["multi_document_share"] == 1.0
@@ -170,14 +170,54 @@ def test_cli_errors_name_the_missing_piece(tmp_path, graph_dir):
     assert result.exit_code == 1 and "nothing: no such directory" in result.output
     result = runner.invoke(main, ["concept-graph", str(tmp_path / "concepts"), "--output", str(tmp_path / "g"),
                                   "--no-progress"])
-    assert result.exit_code == 0 and "8 documents, 12 concepts: 8 kept, 4 pruned as rare" in result.output
+    assert result.exit_code == 0 and "8 documents, " in result.output and "walk starts" in result.output
     result = runner.invoke(main, ["concept-graph", str(tmp_path / "concepts"), "--output", str(tmp_path / "g2"),
                                   "--no-progress", "--min-docs", "2", "--json", "--json-file", str(tmp_path / "g2.json")])
     printed = json.loads(result.stdout)
     assert printed == json.loads((tmp_path / "g2" / "graph.json").read_text()) == json.loads((tmp_path / "g2.json").read_text())
-    assert printed["counts"]["kept"] == 8
+    assert printed["counts"]["walk_starts"] >= 8
     result = runner.invoke(main, ["concept-graph", str(tmp_path / "concepts"), "--output", str(tmp_path / "g3"),
                                   "--max-docs", "lots"])
     assert result.exit_code == 2 and "--max-docs" in result.output
     result = runner.invoke(main, ["concepts", "--help"])
     assert result.exit_code == 0 and "synthllm-concepts" in result.output and "--shard" in result.output
+
+
+def test_level3_prompts_ask_for_several_references_only_across_documents(tmp_path, graph_dir, tiny_tokenizer):
+    backend = EchoBackend(tiny_tokenizer)
+    run(l3(tmp_path, graph_dir, "l3"), backend)
+    out = {r["source_id"]: r for r in read_outputs(tmp_path / "l3")}
+    questions = [r for r in backend.submitted if json.loads(r.key)[3] == "question"]
+    assert len(questions) == 24
+    seen = set()
+    for request in questions:
+        prompt = request.messages[-1]["content"]
+        spans = out[json.loads(request.key)[0]]["combination"]["spans_documents"]
+        assert ("drawing on more than one of the reference documents" in prompt) == spans
+        seen.add(spans)
+    assert seen == {True, False}  # both kinds were drawn
+
+
+def test_reference_excerpts_are_centred_on_the_concepts_mention(tmp_path, tiny_tokenizer):
+    """A concept mentioned late in a long document: its reference excerpt shows the mention (the
+    first --reference-chars characters would not)."""
+    from generation.concept_sources import SamplingOptions, iter_walk_sources
+    from study.tiny_llama import sample_text
+
+    filler = sample_text(600, seed=5).replace("\n", " ")
+    docs = [{"id": "a:0", "source_id": "a", "chunk": 0, "concepts": ["harbour tariffs", "navigation"],
+             "document": filler + " The harbour tariffs fund the lighthouses and navigation. " + filler},
+            {"id": "b:0", "source_id": "b", "chunk": 0, "concepts": ["harbour tariffs", "fisheries"],
+             "document": "The fisheries pay harbour tariffs. " + filler}]
+    write_jsonl(tmp_path / "c.jsonl", docs)
+    build_graph([str(tmp_path / "c.jsonl")], tmp_path / "g", progress=False, concept_sources=("llm",))
+    graph = ConceptGraph.load(tmp_path / "g")
+    assert len(graph.text(0)) > 4 * 300
+    sources = list(iter_walk_sources(graph, 0, (0, 1), SamplingOptions(combinations=4, sizes=(3, 3),
+                                                                       reference_chars=300)))
+    for source in sources:
+        references = source.values["document"].split("\n\n[")
+        assert len(references) == 2  # both documents, each centred on its mention of the shared concept
+        assert all("harbour tariffs" in ref.lower() and len(ref) < 400 for ref in references)
+        assert source.values["one_document"] is False
+    graph.close()
