@@ -19,6 +19,7 @@ the sbatch script (OUT/_slurm/sbatch.sh) and submits nothing.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -57,14 +58,32 @@ def _option(args: list[str], name: str) -> str | None:
     return None
 
 
+def _values(args: list[str], name: str) -> list[str]:
+    """Every value of option `name` in ARGS, in both forms: `--input X` and `--input=X`."""
+    values = []
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            values.append(args[i + 1])
+        elif arg.startswith(name + "="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+# `generation run` options naming files or folders a task reads: mounted in place in the container.
+# Inputs and the concept graph always (they must be there); a model, prompt sets or a tokenizer
+# only when the name is a local path (else it is a model name for the engine).
+ALWAYS_MOUNTED = ("--input", "--graph")
+MOUNTED_IF_LOCAL = ("--model", "--prompts", "--tokenizer")
+
+
 def _mounts(args: list[str], output: Path, extra: tuple[str, ...]) -> list[str]:
-    """The output folder, the inputs' folders, a local model, prompt sets and tokenizer, in place."""
+    """The output folder and every folder a task reads (ALWAYS_MOUNTED, MOUNTED_IF_LOCAL), in place."""
     folders = {output.resolve()}
-    for i, arg in enumerate(args[:-1]):
-        if arg in ("--input", "--model", "--prompts", "--tokenizer"):
-            path = Path(args[i + 1].split("*")[0] or ".").expanduser()
-            if arg == "--input" or path.exists():
-                folders.add((path if path.is_dir() else path.parent).resolve())
+    for name in ALWAYS_MOUNTED + MOUNTED_IF_LOCAL:
+        for value in _values(args, name):
+            path = Path(re.split(r"[*?\[]", value)[0] or ".").expanduser()  # a glob's fixed part
+            if name in ALWAYS_MOUNTED or path.exists():
+                folders.add((path if path.is_dir() or name == "--graph" else path.parent).resolve())
     kept: list[Path] = []
     for folder in sorted(folders, key=lambda p: len(p.parts)):
         if not any(folder == k or k in folder.parents for k in kept):

@@ -8,7 +8,7 @@ this module adds:
     i + 1 of a list file written next to the script (`item_lines`), so an array never needs
     re-rendering to know its work;
   - **requeue until complete**: the script installs an EXIT trap (`requeue_lines`) that, after the
-    task's command returns, requeues the array task (`scontrol requeue $SLURM_JOB_ID`) when its item
+    task's command returns, requeues the array task (`scontrol requeue ARRAYID_TASKID`) when its item
     is not complete *and* its progress stamp changed during this attempt (a checkpoint advanced, a
     shard committed more output), up to `max_requeues` times. A task that made no progress (a crash
     at start-up, a bad config) is not requeued: rerunning the submitting command picks it up once
@@ -202,11 +202,15 @@ def requeue_lines(complete_test: str, progress_stamp: str, max_requeues: int, va
 synthscale_stamp() {{ {progress_stamp} ; }}
 synthscale_stamp_before=$(synthscale_stamp)
 rm -f {report} 2>/dev/null
+# this task alone: in an array, SLURM_JOB_ID of one task is the array's id, and requeueing it requeues
+# (cancels and restarts) every task of the array
+synthscale_job=${{SLURM_ARRAY_JOB_ID:+${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}}}
+synthscale_job=${{synthscale_job:-$SLURM_JOB_ID}}
 synthscale_stopped() {{
     echo "synthscale: $1"
     synthscale_out=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/.* StdOut=\\([^ ]*\\).*/\\1/p')
     synthscale_log=$(ls -t "${{synthscale_out%/*}}"/log-*_"${{SLURM_JOB_ID}}"_*.out 2>/dev/null | head -n 1)
-    {{ echo "job ${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}_${{SLURM_ARRAY_TASK_ID:-0}} (job id $SLURM_JOB_ID, restart ${{SLURM_RESTART_COUNT:-0}}) at $(date -u +%FT%TZ): $1"
+    {{ echo "job $synthscale_job (job id $SLURM_JOB_ID, restart ${{SLURM_RESTART_COUNT:-0}}) at $(date -u +%FT%TZ): $1"
       echo "log: ${{synthscale_log:-$synthscale_out}}"; tail -n 25 "${{synthscale_log:-$synthscale_out}}" 2>/dev/null; }} > {report} || true
 }}
 synthscale_requeue() {{
@@ -220,10 +224,10 @@ synthscale_requeue() {{
         synthscale_stopped "${var} incomplete after {int(max_requeues)} requeues: not requeued"
         return 0
     fi
-    echo "synthscale: ${var} incomplete, progress made: requeue $SLURM_JOB_ID"
-    if scontrol requeue "$SLURM_JOB_ID"; then return 0; fi
-    synthscale_stopped "ERROR: scontrol requeue $SLURM_JOB_ID failed: ${var} stays incomplete; rerun the submitting command"
-    echo "synthscale: ERROR: scontrol requeue $SLURM_JOB_ID failed (see above): ${var} was NOT requeued" >&2
+    echo "synthscale: ${var} incomplete, progress made: requeue $synthscale_job"
+    if scontrol requeue "$synthscale_job"; then return 0; fi
+    synthscale_stopped "ERROR: scontrol requeue $synthscale_job failed: ${var} stays incomplete; rerun the submitting command"
+    echo "synthscale: ERROR: scontrol requeue $synthscale_job failed (see above): ${var} was NOT requeued" >&2
     exit 3
 }}
 trap synthscale_requeue EXIT"""

@@ -3,7 +3,8 @@
 The script is submitted as written (`sbatch sbatch.sh`, as a user does after `--dry-run`), with
 a task that makes progress on its first attempt and completes on its second:
   - it requeues itself on a cluster where jobs are not requeueable by default (JobRequeue=0): the
-    script carries `--requeue` itself;
+    script carries `--requeue` itself; and only itself, not the other tasks of its array (the
+    last task's SLURM_JOB_ID is the array's id);
   - when Slurm refuses the requeue, the task fails loudly (exit 3, stderr, a report), never ends
     as if it had been requeued;
   - every attempt gets SYNTHSCALE_JOB_START, the job's start as Slurm accounts it.
@@ -25,7 +26,8 @@ n=$(( $(cat "$SYNTHSCALE_ITEM/attempts" 2>/dev/null || echo 0) + 1 ))
 echo $n > "$SYNTHSCALE_ITEM/attempts"
 echo "$SYNTHSCALE_JOB_START $(date +%s)" > "$SYNTHSCALE_ITEM/start.$n"
 echo "step $n" > "$SYNTHSCALE_ITEM/progress"
-if [ $n -ge 2 ]; then touch "$SYNTHSCALE_ITEM/done"; fi
+sleep 3  # the tasks overlap
+if [ $n -ge $(cat "$SYNTHSCALE_ITEM/needs") ]; then touch "$SYNTHSCALE_ITEM/done"; fi
 """
 
 
@@ -50,6 +52,19 @@ def _array_script(folder: Path, items: list[Path]) -> Path:
     return script
 
 
+def _items(folder: Path, **needs: int) -> list[Path]:
+    items = []
+    for name, attempts in needs.items():
+        (folder / name).mkdir()
+        (folder / name / "needs").write_text(f"{attempts}\n")
+        items.append(folder / name)
+    return items
+
+
+def _report(item: Path) -> str:
+    return (item / "stopped.txt").read_text() if (item / "stopped.txt").exists() else ""
+
+
 def _sbatch(cluster, script: Path, *options: str) -> str:
     return cluster.run("sbatch", "--parsable", *options, str(script)).stdout.strip().split(";")[0]
 
@@ -65,27 +80,26 @@ def _wait(cluster, job: str, timeout: float = 180) -> dict[str, str]:
 
 
 @pytest.mark.timeout(300)
-def test_the_script_requeues_itself_and_exports_the_job_start(slurm_cluster, tmp_path):
-    item = tmp_path / "item"
-    item.mkdir()
-    script = _array_script(tmp_path, [item])
+def test_the_script_requeues_its_task_alone_and_exports_the_job_start(slurm_cluster, tmp_path):
+    once, twice = _items(tmp_path, once=1, twice=2)  # attempts each needs
+    script = _array_script(tmp_path, [once, twice])
     job = _sbatch(slurm_cluster, script)  # plain sbatch: the cluster's JobRequeue=0 applies
     records = _wait(slurm_cluster, job)
-    assert (item / "done").is_file(), (item / "stopped.txt").read_text() if (item / "stopped.txt").exists() else records
-    assert (item / "attempts").read_text().split() == ["2"]
-    assert slurm_cluster.restarts(f"{job}_0") == 1
-    (state, exit_code, start), = records.values()
-    assert state == "COMPLETED" and exit_code == "0:0"
-    job_start, task_start = map(int, (item / "start.2").read_text().split())
+    assert (twice / "done").is_file(), _report(twice) or records
+    assert (twice / "attempts").read_text().split() == ["2"]
+    assert (once / "attempts").read_text().split() == ["1"]  # not restarted by the other task's requeue
+    assert slurm_cluster.restarts(f"{job}_1") == 1 and slurm_cluster.restarts(f"{job}_0") == 0
+    assert [r[:2] for r in records.values()] == [["COMPLETED", "0:0"]] * 2
+    start = records[f"{job}_1"][2]
+    job_start, task_start = map(int, (twice / "start.2").read_text().split())
     accounted = int(datetime.fromisoformat(start).timestamp())  # the second attempt's start
     assert abs(job_start - accounted) <= 2 and job_start <= task_start
-    assert not (item / "stopped.txt").exists()
+    assert not (twice / "stopped.txt").exists()
 
 
 @pytest.mark.timeout(300)
 def test_a_refused_requeue_fails_the_task_loudly(slurm_cluster, tmp_path):
-    item = tmp_path / "item"
-    item.mkdir()
+    (item,) = _items(tmp_path, item=2)
     script = _array_script(tmp_path, [item])
     job = _sbatch(slurm_cluster, script, "--no-requeue")  # the command line wins over the script
     records = _wait(slurm_cluster, job)

@@ -55,6 +55,22 @@ def test_without_an_image_tasks_run_in_this_python_environment(tmp_path):
     assert f"export PATH={Path(sys.executable).parent}:$PATH" in script  # `generation run` of this venv
 
 
+def test_the_concept_graph_and_inputs_given_as_option_equals_value_are_mounted(tmp_path):
+    """SynthLLM levels 2 and 3 read `--graph` inside the container; `--input=X` is the same as
+    `--input X` (each was left out of the mounts, so the tasks could not read them)."""
+    graph, docs = tmp_path / "graphs" / "g1", tmp_path / "more-docs"
+    docs.mkdir()
+    args = ["--recipe", "synthllm-l3", "--model", "m", "--graph", str(graph), "--input=" + str(docs / "*.jsonl")]
+    command = ["submit", "--shards", "2", "--output", str(tmp_path / "out"), "--slurm-account", "acct", "--dry-run",
+               "--container-image", "synthscale-vllm:latest", "--", *args]
+    result = CliRunner().invoke(main, command, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    script = (tmp_path / "out" / "_slurm" / "sbatch.sh").read_text()
+    mounts = script.split("--container-mounts ", 1)[1].split()[0].split(",")
+    assert f"{graph}:{graph}" in mounts
+    assert f"{docs}:{docs}" in mounts
+
+
 def test_a_served_endpoint_needs_no_gpu(tmp_path):
     _submit(tmp_path, args=["--recipe", "qa", "--model", "m", "--backend", "openai", "--base-url", "http://h:8000/v1"])
     assert "--gpus-per-node" not in (tmp_path / "out" / "_slurm" / "sbatch.sh").read_text()
