@@ -4,11 +4,18 @@ generated here (no LLM): build time and peak memory for 10k and 100k documents (
 The pool is shaped like `generation concepts` output (part-*.jsonl records with `id`, `text`,
 `concepts`, `document`, `source_id`, `chunk`, `recipe`, split in --shards files): each document
 has 5-15 concepts drawn from a Zipf-like vocabulary that grows with the pool (docs / 2 concepts),
-and a 400-character text. Each build runs in a fresh child process; its peak resident memory
+and a 400-character text that mentions them (concepts not found in their text are dropped). Each build runs in a fresh child process; its peak resident memory
 (ru_maxrss) is reported with the same child's baseline (Python + numpy + pyarrow imported)
 subtracted, so the figure is what the build itself adds.
 
     python benchmarks/bench_concept_graph.py [--docs 10000,100000] [--shards 4] [--min-docs 2]
+
+`--reduce-only` times the pair count alone (the reduce issue 16 is about) on the same concept
+lists, for the bucketed counter (generation/concept_graph.py `_PairCounter`) and, side by side,
+the counter it replaced (kept below as `ResortingCounter`: it merged every buffer into the whole
+table counted so far, re-sorting it). Each in a fresh child process, with its peak memory.
+
+    python benchmarks/bench_concept_graph.py --reduce-only --docs 100000,1000000
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ def write_pool(folder: Path, docs: int, shards: int, seed: int = 0) -> int:
         mentions += len(concepts)
         record = {"id": f"synthllm-concepts:doc{d}:0", "text": "\n".join(concepts), "source_id": f"doc{d}",
                   "chunk": 0, "n_chunks": 1, "recipe": "synthllm-concepts", "step": "concepts",
-                  "concepts": concepts, "document": filler[:400], "prompt_version": "synthllm/1",
+                  "concepts": concepts, "document": filler[:400] + " " + ", ".join(concepts) + ".",
+                  "prompt_version": "synthllm/1",
                   "generator": "bench"}
         handles[d % shards].write(json.dumps(record) + "\n")
     for handle in handles:
@@ -73,14 +81,107 @@ def child(folder: str, output: str, min_docs: int, max_doc_fraction: float) -> N
                       "bytes": {f["path"]: f["bytes"] for f in manifest["files"]}}))
 
 
+def concept_lists(docs: int, seed: int = 0) -> list:
+    """The concept ids of each document, drawn as write_pool draws them."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab = max(1000, docs // 2)
+    weights = 1.0 / np.arange(1, vocab + 1) ** 0.9
+    weights /= weights.sum()
+    sizes = rng.integers(5, 16, size=docs)
+    draws = rng.choice(vocab, size=int(sizes.sum()), p=weights).astype(np.int32)
+    bounds = np.concatenate(([0], np.cumsum(sizes)))
+    return [np.unique(draws[bounds[d]:bounds[d + 1]]) for d in range(docs)]
+
+
+class ResortingCounter:
+    """The pair counter before issue 16 (for comparison only): each full buffer is merged into
+    the whole table counted so far, which is re-sorted every time."""
+
+    def __init__(self, buffer: int = 4_000_000):
+        import numpy as np
+
+        self.np = np
+        self.keys = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.int64)
+        self._pending, self._n, self._buffer, self._triu = [], 0, buffer, {}
+
+    def add(self, ids) -> None:
+        np = self.np
+        n = len(ids)
+        if n < 2:
+            return
+        if n not in self._triu:
+            self._triu[n] = np.triu_indices(n, 1)
+        i, j = self._triu[n]
+        self._pending.append((ids[i].astype(np.int64) << 32) | ids[j].astype(np.int64))
+        self._n += len(i)
+        if self._n >= self._buffer:
+            self.flush()
+
+    def flush(self) -> None:
+        np = self.np
+        if not self._pending:
+            return
+        uniq, cnt = np.unique(np.concatenate(self._pending), return_counts=True)
+        self._pending, self._n = [], 0
+        keys, counts = np.concatenate((self.keys, uniq)), np.concatenate((self.counts, cnt))
+        order = np.argsort(keys, kind="stable")
+        keys, counts = keys[order], counts[order]
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        self.keys, self.counts = keys[starts], np.add.reduceat(counts, starts)
+
+
+def reduce_child(docs: int, method: str, folder: str) -> None:
+    import pyarrow  # noqa: F401  (imported by any build before it counts pairs)
+
+    from generation.concept_graph import _PairCounter
+
+    lists = concept_lists(docs)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    counter = _PairCounter(Path(folder) / "pairs") if method == "bucketed" else ResortingCounter()
+    for ids in lists:
+        counter.add(ids)
+    counter.flush()
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"elapsed_s": elapsed, "baseline_kib": baseline, "peak_kib": peak, "edges": int(len(counter.keys)),
+                      "weight": int(counter.counts.sum()), "pairs_sha": __import__("hashlib").sha256(
+                          counter.keys.tobytes() + counter.counts.astype("int64").tobytes()).hexdigest()[:12]}))
+
+
+def reduce_only(sizes: list[int]) -> None:
+    print(f"concept-graph pair count alone, {os.cpu_count()} CPUs (peak MiB: above the child's baseline with the "
+          "concept lists in memory)")
+    print(f"{'documents':>10} {'method':>10} {'edges':>11} {'seconds':>8} {'docs/s':>9} {'peak MiB':>9} {'result':>13}")
+    for docs in sizes:
+        for method in ("bucketed", "resorting"):
+            with tempfile.TemporaryDirectory(prefix="bench-pairs-") as tmp:
+                done = subprocess.run([sys.executable, __file__, "--reduce-child", str(docs), method, tmp],
+                                      capture_output=True, text=True, check=True)
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{docs:>10,} {method:>10} {r['edges']:>11,} {r['elapsed_s']:>8.1f} {docs / r['elapsed_s']:>9,.0f} "
+                  f"{(r['peak_kib'] - r['baseline_kib']) / 1024:>9.1f} {r['pairs_sha']:>13}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", default="10000,100000", help="comma-separated pool sizes")
     parser.add_argument("--shards", type=int, default=4, help="concept files per pool (as n extraction shards)")
     parser.add_argument("--min-docs", type=int, default=2)
     parser.add_argument("--max-doc-fraction", type=float, default=0.05)
+    parser.add_argument("--reduce-only", action="store_true", help="time the pair count alone, old and new")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--reduce-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reduce_child:
+        reduce_child(int(args.reduce_child[0]), args.reduce_child[1], args.reduce_child[2])
+        return
+    if args.reduce_only:
+        reduce_only([int(x) for x in args.docs.split(",")])
+        return
     if args.child:
         child(args.child[0], args.child[1], args.min_docs, args.max_doc_fraction)
         return

@@ -185,8 +185,8 @@ class _LineNumbers:
 
 def _record_id(raw: bytes, id_key: str) -> str | None:
     try:
-        obj = json.loads(raw)
-    except ValueError:
+        obj = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError too: the read reports it
         return None
     value = obj.get(id_key) if isinstance(obj, dict) else None
     return None if value is None or value == "" else str(value)

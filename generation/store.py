@@ -246,20 +246,6 @@ class ShardStore:
                     handle.flush()
                     os.fsync(handle.fileno())
 
-    def committed_files(self) -> list[tuple[Path, int | None]]:
-        """(path, committed bytes) of every committed file; None where an older log did not
-        record the size of a data file that is no longer the current one."""
-        r = self.replayed
-        out: list[tuple[Path, int | None]] = []
-        current = data_file_name(self.tag, r.data_seq)
-        for name in sorted(r.files):
-            size = r.data_offset if name == current else r.sizes.get(name)
-            out.append((self.root / name, size))
-        if current not in r.files and r.data_offset:
-            out.append((self.root / current, r.data_offset))
-        out += [(self.inter_path, r.inter_offset), (self.fail_path, r.fail_offset)]
-        return out
-
     # ----------------------------------------------------------------- writing
     def write_document(self, record: dict) -> None:
         if self._data is None:

@@ -60,12 +60,25 @@ def _tail_problem(path: Path, committed: int) -> str | None:
     return None if ok else f"its last committed line (at byte {start + cut + 1:,}) is not a JSON record"
 
 
+def committed_files(store: "ShardStore") -> list[tuple[Path, int | None]]:
+    """(path, committed bytes) of every file `store`'s commit log names; None where an older log
+    did not record the size of a data file that is no longer the current one."""
+    r = store.replayed
+    out: list[tuple[Path, int | None]] = []
+    current = f"{store.tag}-{r.data_seq:05d}.jsonl"
+    for name in sorted(r.files):
+        out.append((store.root / name, r.data_offset if name == current else r.sizes.get(name)))
+    if current not in r.files and r.data_offset:
+        out.append((store.root / current, r.data_offset))
+    return out + [(store.inter_path, r.inter_offset), (store.fail_path, r.fail_offset)]
+
+
 def find_damage(store: "ShardStore") -> list[Damage]:
     """Every committed file of `store` that does not hold what its commit log says."""
     r = store.replayed
     current = store.root / f"{store.tag}-{r.data_seq:05d}.jsonl"
     found: list[Damage] = []
-    for path, committed in store.committed_files():
+    for path, committed in committed_files(store):
         if committed is None:  # an older log: only whether the file is there
             if not path.exists() and r.files.get(path.name, 0) > 0:
                 found.append(Damage(path, f"missing (the commit log records {r.files[path.name]:,} documents in it)"))
@@ -149,7 +162,7 @@ def repair_store(store: "ShardStore", damage: list[Damage], document_id_of: Call
     documents = tokens = 0
     offsets = {"intermediate": r.inter_offset, "failures": r.fail_offset}
     failure_keys: set[str] | None = None
-    for path, committed in store.committed_files():
+    for path, committed in committed_files(store):
         if path in damaged:
             records, lost_lines, size = _rewrite(path, committed)
             dropped[str(path.relative_to(store.root))] = lost_lines
