@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ TRAIN_SEGMENTS = "train_segments.json"
 TRAIN_DONE = "train_done.json"
 EVAL_SCORES = "eval_scores.json"
 STAGES_HELP = "all, train or eval:DOMAIN"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class CheckpointNotFinal(MissingInputError):
@@ -121,6 +123,25 @@ class Deadline:
     def usable(self) -> float | None:
         left = self.left()
         return None if left is None else left - self.margin
+
+
+class StopSignals:
+    """SIGTERM / SIGUSR1 (Slurm's `--signal`, `scancel --signal`) ask the stages to stop: once one
+    has arrived no stage starts (a trainer that handles them itself saves and returns meanwhile)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def install(self) -> "StopSignals":
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __call__(self) -> bool:
+        return self.received is not None
 
 
 # --- ranks --------------------------------------------------------------------------------------
@@ -287,12 +308,14 @@ def _check_stage(stage: str, spec: RunSpec) -> None:
 
 # --- the stages -----------------------------------------------------------------------------------
 def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files: StageFiles, deadline: Deadline,
-               world: World, stage: str = "all", extra: dict | None = None) -> dict | None:
+               world: World, stage: str = "all", extra: dict | None = None,
+               stop: Callable[[], bool] | None = None) -> dict | None:
     """Train (or resume), agree that training is done, evaluate the domains left, write results.json.
 
     Returns the record on the writer rank once complete, else None (not finished in this job: it
     continues when run again). `stage` limits the call to training or one domain's evaluation;
-    `extra` goes into results.json (device, precision)."""
+    `extra` goes into results.json (device, precision); once `stop()` is true on any rank (a
+    signal, `StopSignals`) no further stage starts."""
     run_dir = Path(run_dir).resolve()
     _check_stage(stage, spec)
     state = world.share((is_complete(run_dir), files.done() is not None, files.scores()) if world.is_writer else None)
@@ -304,6 +327,8 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
         usable = world.share(deadline.usable())
         if usable is not None and usable < backend.min_minutes:
             _say(world, f"{spec.run_id}: {usable:.1f} min usable before the time limit's margin: training not started")
+            return None
+        if _stopping(world, stop):
             return None
         segment = backend.train(usable)
         world.barrier()  # every rank's part of the checkpoint is saved before any rank looks
@@ -324,6 +349,8 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
         if usable is not None and usable < backend.min_minutes:
             _say(world, f"{spec.run_id}: {usable:.1f} min usable before the time limit's margin: "
                         f"evaluation of {domain!r} not started")
+            break
+        if _stopping(world, stop):
             break
         problems = [p for p in world.gather(_final_checkpoint_problem(backend)) if p]
         if problems:
@@ -354,6 +381,13 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
     record = write_results(run_dir, spec, files, {**(extra or {}), "world_size": world.size}) if world.is_writer else None
     world.barrier()  # results.json exists before any rank exits
     return record
+
+
+def _stopping(world: World, stop: Callable[[], bool] | None) -> bool:
+    if stop is None or not any(world.gather(bool(stop()))):
+        return False
+    _say(world, "stop signal received: no further stage started in this job")
+    return True
 
 
 def _final_checkpoint_problem(backend: StageBackend) -> str | None:
