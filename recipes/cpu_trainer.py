@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,9 @@ class CpuTrainer:
         if self.step >= total:
             return
         self.build_dataset()
+        if self.step:  # a log line with the time: when a requeued or restarted run went on
+            stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            print(f"{self.spec.run_id}: resuming at step {self.step} of {total} at {stamp}", file=sys.stderr, flush=True)
         show = sys.stderr.isatty() if progress is None else progress
         bar = tqdm(total=total, initial=self.step, desc=self.spec.run_id, unit="step", disable=not show)
         try:
