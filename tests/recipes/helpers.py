@@ -73,6 +73,7 @@ def paper_blend(path: Path, data_dir: Path, tokens: int = 10**11) -> Path:
                 prefix=str(data_dir / name),
                 manifest=str(data_dir / f"{name}.manifest.json"),
                 manifest_sha256="0" * 64,
+                data_sha256=("1" if synthetic else "2") * 64,  # blend version 4: no data to hash
                 role="synthetic" if synthetic else "natural",
                 family="hq" if synthetic else "natural",
                 generator="Mistral-7B-Instruct-v0.2" if synthetic else None,

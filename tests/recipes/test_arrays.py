@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.results import REQUIRED_KEYS, identity_record, requested_definition
+from recipes.results import REQUIRED_KEYS
 from recipes.run_spec import RunSpec
 from tests.recipes.helpers import invoke, paper_blend
 
@@ -39,6 +39,8 @@ def _arrays(runs: Path) -> dict[str, list[str]]:
 
 def _complete(run_dir: Path) -> None:
     """A results.json scoring the run's domains as its run.json defines them (as an entry would)."""
+    from recipes.results import identity_record, requested_definition
+
     spec = RunSpec.load(run_dir)
     definition = requested_definition(spec)
     record = {key: None for key in REQUIRED_KEYS} | {

@@ -1,8 +1,11 @@
-"""NeMo-Run launchers dry-run for each executor: Local (torchrun), Slurm (the sbatch script), Docker."""
+"""NeMo-Run launchers dry-run for each executor: Local (torchrun), Slurm (the sbatch script), Docker;
+the megatron backend's layouts, torchrun launches and Slurm arrays, and one real TP=2 run."""
 
 from __future__ import annotations
 
 import ast
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,74 @@ def test_bad_layout_is_refused_before_launch(workspace, paper_blend_file, tmp_pa
     result = invoke(args)
     assert result.exit_code == 1 and "tensor_parallel=2 must divide num_attention_heads=41" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def _megatron_sweep(workspace, runs: Path, *extra: str, exit_code: int = 0) -> str:
+    from tests.recipes.helpers import sweep_args
+
+    result = invoke(sweep_args(workspace, runs, "tiny-xs", "12800", "--backend", "megatron", *extra))
+    assert result.exit_code == exit_code, result.output
+    return result.output
+
+
+def test_megatron_local_dry_run_is_torchrun_over_the_layouts_ranks(workspace, tmp_path):
+    runs = tmp_path / "runs"
+    _megatron_sweep(workspace, runs, "--tensor-parallel", "2", "--dry-run")
+    (run_dir,) = [p.parent for p in runs.glob("*/run.json")]
+    spec = json.loads((run_dir / "run.json").read_text())
+    assert spec["backend"] == "megatron" and spec["recipe"]["name"] == "cpu-tiny"  # tiny shapes: the CPU recipe
+    assert spec["layout"] == {"tensor_parallel": 2, "pipeline_parallel": 1, "data_parallel": 1, "micro_batch_size": 4,
+                              "num_nodes": 1, "gpus_per_node": 2, "world_size": 2}
+    request = ast.literal_eval((run_dir / "launcher.local.txt").read_text().split("\n", 1)[1])
+    (role,) = request["role_params"].values()
+    args = role[0]["args"]
+    assert args[0] == "torchrun" and args[args.index("--nproc-per-node") + 1] == "2"
+    assert args[-4:] == ["-m", "recipes.megatron.entry", "--run-dir", str(run_dir)]
+    assert role[0]["env"]["PATH"].startswith(str(Path(sys.executable).parent))  # torchrun of this environment
+
+    # the world size is nodes x ranks per node = TP x PP x DP
+    _megatron_sweep(workspace, tmp_path / "dp2", "--tensor-parallel", "2", "--gpus-per-node", "4",
+                    "--micro-batch-size", "2", "--dry-run")
+    (spec,) = [json.loads(p.read_text()) for p in (tmp_path / "dp2").glob("*/run.json")]
+    assert (spec["layout"]["data_parallel"], spec["layout"]["world_size"]) == (2, 4)
+    # a layout that cannot work is refused by name, before anything is written
+    output = _megatron_sweep(workspace, tmp_path / "bad", "--tensor-parallel", "4", "--dry-run", exit_code=1)
+    assert "tensor_parallel=4 must divide num_attention_heads=2" in output and not (tmp_path / "bad").exists()
+    output = _megatron_sweep(workspace, tmp_path / "bad", "--tensor-parallel", "2", "--gpus-per-node", "4",
+                             "--dry-run", exit_code=1)
+    assert "global_batch_size=4 must be divisible by micro_batch_size x data_parallel = 4 x 2" in output
+    cpu = invoke(["sweep", "--sizes", "tiny-xs", "--tokens", "12800", "--blends", str(workspace.blend), "--eval",
+                  f"wiki={workspace.prefixes['eval_wiki']}", "--tensor-parallel", "2", "--output", str(tmp_path / "bad"),
+                  "--dry-run"])
+    assert cpu.exit_code == 1 and "apply to the bridge and megatron backends, not 'cpu'" in cpu.output
+
+
+def test_megatron_slurm_array_runs_srun_and_torchrun_on_cpu_ranks(workspace, tmp_path):
+    runs = tmp_path / "runs"
+    output = _megatron_sweep(workspace, runs, "--tensor-parallel", "2", "--executor", "slurm", "--slurm-account", "acct",
+                             "--slurm-time", "00:30:00", "--dry-run")
+    (array,) = (runs / "_arrays").iterdir()
+    assert array.name.startswith("megatron-n1x2cpu-tp2-pp1-t003000-") and "1 nodes x 2 CPU ranks" in output
+    script = (array / "sbatch.sh").read_text()
+    assert script in output + "\n"
+    for line in ("#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=2", "#SBATCH --array=0-0"):
+        assert line in script
+    assert "--gpus-per-node" not in script  # CPU ranks: no GPU asked for
+    command = next(line for line in script.splitlines() if line.startswith("srun ") and "torchrun" in line)
+    assert "--nnodes 1 --nproc-per-node 2" in command
+    assert command.endswith(f"-m recipes.megatron.entry --run-list {array / 'runs.txt'} --time-limit 30")
+
+
+def test_megatron_tp2_run_through_nemo_run_locally(workspace, tmp_path):
+    """A real run: NeMo-Run's LocalExecutor starts torchrun with 2 ranks, the megatron entry
+    trains at TP 2 and writes results.json, which `recipes results` tabulates."""
+    runs = tmp_path / "runs"
+    _megatron_sweep(workspace, runs, "--tensor-parallel", "2")
+    (record,) = [json.loads(p.read_text()) for p in runs.glob("*/results.json")]
+    assert record["backend"] == "megatron" and record["world_size"] == 2 and record["device"] == "cpu"
+    assert (record["layout"]["tensor_parallel"], record["layout"]["data_parallel"]) == (2, 1)
+    assert len(record["train_loss_curve"]) == 50 and record["train_loss_curve"][-1][1] < record["train_loss_curve"][0][1]
+    assert set(record["eval"]) == {"wiki", "news"} and record["eval_identity"]["sha256"]
+    table = tmp_path / "results.csv"
+    assert invoke(["results", str(runs), "--output", str(table)]).exit_code == 0
+    assert "megatron" in table.read_text() and record["run_id"] in table.read_text()

@@ -63,3 +63,23 @@ def test_bad_counts_are_named():
         plan_layout(PAPER_SHAPES["1B"], PAPER, gpus_per_node=0)
     with pytest.raises(ParallelismError, match="tensor_parallel must be a positive integer, got -1"):
         plan_layout(PAPER_SHAPES["1B"], PAPER, tensor_parallel=-1)
+
+
+def test_without_ranks_per_node_one_data_parallel_replica():
+    from recipes.recipe import CPU_TINY
+    from recipes.shapes import get_shape
+
+    layout = plan_layout(get_shape("tiny-s"), CPU_TINY, gpus_per_node=None, tensor_parallel=2, pipeline_parallel=2)
+    assert (layout.world_size, layout.data_parallel, layout.gpus_per_node) == (4, 1, 4)
+    with pytest.raises(ParallelismError, match=r"num_nodes=2: give the ranks per node"):
+        plan_layout(get_shape("tiny-s"), CPU_TINY, num_nodes=2, gpus_per_node=None)
+
+
+def test_the_megatron_backend_splits_the_vocabulary_by_tp():
+    from recipes.recipe import CPU_TINY
+    from recipes.shapes import get_shape
+
+    shape = get_shape("tiny-s")  # 4 heads
+    assert plan_layout(shape, CPU_TINY, gpus_per_node=None, tensor_parallel=4, vocab_size=300).tensor_parallel == 4
+    with pytest.raises(ParallelismError, match=r"tensor_parallel=4 must divide the vocabulary \(302 tokens\).* \[1, 2\]$"):
+        plan_layout(shape, CPU_TINY, gpus_per_node=4, tensor_parallel=4, vocab_size=302)
