@@ -59,7 +59,7 @@ class ArrayGroup:
 
     @property
     def label(self) -> str:
-        ranks = f"{self.gpus_per_node}{'cpu' if self.device == 'cpu' else ''}"
+        ranks = f"{self.gpus_per_node}{'cpu' if self.device == 'cpu' and self.gpus_per_node else ''}"
         return (f"{self.backend}-n{self.nodes}x{ranks}-tp{self.tensor_parallel}-"
                 f"pp{self.pipeline_parallel}-t{self.time.replace(':', '')}")
 
