@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv bench clean slurm-up slurm-down
+.PHONY: demo test venv bench mutants clean slurm-up slurm-down
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Mutation testing, slow (an hour or more on 2 cores), so not in `make test`: mutmut 3 over the modules
+# in pyproject.toml [tool.mutmut]. `mutmut results` lists survivors, `mutmut show NAME` shows one.
+mutants: $(STAMP)
+	nice -n 10 $(BIN)/mutmut run
+	$(BIN)/mutmut results
+
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
@@ -41,4 +47,4 @@ slurm-down:
 	$(PYTHON) -m synthscale.local_cluster down
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out mutants
