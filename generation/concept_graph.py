@@ -20,10 +20,9 @@ edges), never by the corpus:
          the order of its inputs; a graph without one shared concept left (no walk start) is refused;
   pass 2 reads the temporary table in batches, writes `documents.parquet` with the final ids, and
          counts the pairs of kept concepts per document as int64 keys: each buffer of keys is
-         pre-reduced (`np.unique`) and hash-partitioned into PAIR_BUCKETS bucket files on disk,
-         and each bucket is reduced once at the end (pyarrow `group_by`), so build time grows
-         linearly with the documents; memory ~ 16 bytes per distinct kept edge (the output) plus
-         one bucket.
+         pre-reduced (`np.unique`) and cut into PAIR_BUCKETS key ranges on disk, and each range
+         is reduced once at the end, so build time grows linearly with the documents; memory
+         ~ 16 bytes per distinct kept edge (the output) plus one range.
 
 Output (OUTPUT/):
   nodes.parquet      concept_id int32, concept string (the most frequent surface form), key string, documents
@@ -62,7 +61,7 @@ GRAPH_VERSION = 2
 GRAPH_FILES = ("nodes.parquet", "edges.parquet", "documents.parquet", "texts.bin")
 BATCH_ROWS = 20_000
 PAIR_BUFFER = 4_000_000  # pair keys buffered before they are pre-reduced and spilled to bucket files
-PAIR_BUCKETS = 64  # hash partitions of the pair keys, each reduced once at the end
+PAIR_BUCKETS = 64  # key ranges of the pair keys on disk, each reduced once at the end
 
 
 class ConceptGraphError(SynthscaleError):
@@ -125,18 +124,15 @@ def _records(paths: list[Path], hashes: dict) -> Iterator[tuple[Path, int, dict]
                              "documents": n}
 
 
-def _pair_schema():
-    """The bucket files' schema: a pair key and its count."""
-    import pyarrow as pa
-
-    return pa.schema([("key", pa.int64()), ("count", pa.int64())])
-
-
 class _PairCounter:
-    """Counts (a, b) pairs, a < b, as int64 keys a << 32 | b. A full buffer is pre-reduced and
-    hash-partitioned into bucket files under `folder`; `flush()` reduces each bucket once (pyarrow
-    group_by) and leaves the distinct keys (sorted) and their counts in `keys` and `counts`.
-    Each key is written once and read once: no re-sort of everything counted so far."""
+    """Counts (a, b) pairs, a < b, as int64 keys a << 32 | b, in time linear in the pairs.
+
+    A full buffer is pre-reduced (`np.unique`: its distinct keys, sorted, with counts) and cut
+    into PAIR_BUCKETS key ranges, whose bounds are quantiles of the first buffer's keys; each
+    range is appended to its own pair of files under `folder`. `flush()` reduces each range once
+    (a stable sort, which merges the sorted runs the spills left, then a sum per key), so the
+    ranges come back in order: `keys` (sorted, distinct) and `counts` hold the result. Nothing
+    counted earlier is ever sorted again, unlike a merge of each buffer into the whole table."""
 
     def __init__(self, folder: Path, buffer: int = PAIR_BUFFER, buckets: int = PAIR_BUCKETS):
         self.keys = np.zeros(0, np.int64)
@@ -146,7 +142,7 @@ class _PairCounter:
         self._n = 0
         self._buffer = buffer
         self._buckets = buckets
-        self._writers: dict[int, object] = {}
+        self._splitters: np.ndarray | None = None  # the ranges' inner bounds
         self._triu: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def add(self, ids: np.ndarray) -> None:
@@ -161,48 +157,53 @@ class _PairCounter:
         if self._n >= self._buffer:
             self._spill()
 
-    def _spill(self) -> None:
-        """Pre-reduce the buffer and append each key to its bucket's file."""
-        import pyarrow as pa
+    def _bucket_files(self, b: int) -> tuple[Path, Path]:
+        return self._folder / f"bucket-{b:03d}.keys", self._folder / f"bucket-{b:03d}.counts"
 
+    def _spill(self) -> None:
+        """Pre-reduce the buffer and append each key range to its bucket's files."""
         if not self._pending:
             return
         keys, counts = np.unique(np.concatenate(self._pending), return_counts=True)
         self._pending, self._n = [], 0
-        mixed = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads close keys
-        bucket = (mixed >> np.uint64(40)) % np.uint64(self._buckets)
-        order = np.argsort(bucket, kind="stable")
-        bounds = np.searchsorted(bucket[order], np.arange(self._buckets + 1, dtype=np.uint64))
-        self._folder.mkdir(parents=True, exist_ok=True)
+        if self._splitters is None:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            picks = np.linspace(0, len(keys) - 1, self._buckets + 1)[1:-1].astype(np.int64)
+            self._splitters = keys[picks]
+        bounds = np.concatenate(([0], np.searchsorted(keys, self._splitters, side="right"), [len(keys)]))
         for b in range(self._buckets):
-            part = order[bounds[b]:bounds[b + 1]]
-            if len(part) == 0:
+            if bounds[b] == bounds[b + 1]:
                 continue
-            if b not in self._writers:
-                self._writers[b] = pa.ipc.new_stream(str(self._folder / f"bucket-{b:03d}.arrow"), _pair_schema())
-            self._writers[b].write_batch(pa.record_batch([pa.array(keys[part]), pa.array(counts[part].astype(np.int64))],
-                                                         schema=_pair_schema()))
+            key_file, count_file = self._bucket_files(b)
+            with open(key_file, "ab") as handle:
+                handle.write(keys[bounds[b]:bounds[b + 1]].tobytes())
+            with open(count_file, "ab") as handle:
+                handle.write(counts[bounds[b]:bounds[b + 1]].astype(np.int64).tobytes())
 
     def flush(self) -> None:
-        """Reduce every bucket once; `keys` (sorted) and `counts` hold the result."""
-        import pyarrow as pa
-
+        """Reduce every range once; `keys` (sorted) and `counts` hold the result."""
+        if self._splitters is None:  # never spilled: one buffer, reduced in memory
+            if self._pending:
+                self.keys, counts = np.unique(np.concatenate(self._pending), return_counts=True)
+                self.counts = counts.astype(np.int64)
+                self._pending, self._n = [], 0
+            return
         self._spill()
-        keys, counts = [], []
-        for b in sorted(self._writers):
-            self._writers[b].close()
-            path = self._folder / f"bucket-{b:03d}.arrow"
-            with pa.OSFile(str(path), "rb") as source:
-                table = pa.ipc.open_stream(source).read_all()
-            reduced = table.group_by("key").aggregate([("count", "sum")])
-            keys.append(reduced.column("key").to_numpy())
-            counts.append(reduced.column("count_sum").to_numpy())
-            path.unlink()
-        self._writers = {}
-        if keys:
-            keys_all, counts_all = np.concatenate(keys + [self.keys]), np.concatenate(counts + [self.counts])
-            order = np.argsort(keys_all, kind="stable")
-            self.keys, self.counts = keys_all[order], counts_all[order].astype(np.int64)
+        keys_out, counts_out = [], []
+        for b in range(self._buckets):
+            key_file, count_file = self._bucket_files(b)
+            if not key_file.exists():
+                continue
+            keys, counts = np.fromfile(key_file, np.int64), np.fromfile(count_file, np.int64)
+            key_file.unlink()
+            count_file.unlink()
+            order = np.argsort(keys, kind="stable")  # timsort: merges the spills' sorted runs
+            keys, counts = keys[order], counts[order]
+            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            keys_out.append(keys[starts])
+            counts_out.append(np.add.reduceat(counts, starts))
+        self.keys, self.counts = np.concatenate(keys_out), np.concatenate(counts_out)
+        self._splitters = None
 
 
 def _progress(enabled: bool | None, total: int | None, desc: str):

@@ -1,4 +1,4 @@
-"""The concept graph's pair count: hash-partitioned buckets reduced once each, so the work done
+"""The concept graph's pair count: key ranges spilled to disk and reduced once each, so the work done
 while counting never grows with what was counted before (it re-sorted the whole edge table at
 every flush: 10 s at 100K documents, 352 s at 1M). Speed itself: benchmarks/bench_concept_graph.py."""
 
@@ -22,7 +22,7 @@ def test_bucketed_counts_equal_a_plain_count(tmp_path):
     pairs = concept_graph._PairCounter(tmp_path / "pairs", buffer=500, buckets=8)
     for ids in docs:
         pairs.add(ids)
-    assert len(list((tmp_path / "pairs").glob("bucket-*.arrow"))) == 8  # spilled to every bucket
+    assert len(list((tmp_path / "pairs").glob("bucket-*.keys"))) == 8  # spilled to every range
     pairs.flush()
     got = {(int(k >> 32), int(k & 0xFFFFFFFF)): int(c) for k, c in zip(pairs.keys, pairs.counts)}
     assert got == dict(expected)
