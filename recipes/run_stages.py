@@ -1,40 +1,32 @@
 """The staged run every multi-rank backend shares: train, all ranks agree that training is done,
-evaluate each domain, write results.json.
+evaluate each domain, write results.json (Bridge: recipes.bridge_entry; megatron-core:
+recipes.megatron.entry).
 
-A run goes through its stages over as many jobs as it needs: a Slurm task stops before its time
-limit with a checkpoint, the sbatch trap requeues it, and the next job continues. What earlier
-jobs finished is kept in the run's stage folder (`RUN/bridge/` for Megatron-Bridge,
-`RUN/megatron/` for the megatron-core backend):
+A run goes through its stages over as many jobs as it needs (a Slurm task stops before its time
+limit with a checkpoint, the sbatch trap requeues it, the next job continues). The run's stage
+folder (`RUN/bridge/`, `RUN/megatron/`) keeps what earlier jobs finished (docs/formats.md):
+`train_segments.json` (one entry per job that trained: results.json's `train_time_s` is their
+sum, so tokens/s counts every segment; `wall_time_s` adds the evaluation calls), `train_done.json`
+(training reached train_iters: train time and loss curve) and `eval_scores.json` (domains scored
+so far). Each score is checked *before* it is saved: an invalid one (NaN) is reported once, with
+its domain (`EvalScoreInvalid`), and never saved, so the next attempt evaluates that domain again
+and the requeue trap (which compares this file) does not count it as progress; an invalid score
+saved by an older version is dropped when read.
 
-  - `train_segments.json`: one entry per training segment (each job that trained): its training
-    time, steps done and Slurm job. results.json's `train_time_s` is their sum, so tokens/s counts
-    every segment of a requeued run, not only the last one.
-  - `train_done.json`: training reached train_iters; the summed train time and the loss curve.
-  - `eval_scores.json`: the domains scored so far. Each score is checked (a finite loss over a
-    positive number of tokens, `recipes.results.check_scores`) *before* it is saved: an invalid
-    one (NaN) is reported once, with its domain (`EvalScoreInvalid`), and never saved, so the next
-    attempt evaluates that domain again and the requeue trap (which compares this file) does not
-    count it as progress. An invalid score saved by an older version is dropped when read.
+All ranks take every decision together (`World`), so no rank leaves while another waits in a
+collective: whether training finished is read by every rank after a barrier and agreed; the stage
+files, the time left and the evaluation scores are the writer rank's, broadcast. The writer is the
+last rank, on the last pipeline stage, where megatron reduces the losses. An error all ranks share
+(an invalid score, a checkpoint that is not final) is raised on the writer rank only, so it is
+reported once; the other ranks return None.
 
-Every decision is taken by all ranks together (`World`), so no rank leaves while another waits
-in a collective: whether training finished is read by every rank after a barrier and agreed (all
-must see the final checkpoint); the stage files and the time left are the writer rank's,
-broadcast; evaluation scores are the writer rank's, broadcast. The writer is the last rank, on
-the last pipeline stage, where megatron reduces the losses. An error all ranks share (an invalid
-score, a checkpoint that is not final) is raised on the writer rank only, after a barrier, so it
-is reported once; the other ranks return None.
-
-The deadline counts from the job's start: `SYNTHSCALE_JOB_START` (epoch seconds, exported by the
-sbatch script before srun, container start, torchrun and imports), else from when the Deadline
-is made.
-
-Times in results.json: `train_time_s` is the sum, over training segments, of the time spent in the
-backend's training call (`tokens_per_s` = D / train_time_s); `wall_time_s` adds the evaluation
-calls. Neither counts queueing, start-up or imports.
+The deadline counts from the job's start, `SYNTHSCALE_JOB_START` (epoch seconds, exported by the
+sbatch script before srun, container start, torchrun and imports), else from when it is made.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -241,8 +233,6 @@ class StageFiles:
     folder: Path
 
     def _read(self, name: str) -> Any:
-        import json
-
         path = self.folder / name
         if not path.is_file():
             return None
@@ -324,11 +314,8 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
         return None
 
     if not trained and stage in ("all", "train"):
-        usable = world.share(deadline.usable())
-        if usable is not None and usable < backend.min_minutes:
-            _say(world, f"{spec.run_id}: {usable:.1f} min usable before the time limit's margin: training not started")
-            return None
-        if _stopping(world, stop):
+        start, usable = _may_start(world, deadline, backend, stop, f"{spec.run_id}: training")
+        if not start:
             return None
         segment = backend.train(usable)
         world.barrier()  # every rank's part of the checkpoint is saved before any rank looks
@@ -345,16 +332,10 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
     for domain in spec.eval_domains:
         if domain in scores or stage not in ("all", f"eval:{domain}"):
             continue
-        usable = world.share(deadline.usable())
-        if usable is not None and usable < backend.min_minutes:
-            _say(world, f"{spec.run_id}: {usable:.1f} min usable before the time limit's margin: "
-                        f"evaluation of {domain!r} not started")
-            break
-        if _stopping(world, stop):
+        if not _may_start(world, deadline, backend, stop, f"{spec.run_id}: evaluation of {domain!r}")[0]:
             break
         problems = [p for p in world.gather(_final_checkpoint_problem(backend)) if p]
         if problems:
-            world.barrier()
             if world.is_writer:
                 raise CheckpointNotFinal(problems[0])
             return None
@@ -383,11 +364,18 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
     return record
 
 
-def _stopping(world: World, stop: Callable[[], bool] | None) -> bool:
-    if stop is None or not any(world.gather(bool(stop()))):
-        return False
-    _say(world, "stop signal received: no further stage started in this job")
-    return True
+def _may_start(world: World, deadline: Deadline, backend: StageBackend, stop: Callable[[], bool] | None,
+               what: str) -> tuple[bool, float | None]:
+    """(whether a stage may start, the minutes it may use): the writer's time left, on every rank,
+    past the backend's minimum, and no stop signal on any rank."""
+    usable = world.share(deadline.usable())
+    if usable is not None and usable < backend.min_minutes:
+        _say(world, f"{what} not started: {usable:.1f} min usable before the time limit's margin")
+        return False, usable
+    if stop is not None and any(world.gather(bool(stop()))):
+        _say(world, f"{what} not started: a stop signal was received")
+        return False, usable
+    return True, usable
 
 
 def _final_checkpoint_problem(backend: StageBackend) -> str | None:

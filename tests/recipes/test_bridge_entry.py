@@ -1,16 +1,30 @@
 """What of the Bridge entry script runs without the container: its imports, the loss-curve file,
-and that megatron.bridge is imported nowhere else."""
+that megatron.bridge is imported nowhere else, and run_bridge's stages with a stand-in for Bridge,
+on one process and on two real ranks (torch.distributed over gloo)."""
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import os
+import socket
 import subprocess
+import sys
+import time
+import types
+from datetime import timedelta
 from pathlib import Path
+
+import pytest
+import yaml
 
 import recipes
 from recipes import bridge_entry
+from recipes.bridge_entry import BridgeApi, CheckpointNotFinal, Deadline, run_bridge
+from recipes.run_spec import RunSpec
+from synthscale.errors import SynthscaleError
+from tests.recipes.helpers import invoke, paper_blend
 
 
 def test_megatron_bridge_is_imported_only_inside_the_entry_functions():
@@ -59,20 +73,6 @@ def test_last_rank_comes_from_the_launcher_environment(monkeypatch):
 # `minutes_per_step` of the test's clock `now`. With torch.distributed initialised every training
 # step and evaluation makes a collective, and the last rank leaves training after the others (it
 # logs the losses).
-
-import math
-import sys
-import time
-import types
-
-import pytest
-import yaml
-
-from recipes.bridge_entry import BridgeApi, CheckpointNotFinal, Deadline, run_bridge
-from recipes.run_spec import RunSpec
-from synthscale.errors import SynthscaleError
-from tests.recipes.helpers import invoke, paper_blend
-from tests.recipes.test_run_stages import free_port, join_rank, spawn_ranks
 
 
 def _namespace(value):
@@ -263,16 +263,60 @@ def test_no_evaluation_starts_inside_the_time_margin(bridge_run):
     assert fake.calls == ["train:0-190"]
 
 
-def _two_rank_bridge(rank: int, run_dir: str, port: int) -> None:
+# --- running functions on real ranks ------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def join_rank(rank: int, size: int, port: int) -> None:
+    """This process as rank `rank` of a gloo world, with torchrun's environment."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=size, timeout=timedelta(seconds=30))
+
+
+def spawn_ranks(worker, args: tuple, size: int = 2, limit_s: float = 180.0) -> None:
+    """Run worker(rank, *args) on `size` fresh processes; fail on a rank's error or on a hang."""
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(worker, args=args, nprocs=size, join=False, start_method="spawn")
+    give_up = time.monotonic() + limit_s  # a safety net for a hung collective, not a speed check
+    while not context.join(timeout=2):
+        if time.monotonic() > give_up:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"ranks still running after {limit_s:.0f} s: a rank is stuck in a collective")
+
+
+def _two_rank_bridge(rank: int, run_dir: str, port: int, report: str) -> None:
     join_rank(rank, 2, port)
-    run_bridge(run_dir, api=FakeBridge().api())
+    outcome = {}
+    try:  # the first attempt scores 'news' as NaN
+        run_bridge(run_dir, api=FakeBridge(eval_losses={"news": math.nan}).api())
+        outcome["error"] = None
+    except SynthscaleError as exc:
+        outcome["error"] = str(exc)
+    fake = FakeBridge()
+    outcome["record"] = run_bridge(run_dir, api=fake.api()) is not None
+    outcome["calls"] = fake.calls
+    Path(report, f"rank{rank}.json").write_text(json.dumps(outcome))
     import torch
 
     torch.distributed.destroy_process_group()
 
 
-def test_two_ranks_agree_that_training_is_done_and_evaluate_together(bridge_run):
-    spawn_ranks(_two_rank_bridge, (str(bridge_run), free_port()))
+def test_two_ranks_agree_that_training_is_done_evaluate_together_and_report_a_nan_once(bridge_run, tmp_path):
+    spawn_ranks(_two_rank_bridge, (str(bridge_run), free_port(), str(tmp_path)))
+    first, last = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    # the last rank (the writer, on the last pipeline stage) reports the NaN, with its domain; rank 0 does not
+    assert first["error"] is None and "domain 'news' (loss=nan" in last["error"]
+    assert first["calls"] == last["calls"] == ["eval:news"]  # the next attempt scores news again, on both ranks
+    assert last["record"] and not first["record"]
     record = json.loads((bridge_run / "results.json").read_text())
     assert record["world_size"] == 2 and set(record["eval"]) == {"wiki", "news"}
-    assert RunSpec.load(bridge_run).plan.train_iters == record["train_loss_curve"][-1][0]
+    assert [s for s, _ in record["train_loss_curve"]] == list(range(1, RunSpec.load(bridge_run).plan.train_iters + 1))

@@ -1,15 +1,12 @@
-"""The staged run (recipes.run_stages) with fake train/evaluate callables: on two real processes
-(torch.distributed over gloo) all ranks agree training is done and evaluate together; invalid
-scores are never saved; train time sums every segment; the deadline counts from the job's start."""
+"""The staged run (recipes.run_stages) with fake train/evaluate callables: invalid scores are never
+saved and are evaluated again; train time sums every segment; the deadline counts from the job's
+start. (Two real ranks: tests/recipes/test_bridge_entry.py and test_megatron_entry.py.)"""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,41 +18,10 @@ from synthscale.errors import SynthscaleError
 from tests.recipes.helpers import invoke, sweep_args
 
 
-# --- running functions on real ranks ------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def join_rank(rank: int, size: int, port: int) -> None:
-    """This process as rank `rank` of a gloo world, with torchrun's environment."""
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=size, timeout=timedelta(seconds=30))
-
-
-def spawn_ranks(worker, args: tuple, size: int = 2, limit_s: float = 180.0) -> None:
-    """Run worker(rank, *args) on `size` fresh processes; fail on a rank's error or on a hang."""
-    import torch.multiprocessing as mp
-
-    context = mp.start_processes(worker, args=args, nprocs=size, join=False, start_method="spawn")
-    give_up = time.monotonic() + limit_s  # a safety net for a hung collective, not a speed check
-    while not context.join(timeout=2):
-        if time.monotonic() > give_up:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"ranks still running after {limit_s:.0f} s: a rank is stuck in a collective")
-
-
-# --- a fake backend: each stage makes a collective, as megatron's do ---------------------------------
 class FakeStages:
-    """Training makes a collective per step and saves 'checkpoints/done' on rank 0 (as megatron's
-    checkpoint writer does), the last rank returning later (it logs the losses); evaluation makes a
-    collective and returns the score on every rank (NaN where `nan_domains` say)."""
+    """Training saves 'checkpoints/step' on rank 0 (as megatron's checkpoint writer does); evaluation
+    returns the score (NaN where `nan_domains` say). Each makes a collective when torch.distributed
+    is initialised, as megatron's do."""
 
     min_minutes = 0.0
 
@@ -123,41 +89,6 @@ def _stages(run_dir: Path, backend, deadline=None, stage="all"):
     spec = RunSpec.load(run_dir)
     return run_stages(run_dir, spec, backend, StageFiles(run_dir / "stages"), deadline or Deadline(None), World.current(),
                       stage, extra={"device": "cpu"})
-
-
-def _two_rank_worker(rank: int, run_dir: str, port: int, report: str) -> None:
-    join_rank(rank, 2, port)
-    run_dir = Path(run_dir)
-    steps = RunSpec.load(run_dir).plan.train_iters
-    outcomes = {}
-    try:
-        _stages(run_dir, FakeStages(run_dir, steps, nan_domains={"news"}))
-    except EvalScoreInvalid as exc:
-        outcomes["nan"] = str(exc)
-    else:
-        outcomes["nan"] = None
-    backend = FakeStages(run_dir, steps)
-    record = _stages(run_dir, backend)
-    outcomes.update(record=record is not None, evaluated=backend.evaluated)
-    Path(report, f"rank{rank}.json").write_text(json.dumps(outcomes))
-    import torch
-
-    torch.distributed.destroy_process_group()
-
-
-def test_two_ranks_agree_training_is_done_evaluate_together_and_report_a_nan_once(cpu_run, tmp_path):
-    report = tmp_path / "report"
-    report.mkdir()
-    spawn_ranks(_two_rank_worker, (str(cpu_run), free_port(), str(report)))
-    first, last = (json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1))
-    # the NaN of 'news' is reported by the writer (last) rank alone, with its domain; wiki was kept
-    assert first["nan"] is None and "domain 'news'" in last["nan"] and "loss=nan" in last["nan"]
-    # the next attempt evaluates only news again, on both ranks, and completes
-    assert first["evaluated"] == last["evaluated"] == ["news"]
-    assert last["record"] and not first["record"]
-    record = json.loads((cpu_run / "results.json").read_text())
-    assert record["world_size"] == 2 and set(record["eval"]) == {"wiki", "news"}
-    assert [s for s, _ in record["train_loss_curve"]] == list(range(1, RunSpec.load(cpu_run).plan.train_iters + 1))
 
 
 def test_an_invalid_score_is_not_saved_and_the_next_attempt_scores_it_again(cpu_run):
