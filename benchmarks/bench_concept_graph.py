@@ -11,7 +11,7 @@ subtracted, so the figure is what the build itself adds.
     python benchmarks/bench_concept_graph.py [--docs 10000,100000] [--shards 4] [--min-docs 2]
 
 `--reduce-only` times the pair count alone (the reduce issue 16 is about) on the same concept
-lists, for the bucketed counter (generation/concept_graph.py `_PairCounter`) and, side by side,
+lists, for the range-partitioned counter (generation/concept_graph.py `_PairCounter`) and, side by side,
 the counter it replaced (kept below as `ResortingCounter`: it merged every buffer into the whole
 table counted so far, re-sorting it). Each in a fresh child process, with its peak memory.
 
@@ -141,7 +141,7 @@ def reduce_child(docs: int, method: str, folder: str) -> None:
     lists = concept_lists(docs)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    counter = _PairCounter(Path(folder) / "pairs") if method == "bucketed" else ResortingCounter()
+    counter = _PairCounter(Path(folder) / "pairs") if method == "ranges" else ResortingCounter()
     for ids in lists:
         counter.add(ids)
     counter.flush()
@@ -157,7 +157,7 @@ def reduce_only(sizes: list[int]) -> None:
           "concept lists in memory)")
     print(f"{'documents':>10} {'method':>10} {'edges':>11} {'seconds':>8} {'docs/s':>9} {'peak MiB':>9} {'result':>13}")
     for docs in sizes:
-        for method in ("bucketed", "resorting"):
+        for method in ("ranges", "resorting"):
             with tempfile.TemporaryDirectory(prefix="bench-pairs-") as tmp:
                 done = subprocess.run([sys.executable, __file__, "--reduce-child", str(docs), method, tmp],
                                       capture_output=True, text=True, check=True)
