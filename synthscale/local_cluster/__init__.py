@@ -68,8 +68,8 @@ def running(paths: ClusterPaths) -> dict[str, dict]:
     return {name: record for name, record in _state(paths)["daemons"].items() if alive(record)}
 
 
-def _up(paths: ClusterPaths, cpus: int | None, owner: str) -> list[str]:
-    ensure_packages()
+def _up(paths: ClusterPaths, cpus: int | None, owner: str, install: bool = False) -> list[str]:
+    ensure_packages(install)
     for folder in ("run", "log", "state", "leases"):
         (paths.root / folder).mkdir(parents=True, exist_ok=True)
     (paths.root / "run").chmod(0o755)  # munged refuses a socket folder others can write to
@@ -124,11 +124,13 @@ def _down(paths: ClusterPaths) -> list[str]:
     return stopped
 
 
-def up(root: str | Path | None = None, cpus: int | None = None) -> tuple[ClusterPaths, list[str]]:
-    """Start the cluster (what of it is not running); it stays until `down`. (paths, daemons started)."""
+def up(root: str | Path | None = None, cpus: int | None = None,
+       install: bool = True) -> tuple[ClusterPaths, list[str]]:
+    """Start the cluster (what of it is not running); it stays until `down`. (paths, daemons started).
+    With `install`, as root, missing Debian packages are installed first."""
     paths = cluster_paths(root)
     with _locked(paths):
-        return paths, _up(paths, cpus, owner="user")
+        return paths, _up(paths, cpus, owner="user", install=install)
 
 
 def down(root: str | Path | None = None) -> list[str]:

@@ -57,14 +57,15 @@ def environment(paths: ClusterPaths) -> dict[str, str]:
 
 
 # --- packages and configuration --------------------------------------------------------------------
-def ensure_packages() -> None:
-    """Install the Debian packages when a program is missing (as root), else say what to install."""
+def ensure_packages(install: bool = True) -> None:
+    """Install the Debian packages when a program is missing (as root, with `install`), else say
+    what to install. The tests never install: they skip, or CI installs first (`install`)."""
     missing = sorted({package for program, package in PROGRAMS.items() if shutil.which(program) is None})
     if not missing:
         return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not install or os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise SynthscaleError(f"Slurm is not installed (missing {', '.join(missing)}); as root run: "
-                              f"apt-get install -y {' '.join(PACKAGES)}")
+                              f"apt-get install -y {' '.join(PACKAGES)} (or make slurm-up, which does)")
     print(f"installing {' '.join(PACKAGES)} (apt-get)", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *PACKAGES]):

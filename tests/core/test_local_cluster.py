@@ -45,7 +45,7 @@ def _processes_with_env(needle: str) -> list[int]:
 def private_cluster(tmp_path):
     folder = tmp_path / "cluster"
     try:
-        yield local_cluster.up(folder)
+        yield local_cluster.up(folder, install=False)  # tests never install packages
     except SynthscaleError as exc:
         if os.environ.get("SYNTHSCALE_REQUIRE_SLURM") == "1":
             raise
@@ -64,7 +64,7 @@ def test_up_is_idempotent_and_down_stops_exactly_what_up_started(private_cluster
         assert _cmdline(record["pid"]).split() == record["argv"]
     assert (paths.env_file.read_text().splitlines()[-1] == f"export SLURM_CONF={paths.conf}")
 
-    again, started_again = local_cluster.up(paths.root)
+    again, started_again = local_cluster.up(paths.root, install=False)
     assert started_again == [] and local_cluster.running(again) == daemons  # reused, nothing restarted
     others = {n: r for n, r in local_cluster.running(local_cluster.cluster_paths()).items()}  # the checkout's own
 

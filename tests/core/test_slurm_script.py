@@ -12,7 +12,6 @@ a task that makes progress on its first attempt and completes on its second:
 
 from __future__ import annotations
 
-import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +106,6 @@ def test_a_refused_requeue_fails_the_task_loudly(slurm_cluster, tmp_path):
     assert (state, exit_code) == ("FAILED", "3:0")  # not COMPLETED as if requeued
     assert (item / "attempts").read_text().split() == ["1"] and not (item / "done").exists()
     report = (item / "stopped.txt").read_text()
-    assert f"scontrol requeue" in report and "failed" in report
+    assert "scontrol requeue" in report and "failed" in report
     output = next(tmp_path.rglob(f"sbatch_*_{job}_0.out")).read_text()
     assert "was NOT requeued" in output and "Requested operation is presently disabled" in output

@@ -61,7 +61,7 @@ def test_a_sweep_runs_as_an_array_and_a_signalled_task_resumes_to_the_same_losse
     states = slurm_cluster.wait_for_name(name, timeout=900)
     assert states == {f"{array_id}_0": "COMPLETED", task: "COMPLETED"}
     assert slurm_cluster.restarts(task) == 1 and slurm_cluster.restarts(f"{array_id}_0") == 0
-    logs = "".join(p.read_text() for p in (runs / "_arrays").rglob(f"log-*_*_0.out"))
+    logs = "".join(p.read_text() for p in (runs / "_arrays").rglob("log-*_*_0.out"))
     assert f"SIGTERM at step {stopped['step']} of 80; checkpoint saved" in logs  # stopped cleanly, no step lost
     assert 0 < stopped["step"] < 80
 
