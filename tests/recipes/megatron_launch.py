@@ -52,6 +52,11 @@ def _env() -> dict:
     return env
 
 
+def worker_errors(out: Path) -> str:
+    """The tracebacks the workers wrote (tests/recipes/megatron_worker.py), if any."""
+    return "\n".join(f"{path.name}:\n{path.read_text()}" for path in sorted(out.glob("rank*.error")))
+
+
 def launch(run_dir: Path, out: Path, ranks: int = 1, tp: int = 1, pp: int = 1, *extra: str,
            timeout: float = 600) -> list[dict]:
     """Run the worker under torchrun to its end; return every rank's result (rank order)."""
@@ -93,7 +98,7 @@ def launch_and_kill(run_dir: Path, out: Path, after_step: int, ranks: int = 1, t
     finally:
         _kill_tree(proc)
     step = latest_step(run_dir)
-    assert step is not None, "killed before the first checkpoint"
+    assert step is not None and not worker_errors(out), worker_errors(out) or "killed before the first checkpoint"
     return step
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -48,4 +49,11 @@ def main() -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    main()
+    try:
+        main()
+    except BaseException:
+        # what went wrong, where the test can read it (torchrun's own report keeps only an exit code)
+        out = Path(sys.argv[sys.argv.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rank{os.environ.get('RANK', '0')}.error").write_text(traceback.format_exc(), encoding="utf-8")
+        raise
