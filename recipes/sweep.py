@@ -81,6 +81,9 @@ class SweepRequest:
             raise SynthscaleError(f"sweep: --jobs must be at least 1, got {self.jobs}")
         if self.backend == "cpu" and self.executor.kind == "local" and self.executor.num_nodes != 1:
             raise SynthscaleError(f"the CPU backend runs on one machine, got --nodes {self.executor.num_nodes}")
+        if self.jobs > 1 and self.backend != "cpu":
+            raise SynthscaleError(f"--jobs applies to the cpu backend; {self.backend} runs launch one at a time "
+                                  f"(each on its TP x PP x DP ranks) or as Slurm arrays")
         if self.backend not in LAYOUT_BACKENDS and (self.tensor_parallel or self.pipeline_parallel):
             raise SynthscaleError(f"--tensor-parallel and --pipeline-parallel apply to the bridge and megatron "
                                   f"backends, not {self.backend!r}")

@@ -145,6 +145,8 @@ def test_megatron_local_dry_run_is_torchrun_over_the_layouts_ranks(workspace, tm
     output = _megatron_sweep(workspace, tmp_path / "bad", "--tensor-parallel", "2", "--gpus-per-node", "4",
                              "--dry-run", exit_code=1)
     assert "global_batch_size=4 must be divisible by micro_batch_size x data_parallel = 4 x 2" in output
+    output = _megatron_sweep(workspace, tmp_path / "bad", "--jobs", "2", "--dry-run", exit_code=1)
+    assert "--jobs applies to the cpu backend; megatron runs launch one at a time" in output
     cpu = invoke(["sweep", "--sizes", "tiny-xs", "--tokens", "12800", "--blends", str(workspace.blend), "--eval",
                   f"wiki={workspace.prefixes['eval_wiki']}", "--tensor-parallel", "2", "--output", str(tmp_path / "bad"),
                   "--dry-run"])
