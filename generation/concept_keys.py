@@ -20,6 +20,11 @@ Grounding: a concept from the model is kept for a document only when the lemma o
 content words (stop words aside) occurs in the document's text: a 135M model invents concepts,
 and an invented one cannot link documents. The mention's offset (the first occurrence of the
 head's lemma) is kept, so a reference excerpt can be centred on it.
+
+The text's phrases (YAKE: statistics, no grammar) are kept when their head can be a noun (a noun
+reading in lemminflect, or a word it does not know, such as most names): "overtures made" and
+"pursuant" are not concepts. A one-word phrase that is a word of another phrase of the same
+document ("States" beside "United States") is left out.
 """
 
 from __future__ import annotations
@@ -82,6 +87,15 @@ def concept_key(surface: str) -> str:
     return " ".join(words)
 
 
+def noun_headed(words: list[str]) -> bool:
+    """The head word has a noun reading in lemminflect, or is a word it does not know."""
+    from lemminflect import getAllLemmas
+
+    head = words[head_index(words)]
+    readings = getAllLemmas(head)
+    return not readings or "NOUN" in readings or "PROPN" in readings
+
+
 def describe() -> dict:
     """What made the keys: recorded in graph.json."""
     from importlib.metadata import version
@@ -90,6 +104,7 @@ def describe() -> dict:
             "key": "NFKC + casefold; hyphens, dashes, slashes -> spaces; possessive 's and punctuation removed; "
                    "leading articles/possessive determiners dropped; head noun lemmatised",
             "grounding": "a model concept is kept only when each content word's lemma occurs in the document",
+            "text_phrases": "kept when noun-headed (lemminflect); one-word phrases inside another phrase left out",
             "name": "the most frequent surface form"}
 
 
@@ -159,11 +174,16 @@ def document_mentions(record: dict, sources: tuple[str, ...] = SOURCES, counts: 
             add(1, "llm_grounded")
             mentions.setdefault(key, Mention(key, str(surface), "llm", offset))
     if "text" in sources:
-        for surface in record.get("text_concepts") or []:
+        phrases = [(surface, key_words(surface)) for surface in record.get("text_concepts") or []]
+        inside = {word for _, words in phrases if len(words) > 1 for word in words}
+        for surface, words in phrases:
             key = concept_key(surface)
             if not key:
                 continue
             add(1, "text")
+            if not noun_headed(words) or (len(words) == 1 and words[0] in inside):
+                add(1, "text_dropped")
+                continue
             offset = doc.offset(surface)
             if key in mentions:
                 if mentions[key].source == "llm":
@@ -189,6 +209,7 @@ def source_shares(mentions: dict, llm_documents, text_documents) -> dict:
         "llm_ungrounded_dropped": int(mentions.get("llm_ungrounded", 0)),
         "llm_grounded_share": round(mentions.get("llm_grounded", 0) / parsed, 4) if parsed else None,
         "text_phrases": int(mentions.get("text", 0)),
+        "text_phrases_dropped": int(mentions.get("text_dropped", 0)),
         "concepts_llm_only": int((llm & ~text).sum()),
         "concepts_text_only": int((text & ~llm).sum()),
         "concepts_both": int((llm & text).sum()),

@@ -162,9 +162,8 @@ class Study:
             self.run("concepts", "--input", pool, "--output", root / "concepts", "--max-new-tokens", 128, *common,
                      stage="generation", env=VLLM_CPU_ENV)
         if not (root / "graph" / "graph.json").exists():
-            # a small pool: keep concepts seen once, prune none as too common
-            self.run("concept-graph", root / "concepts", "--output", root / "graph", "--min-docs", 1,
-                     "--max-doc-fraction", 1, stage="generation")
+            # the defaults: a concept in 2+ chunks is shared, one in more than half of them is pruned
+            self.run("concept-graph", root / "concepts", "--output", root / "graph", stage="generation")
         target = self.root / "synthetic" / SYNTHLLM_CORPUS
         if not (target / "manifest.json").exists():
             self.run("run", "--recipe", "synthllm-l3", "--graph", root / "graph", "--combinations",

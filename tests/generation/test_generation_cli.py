@@ -136,9 +136,11 @@ def test_run_json_on_stdout_json_file_and_named_values(tmp_path, flaky_server, t
         "--backend", "openai", "--base-url", url, "--tokenizer", str(tiny_model), "--no-progress",
         "--max-new-tokens", "1K", "--max-new-tokens", "article=200", "--limit", "1K", "--docs-per-file", "10K",
         "--engine-arg", "enforce_eager=true", "--engine-arg", "kv_cache_memory_bytes=67108864",
-        "--engine-arg", "note=plain text", "--json", "--json-file", str(tmp_path / "run.json")])
+        "--engine-arg", "note=plain text", "--keep-repetitive",  # the server answers "river" x 60
+        "--json", "--json-file", str(tmp_path / "run.json")])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)  # the manifest alone on stdout; the summary went to stderr
+    assert printed["filters"]["config"]["article"]["drop_repetitive"] is False
     assert printed == json.loads((tmp_path / "run.json").read_text())
     assert printed["limit"] == 1000 and printed["counts"]["documents"] == 2 == len(read_outputs(out))
     assert printed["fingerprint"]["max_new_tokens"] == {"article": 200}  # STEP=N beats N

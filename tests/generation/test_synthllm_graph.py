@@ -185,9 +185,13 @@ def test_text_concepts_are_a_second_source_with_measured_shares(tmp_path):
     assert src["concepts_llm_only"] + src["concepts_text_only"] + src["concepts_both"] == manifest["counts"]["concepts"]
     assert sum(n["text_documents"] > 0 for n in nodes) == src["concepts_text_only"] + src["concepts_both"]
     assert manifest["options"]["concept_sources"] == ["llm", "text"]
-    text_only = build_graph([records(tmp_path, SPEECHES)], tmp_path / "t", progress=False, max_doc_fraction=None,
-                            concept_sources=("text",))
+    debt = {"a": ("The public debt grew in the war. The public debt is large.", ["war"]),
+            "b": ("Congress paid the public debt. The public debt fell.", ["Congress"])}
+    text_only = build_graph([records(tmp_path, debt, "debt.jsonl")], tmp_path / "t", progress=False,
+                            max_doc_fraction=None, concept_sources=("text",))
     assert text_only["counts"]["sources"]["llm_share"] == 0.0 and text_only["counts"]["sources"]["text_share"] == 1.0
+    nodes, _ = read_graph(tmp_path / "t")
+    assert [n["key"] for n in nodes if n["shared"]] == ["public debt"]
 
 
 def test_one_shared_concept_is_enough_for_a_cross_document_combination(tmp_path):

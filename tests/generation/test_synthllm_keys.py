@@ -43,3 +43,16 @@ def test_grounding_and_mention_offsets():
         ("economy", "Economy", "llm"), ("fishery", "fisheries", "both"), ("treasury", "Treasury", "text")]
     assert counts == {"llm_parsed": 4, "llm_grounded": 3, "llm_ungrounded": 1, "text": 2, "both": 1}
     assert [m.key for m in document_mentions(record, sources=("text",))] == ["fishery", "treasury"]
+
+
+def test_text_phrases_must_be_noun_headed_and_not_inside_another():
+    """YAKE's phrases as SmolLM2's pool gave them: verbs, adjectives and the halves of "United States" go."""
+    text = ("The overtures made to the Cherokee were pursuant to the treaty; the United States and the "
+            "Senate kept the peace.")
+    record = {"document": text, "concepts": [],
+              "text_concepts": ["overtures made", "pursuant", "United States", "United", "States", "Cherokee",
+                                "Senate", "peace"]}
+    counts = {}
+    assert [m.surface for m in document_mentions(record, counts=counts)] == ["United States", "Cherokee", "Senate",
+                                                                               "peace"]
+    assert counts == {"text": 8, "text_dropped": 4}
