@@ -68,6 +68,11 @@ def init_distributed(tensor_parallel: int, pipeline_parallel: int, seed: int = D
     cpu_shims.model_parallel_seed(seed)
 
 
+def device() -> torch.device:
+    """Where this rank's batches and collective tensors live: its GPU (nccl), or the CPU (gloo)."""
+    return torch.device("cpu") if cpu_shims.needed() else torch.device("cuda", torch.cuda.current_device())
+
+
 def layout() -> dict:
     """The layout this process runs in: tensor_parallel, pipeline_parallel, data_parallel, world_size."""
     from megatron.core import parallel_state

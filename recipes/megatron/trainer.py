@@ -42,6 +42,7 @@ with warnings.catch_warnings():
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
     from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.transformer.module import Float16Module
 
 from recipes.bridge_config import eval_batch
 from recipes.evaluation import CACHE_DIR, domain_windows
@@ -89,9 +90,9 @@ def _forward_step(mask: torch.Tensor, data_iterator, model):
 def _reduce_reports(reports: list[dict]) -> tuple[float, int]:
     """(sum of token losses, tokens) of all micro batches of all data-parallel ranks, the same on
     every rank: summed on the last pipeline stage (the only one with reports) and broadcast."""
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(2, dtype=torch.float64, device=parallel.device())
     for report in reports:
-        totals += report["loss_sum_tokens"].to(torch.float64).cpu()
+        totals += report["loss_sum_tokens"].to(totals)
     if parallel_state.is_pipeline_last_stage():
         dist.all_reduce(totals, group=parallel_state.get_data_parallel_group())
     dist.broadcast(totals, src=parallel_state.get_pipeline_model_parallel_last_rank(),
@@ -99,12 +100,12 @@ def _reduce_reports(reports: list[dict]) -> tuple[float, int]:
     return float(totals[0]), int(totals[1])
 
 
-def _stacked(items: list[dict]) -> dict[str, torch.Tensor]:
+def _stacked(items: list[dict], device: torch.device) -> dict[str, torch.Tensor]:
     """One micro batch from GPTDataset items (tokens, labels, position_ids, loss_mask)."""
     batch = {key: torch.stack([torch.as_tensor(item[key]) for item in items]).long()
              for key in ("tokens", "labels", "position_ids")}
     batch["loss_mask"] = torch.stack([torch.as_tensor(item["loss_mask"]) for item in items]).float()
-    return batch
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 class _StopRequest:
@@ -122,6 +123,9 @@ class _StopRequest:
 
     def _handle(self, signum, frame) -> None:
         self.signalled = True
+        previous = self._previous.get(signum)
+        if callable(previous):  # whoever listened before (the stage runner) hears it too
+            previous(signum, frame)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -142,9 +146,11 @@ class MegatronRun:
         self.num_microbatches = _num_microbatches(spec, self.layout["data_parallel"])
         model_parallel_seed(recipe.seed)
         self.model = build_model(spec.shape, self.vocab_size, recipe.seq_length, recipe.seed, recipe.precision)
-        self.mask = causal_mask(recipe.seq_length)
+        self.device = parallel.device()
+        self.mask = causal_mask(recipe.seq_length).to(self.device)
         self.optimizer = self.scheduler = None
-        self.wrapped = self.model
+        # bf16 (GPU): megatron's Float16Module, as megatron's own training wraps a half-precision model
+        self.wrapped = Float16Module(self.model.config, self.model) if self.model.config.bf16 else self.model
         if with_optimizer:
             self._build_optimizer()
         self.step = 0
@@ -158,7 +164,7 @@ class MegatronRun:
         self.wrapped = DistributedDataParallel(
             config=config,
             ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=False),
-            module=self.model,
+            module=self.wrapped,
         )
         config.no_sync_func = self.wrapped.no_sync
         config.finalize_model_grads_func = finalize_model_grads
@@ -195,7 +201,7 @@ class MegatronRun:
         return True
 
     def save(self) -> Path:
-        elapsed = torch.tensor([self.train_time_s], dtype=torch.float64)
+        elapsed = torch.tensor([self.train_time_s], dtype=torch.float64, device=self.device)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # one value in the common state
         common = {"run_id": self.spec.run_id, "step": self.step, "loss_curve": self.loss_curve,
                   "train_time_s": float(elapsed), "scheduler": self.scheduler.state_dict()}
@@ -217,7 +223,7 @@ class MegatronRun:
         out = []
         for m in range(self.num_microbatches):
             start = base + m * self.micro * dp + rank * self.micro
-            out.append(_stacked([self.dataset[i] for i in range(start, start + self.micro)]))
+            out.append(_stacked([self.dataset[i] for i in range(start, start + self.micro)], self.device))
         return out
 
     # --- one optimizer step --------------------------------------------------------------------
@@ -243,7 +249,7 @@ class MegatronRun:
 
 def _agree(flag: bool) -> bool:
     """True on every rank when it is True on any (one all-reduce)."""
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=parallel.device())
     if dist.get_world_size() > 1:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
@@ -284,21 +290,22 @@ def train(run_dir: Path, spec: RunSpec, stop_after_minutes: float | None = None)
                     break
         if show:
             print(file=sys.stderr)
-    elapsed = torch.tensor([segment_time], dtype=torch.float64)
+    elapsed = torch.tensor([segment_time], dtype=torch.float64, device=parallel.device())
     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # the slowest rank's: the same number on every rank
     return {"finished": run.step >= total, "steps_done": run.step, "train_time_s": float(elapsed),
             "loss_curve": run.loss_curve}
 
 
 # --- evaluation ----------------------------------------------------------------------------------
-def _eval_batches(windows: np.ndarray, micro: int, dp: int, rank: int) -> list[dict[str, torch.Tensor]]:
+def _eval_batches(windows: np.ndarray, micro: int, dp: int, rank: int, device: torch.device) -> list[dict]:
+    """This data-parallel rank's micro batches of evaluation windows (seq_length + 1 tokens each)."""
     batches = []
     for start in range(rank * micro, len(windows), micro * dp):
         rows = torch.from_numpy(windows[start:start + micro])
         seq = rows.shape[1] - 1
-        batches.append({"tokens": rows[:, :-1], "labels": rows[:, 1:],
-                        "position_ids": torch.arange(seq).expand(len(rows), seq),
-                        "loss_mask": torch.ones(len(rows), seq)})
+        batch = {"tokens": rows[:, :-1], "labels": rows[:, 1:], "position_ids": torch.arange(seq).expand(len(rows), seq),
+                 "loss_mask": torch.ones(len(rows), seq)}
+        batches.append({key: value.to(device) for key, value in batch.items()})
     return batches
 
 
@@ -327,9 +334,9 @@ def evaluate(run_dir: Path, spec: RunSpec, domains: list[str]) -> dict[str, dict
             windows = domain_windows(spec.eval_domains[name], recipe.seq_length, spec.eval_max_tokens,
                                      cache_dir=run_dir / CACHE_DIR)
             micro, _ = eval_batch(len(windows), dp, run.micro, name)
-            batches = _eval_batches(windows, micro, dp, rank)
+            batches = _eval_batches(windows, micro, dp, rank, run.device)
             reports = forward_only(
-                forward_step_func=partial(_forward_step, run.mask), data_iterator=iter(batches), model=[run.model],
+                forward_step_func=partial(_forward_step, run.mask), data_iterator=iter(batches), model=[run.wrapped],
                 num_microbatches=len(batches), seq_length=recipe.seq_length, micro_batch_size=micro,
                 decoder_seq_length=recipe.seq_length, forward_only=True,
             )
