@@ -60,10 +60,10 @@ from typing import Any, Callable
 import click
 
 from recipes.bridge_config import bridge_dir
-from recipes.results import is_complete
+from recipes.job import JOB_START_ENV, Deadline, run_from_list
 from recipes.run_spec import RunSpec
-from recipes.run_stages import (JOB_START_ENV, CheckpointNotFinal, Deadline, StageFiles, TrainSegment, World,
-                                run_from_list, run_stages, write_results)
+from recipes.run_stages import (CheckpointNotFinal, StageFiles, StageState, TrainSegment, World, run_stages,
+                                write_results)
 from synthscale.cli import stage_command
 from synthscale.errors import SynthscaleError
 
@@ -232,30 +232,32 @@ def _run_in_children(run_dir: Path, spec: RunSpec, files: StageFiles, deadline: 
     """`--eval-process per-domain`: training and each evaluation in a child process of each rank; the
     children decide together (each holds the process group) and write the stage files; this parent
     only reads them, and the writer rank's writes results.json."""
-    if files.done() is None:
+    state = StageState.read(run_dir, spec, files)
+    if state.has_results and not state.wanted:
+        return None  # complete
+    if not state.trained:
         _stage_in_child(run_dir, spec, "train", deadline)
         if files.done() is None:
             return None
-    for domain in spec.eval_domains:
-        if domain not in files.scores():
-            _stage_in_child(run_dir, spec, f"eval:{domain}", deadline)
-            if domain not in files.scores():
-                return None  # stopped at the time limit's margin
+    for domain in state.missing():
+        _stage_in_child(run_dir, spec, f"eval:{domain}", deadline)
+        if domain not in files.scores(state.identities):
+            return None  # stopped at the time limit's margin
     rank, world = _rank()
     if rank != world - 1:
         return None
-    return write_results(run_dir, spec, files, {**_result_extra(spec), "world_size": world})
+    return write_results(run_dir, spec, files, state, {**_result_extra(spec), "world_size": world})
 
 
 def run_bridge(run_dir: str | Path, api: BridgeApi | None = None, deadline: Deadline | None = None,
                eval_process: str = "shared", stage: str = "all") -> dict | None:
-    """Train (or resume) and evaluate one run; results.json when complete. Returns the record on the
-    last rank once complete, else None (not finished in this job: it continues when run again)."""
+    """Train (or resume) and evaluate one run; results.json when complete (a complete run whose
+    results.json lacks a domain, or scored it under another definition, is scored again on it).
+    Returns the record on the last rank once written, else None (nothing to do, or not finished in
+    this job: it continues when run again)."""
     if eval_process not in EVAL_PROCESS_MODES:
         raise ValueError(f"--eval-process must be one of {EVAL_PROCESS_MODES}, got {eval_process!r}")
     run_dir = Path(run_dir).resolve()
-    if is_complete(run_dir):
-        return None
     deadline = deadline or Deadline(None)
     spec = RunSpec.load(run_dir)
     files = StageFiles(bridge_dir(run_dir))

@@ -20,8 +20,7 @@ last rank, on the last pipeline stage, where megatron reduces the losses. An err
 (an invalid score, a checkpoint that is not final) is raised on the writer rank only, so it is
 reported once; the other ranks return None.
 
-The deadline counts from the job's start, `SYNTHSCALE_JOB_START` (epoch seconds, exported by the
-sbatch script before srun, container start, torchrun and imports), else from when it is made.
+The time a stage may use comes from the job's deadline (recipes.job).
 """
 
 from __future__ import annotations
@@ -29,24 +28,24 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from recipes.results import build_result, check_scores, is_complete, write_result
-from recipes.run_spec import RunSpec
+from recipes.job import Deadline
+from recipes.evaluation import eval_identity
+from recipes.results import (add_domain_scores, build_result, check_scores, is_complete, load_result,
+                             requested_definition, stale_domains, write_result)
+from recipes.run_spec import RESULTS_FILE, RunSpec
 from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import write_json_atomic
 
-JOB_START_ENV = "SYNTHSCALE_JOB_START"
 TRAIN_SEGMENTS = "train_segments.json"
 TRAIN_DONE = "train_done.json"
 EVAL_SCORES = "eval_scores.json"
 STAGES_HELP = "all, train or eval:DOMAIN"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class CheckpointNotFinal(MissingInputError):
@@ -55,85 +54,6 @@ class CheckpointNotFinal(MissingInputError):
 
 class EvalScoreInvalid(SynthscaleError):
     """An evaluation gave a score that is not a finite loss over a positive number of tokens."""
-
-
-# --- time ---------------------------------------------------------------------------------------
-def default_margin(limit_minutes: float) -> float:
-    """Minutes kept for the last checkpoint and the exit: 10 or 10% of the limit, at most half of it."""
-    return min(max(10.0, 0.1 * limit_minutes), 0.5 * limit_minutes)
-
-
-def job_start(environ: dict | None = None, now: float | None = None) -> float | None:
-    """The job's start (epoch seconds) from SYNTHSCALE_JOB_START, or None when it is not set."""
-    text = (os.environ if environ is None else environ).get(JOB_START_ENV, "").strip()
-    if not text:
-        return None
-    now = time.time() if now is None else now
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value > now + 60:
-        raise SynthscaleError(f"{JOB_START_ENV}={text!r}: expected the job's start in epoch seconds "
-                              f"(`date +%s`), not after now ({now:.0f})")
-    return value
-
-
-@dataclass
-class Deadline:
-    """Minutes left in this job (None: no limit) and the margin kept for checkpoints and exits.
-
-    `started` is the job's start in the `clock`'s seconds (epoch seconds for `time.time`)."""
-
-    limit: float | None
-    margin: float | None = None
-    started: float | None = None
-    clock: Callable[[], float] = time.time
-
-    def __post_init__(self) -> None:
-        if self.limit is not None and not self.limit > 0:
-            raise SynthscaleError(f"--time-limit {self.limit}: must be a positive number of minutes")
-        if self.margin is None:
-            self.margin = default_margin(self.limit) if self.limit else 0.0
-        if self.margin < 0:
-            raise SynthscaleError(f"time margin {self.margin}: must be >= 0 minutes")
-        if self.started is None:
-            self.started = self.clock()
-
-    @classmethod
-    def for_job(cls, limit: float | None, margin: float | None = None, environ: dict | None = None,
-                clock: Callable[[], float] = time.time) -> "Deadline":
-        """Counting from SYNTHSCALE_JOB_START when it is set, else from now."""
-        return cls(limit, margin, job_start(environ, clock()), clock)
-
-    def elapsed(self) -> float:
-        return (self.clock() - self.started) / 60.0
-
-    def left(self) -> float | None:
-        return None if self.limit is None else self.limit - self.elapsed()
-
-    def usable(self) -> float | None:
-        left = self.left()
-        return None if left is None else left - self.margin
-
-
-class StopSignals:
-    """SIGTERM / SIGUSR1 (Slurm's `--signal`, `scancel --signal`) ask the stages to stop: once one
-    has arrived no stage starts (a trainer that handles them itself saves and returns meanwhile)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-
-    def install(self) -> "StopSignals":
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-
-    def __call__(self) -> bool:
-        return self.received is not None
 
 
 # --- ranks --------------------------------------------------------------------------------------
@@ -263,10 +183,13 @@ class StageFiles:
         write_json_atomic(self.folder / TRAIN_DONE, {"train_time_s": self.train_time_s(),
                                                      "segments": len(self.segments()), "loss_curve": loss_curve})
 
-    def scores(self) -> dict[str, dict]:
-        """Saved scores; an invalid one (saved by an older version) is dropped, to be evaluated again."""
+    def scores(self, identities: dict[str, str]) -> dict[str, dict]:
+        """Saved scores made under the evaluation definition the run asks for now (`identities`,
+        `domain_identities`); one made under another (another --eval-max-tokens, other data) or
+        invalid (a NaN saved by an older version) is left out, to be evaluated again."""
         saved = self._read(EVAL_SCORES) or {}
-        return {domain: score for domain, score in saved.items() if invalid_score(score) is None}
+        return {domain: score for domain, score in saved.items()
+                if invalid_score(score) is None and score.get("eval_identity") == identities.get(domain)}
 
     def save_scores(self, scores: dict[str, dict]) -> None:
         write_json_atomic(self.folder / EVAL_SCORES, scores)
@@ -283,6 +206,36 @@ def invalid_score(score: Any) -> str | None:
     except ValueError:
         return f"loss={loss} over {tokens} tokens"
     return None
+
+
+def domain_identities(spec: RunSpec) -> dict[str, str]:
+    """{domain: sha256 of its evaluation definition} as the spec asks now (recipes.results)."""
+    definition = requested_definition(spec)
+    return {domain: eval_identity(definition, [domain]) for domain in definition}
+
+
+@dataclass(frozen=True)
+class StageState:
+    """What the stage files say, read on the writer rank: whether training is done, the scores saved
+    under today's definition, the domains this job must have scored (every domain, or, when
+    results.json exists, those it lacks or scored under another definition: they are added to it)."""
+
+    trained: bool
+    scores: dict
+    wanted: tuple[str, ...]
+    has_results: bool
+    identities: dict
+
+    @classmethod
+    def read(cls, run_dir: Path, spec: RunSpec, files: StageFiles) -> "StageState":
+        identities = domain_identities(spec)
+        if is_complete(run_dir):
+            stale = stale_domains(load_result(run_dir / RESULTS_FILE), spec)
+            return cls(True, files.scores(identities), tuple(stale), True, identities)
+        return cls(files.done() is not None, files.scores(identities), tuple(spec.eval_domains), False, identities)
+
+    def missing(self, scores: dict | None = None) -> list[str]:
+        return [domain for domain in self.wanted if domain not in (self.scores if scores is None else scores)]
 
 
 def _say(world: World, message: str) -> None:
@@ -308,10 +261,10 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
     signal, `StopSignals`) no further stage starts."""
     run_dir = Path(run_dir).resolve()
     _check_stage(stage, spec)
-    state = world.share((is_complete(run_dir), files.done() is not None, files.scores()) if world.is_writer else None)
-    complete, trained, scores = state
-    if complete:
-        return None
+    state = world.share(StageState.read(run_dir, spec, files) if world.is_writer else None)
+    if state.has_results and not state.wanted:
+        return None  # complete
+    trained, scores = state.trained, dict(state.scores)
 
     if not trained and stage in ("all", "train"):
         start, usable = _may_start(world, deadline, backend, stop, f"{spec.run_id}: training")
@@ -329,8 +282,8 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
         return None
 
     invalid: dict[str, str] = {}
-    for domain in spec.eval_domains:
-        if domain in scores or stage not in ("all", f"eval:{domain}"):
+    for domain in state.missing():
+        if stage not in ("all", f"eval:{domain}"):
             continue
         if not _may_start(world, deadline, backend, stop, f"{spec.run_id}: evaluation of {domain!r}")[0]:
             break
@@ -341,7 +294,7 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
             return None
         started = time.perf_counter()
         score = dict(backend.evaluate(domain))
-        score["time_s"] = time.perf_counter() - started
+        score.update(time_s=time.perf_counter() - started, eval_identity=state.identities.get(domain))
         score = world.share(score)
         reason = invalid_score(score)
         if reason is not None:
@@ -357,9 +310,10 @@ def run_stages(run_dir: str | Path, spec: RunSpec, backend: StageBackend, files:
                 f"run {spec.run_id}: invalid evaluation of {', '.join(f'domain {d!r} ({why})' for d, why in invalid.items())}; "
                 f"not saved: the next attempt evaluates it again from the final checkpoint")
         return None
-    if stage != "all" or set(scores) != set(spec.eval_domains):
+    if stage != "all" or state.missing(scores):
         return None
-    record = write_results(run_dir, spec, files, {**(extra or {}), "world_size": world.size}) if world.is_writer else None
+    record = write_results(run_dir, spec, files, state, {**(extra or {}), "world_size": world.size}) \
+        if world.is_writer else None
     world.barrier()  # results.json exists before any rank exits
     return record
 
@@ -386,12 +340,17 @@ def _final_checkpoint_problem(backend: StageBackend) -> str | None:
     return None
 
 
-def write_results(run_dir: Path, spec: RunSpec, files: StageFiles, extra: dict) -> dict:
-    """results.json from the stage files (training done, every domain scored)."""
-    done, scores = files.done(), files.scores()
-    if done is None or set(scores) != set(spec.eval_domains):
+def write_results(run_dir: Path, spec: RunSpec, files: StageFiles, state: StageState, extra: dict) -> dict:
+    """results.json from the stage files: written when training is done and every domain scored, or
+    with the domains scored again added to it (recipes.results.add_domain_scores)."""
+    done, scores = files.done(), files.scores(state.identities)
+    if state.missing(scores) or not (done or state.has_results):
         raise SynthscaleError(f"run {spec.run_id}: stages unfinished in {files.folder} (trained: {done is not None}, "
-                              f"scored: {sorted(scores)} of {sorted(spec.eval_domains)})")
+                              f"scored: {sorted(scores)}, wanted: {sorted(state.wanted)})")
+    if state.has_results:
+        record = add_domain_scores(load_result(run_dir / RESULTS_FILE), spec, {d: scores[d] for d in state.wanted})
+        write_result(run_dir, record)
+        return record
     train_time_s = float(done["train_time_s"])
     record = build_result(
         spec, spec.load_blend(), {d: scores[d] for d in spec.eval_domains}, done["loss_curve"],
@@ -400,12 +359,3 @@ def write_results(run_dir: Path, spec: RunSpec, files: StageFiles, extra: dict) 
     )
     write_result(run_dir, record)
     return record
-
-
-def run_from_list(run_list: str | Path, task_id: int | None = None) -> Path:
-    """The run folder of this array task: line SLURM_ARRAY_TASK_ID + 1 of the run list."""
-    task_id = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0")) if task_id is None else task_id
-    lines = [line.strip() for line in Path(run_list).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not 0 <= task_id < len(lines):
-        raise SynthscaleError(f"array task {task_id}: {run_list} lists {len(lines)} runs")
-    return Path(lines[task_id])

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import click
 
-from recipes.results import is_complete
+from recipes.job import JOB_START_ENV, STOP_SIGNALS, Deadline, StopSignals, run_from_list
 from recipes.run_spec import RunSpec
-from recipes.run_stages import (JOB_START_ENV, STOP_SIGNALS, CheckpointNotFinal, Deadline, StageFiles, StopSignals,
-                                TrainSegment, World, run_from_list, run_stages)
+from recipes.run_stages import CheckpointNotFinal, StageFiles, TrainSegment, World, run_stages
 from synthscale.cli import stage_command
 from synthscale.errors import SynthscaleError
 
@@ -123,15 +122,14 @@ def shield_checkpoint_writer() -> None:
 
 def run_megatron(run_dir: str | Path, deadline: Deadline | None = None, train_minutes: float | None = None,
                  stop=None) -> dict | None:
-    """Train (or resume) and evaluate one run on this rank; returns the record on the writer (last)
-    rank once complete, else None (not finished in this job: it continues when run again)."""
+    """Train (or resume) and evaluate one run on this rank, or score a complete run again on the
+    domains its results.json lacks or scored under another definition; returns the record on the
+    writer (last) rank once written, else None (nothing to do, or not finished in this job)."""
     import torch
 
     from recipes.megatron.parallel import init_distributed
 
     run_dir = Path(run_dir).resolve()
-    if is_complete(run_dir):
-        return None
     spec = RunSpec.load(run_dir)
     if spec.backend != "megatron":
         raise SynthscaleError(f"run {spec.run_id} is for the {spec.backend!r} backend, not 'megatron'")

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 import time
 from pathlib import Path
 
 import pytest
 
 from recipes.run_spec import RunSpec
-from recipes.run_stages import (JOB_START_ENV, Deadline, EvalScoreInvalid, StageFiles, TrainSegment, World,
-                                default_margin, run_stages)
+from recipes.job import JOB_START_ENV, Deadline, default_margin
+from recipes.run_stages import EvalScoreInvalid, StageFiles, TrainSegment, World, domain_identities, run_stages
 from synthscale.errors import SynthscaleError
 from tests.recipes.helpers import invoke, sweep_args
 
@@ -96,7 +97,7 @@ def test_an_invalid_score_is_not_saved_and_the_next_attempt_scores_it_again(cpu_
     files = StageFiles(cpu_run / "stages")
     with pytest.raises(EvalScoreInvalid, match=r"domain 'news' \(loss=nan over \d+ tokens\)"):
         _stages(cpu_run, FakeStages(cpu_run, steps, nan_domains={"news"}))
-    assert set(files.scores()) == {"wiki"}
+    assert set(files.scores(domain_identities(RunSpec.load(cpu_run)))) == {"wiki"}
     saved = (cpu_run / "stages" / "eval_scores.json").read_bytes()
     with pytest.raises(EvalScoreInvalid, match="news"):
         _stages(cpu_run, FakeStages(cpu_run, steps, nan_domains={"news"}))
@@ -108,10 +109,35 @@ def test_an_invalid_score_is_not_saved_and_the_next_attempt_scores_it_again(cpu_
 def test_a_nan_saved_by_an_older_version_is_evaluated_again(cpu_run):
     steps = RunSpec.load(cpu_run).plan.train_iters
     _stages(cpu_run, FakeStages(cpu_run, steps), stage="train")
-    (cpu_run / "stages" / "eval_scores.json").write_text(
-        json.dumps({"wiki": FakeStages(cpu_run, steps).evaluate("wiki"), "news": {"loss": math.nan, "tokens": 4096}}))
+    identities = domain_identities(RunSpec.load(cpu_run))
+    saved = {d: {**FakeStages(cpu_run, steps).evaluate(d), "eval_identity": identities[d]} for d in ("wiki", "news")}
+    saved["news"]["loss"] = math.nan
+    (cpu_run / "stages" / "eval_scores.json").write_text(json.dumps(saved))
     backend = FakeStages(cpu_run, steps)
     assert _stages(cpu_run, backend) is not None and backend.evaluated == ["news"]
+
+
+def test_scores_of_another_evaluation_definition_are_made_again_and_results_rescored(cpu_run):
+    spec = RunSpec.load(cpu_run)
+    steps = spec.plan.train_iters
+    _stages(cpu_run, FakeStages(cpu_run, steps, nan_domains={"news"}), stage="train")
+    with pytest.raises(EvalScoreInvalid):
+        _stages(cpu_run, FakeStages(cpu_run, steps, nan_domains={"news"}))  # wiki saved, news not
+    replace(spec, eval_max_tokens=1024).save(cpu_run)  # a rerun asks for fewer eval tokens
+    backend = FakeStages(cpu_run, steps)
+    record = _stages(cpu_run, backend)
+    assert backend.evaluated == ["wiki", "news"]  # wiki's saved score was made on other windows
+    fewer = record["eval"]["wiki"]["tokens"]
+    assert fewer == record["eval_identity"]["definition"]["wiki"]["tokens"] <= 1024
+    # a complete run asked for another definition again: scored again from its checkpoint, no training
+    spec.save(cpu_run)
+    backend = FakeStages(cpu_run, steps)
+    record = _stages(cpu_run, backend)
+    assert sorted(backend.evaluated) == ["news", "wiki"] and backend.usable == []
+    assert record["eval"]["wiki"]["tokens"] == record["eval_identity"]["definition"]["wiki"]["tokens"] > fewer
+    assert json.loads((cpu_run / "results.json").read_text())["eval_identity"] == record["eval_identity"]
+    backend = FakeStages(cpu_run, steps)
+    assert _stages(cpu_run, backend) is None and backend.evaluated == []  # complete: nothing to do
 
 
 def test_train_time_sums_every_segment(cpu_run):
