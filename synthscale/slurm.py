@@ -197,11 +197,13 @@ def requeue_lines(complete_test: str, progress_stamp: str, max_requeues: int, va
     `"$SYNTHSCALE_ITEM/slurm-stopped.txt"`) gets why and the end of the task's srun log, for the
     rerun to show; it is removed when an attempt starts."""
     report = report_file or "/dev/null"
+    # never `rm -f /dev/null`: as root that deletes the machine's null device
+    forget_report = f"rm -f {report_file} 2>/dev/null" if report_file else ": no report file"
     return f"""\
 # synthscale: requeue this task until its item is complete, while it makes progress
 synthscale_stamp() {{ {progress_stamp} ; }}
 synthscale_stamp_before=$(synthscale_stamp)
-rm -f {report} 2>/dev/null
+{forget_report}
 # this task alone: in an array, SLURM_JOB_ID of one task is the array's id, and requeueing it requeues
 # (cancels and restarts) every task of the array
 synthscale_job=${{SLURM_ARRAY_JOB_ID:+${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}}}

@@ -15,6 +15,7 @@ import pytest
 
 from recipes.results import REQUIRED_KEYS
 from recipes.run_spec import RunSpec
+from synthscale import slurm
 from tests.recipes.helpers import invoke, paper_blend
 
 
@@ -262,11 +263,18 @@ def test_a_complete_run_is_not_requeued(array_script, tmp_path):
     Path(run_dirs[0], "results.json").unlink()
 
 
-def test_no_progress_or_too_many_requeues_stops_the_chain(array_script, tmp_path):
-    script, _ = array_script
+def test_no_progress_or_too_many_requeues_stops_the_chain(array_script, tmp_path, workspace, blend_file):
+    script, run_dirs = array_script
     done, log = _run_script(script, tmp_path, "nothing", rc=1)  # a crash before any checkpoint
     assert done.returncode == 1 and not any(line.startswith("requeue") for line in log)
     assert "made no progress" in done.stdout
+    # why it stopped is kept in the run folder (never in /dev/null, which stays the device), and the rerun says it
+    report = Path(run_dirs[1]) / "slurm-stopped.txt"
+    assert "incomplete and made no progress in this attempt (exit 1)" in report.read_text()
+    assert Path("/dev/null").is_char_device()
+    assert "rm -f /dev/null" not in slurm.requeue_lines("true", "true", 1)  # without a report file (generation's)
+    output = _sweep(workspace, blend_file, Path(run_dirs[1]).parent, "1B", "5B,10B", "--slurm-max-requeues", "3")
+    assert f"{Path(run_dirs[1]).name} stopped in Slurm before: job " in output and "made no progress" in output
     done, log = _run_script(script, tmp_path, "progress", restart_count=3)
     assert not any(line.startswith("requeue") for line in log) and "after 3 requeues" in done.stdout
 
