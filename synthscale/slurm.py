@@ -12,8 +12,17 @@ this module adds:
     is not complete *and* its progress stamp changed during this attempt (a checkpoint advanced, a
     shard committed more output), up to `max_requeues` times. A task that made no progress (a crash
     at start-up, a bad config) is not requeued: rerunning the submitting command picks it up once
-    the cause is fixed. The trap runs on the batch host, outside the container: it uses only
-    POSIX shell, `sed`, `find`, `cksum` and `scontrol`;
+    the cause is fixed; it leaves a report of why (with its log's tail) for the rerun to show. A
+    refused `scontrol requeue` fails the task loudly (exit 3). The trap runs on the batch host,
+    outside the container: it uses only POSIX shell, `sed`, `find`, `cksum`, `ps` and `scontrol`;
+  - **a script that stands on its own** (`slurm_executor`): `--requeue` (not only on NeMo-Run's
+    sbatch command line), `--open-mode=append`, SIGTERM to the task's steps before the time limit
+    (`--signal=TERM@N`: trainers save and stop, the trap requeues), and SYNTHSCALE_JOB_START
+    exported first, for deadlines that count from the job's start;
+  - **no container needed**: without an image the tasks run in the submitting Python environment
+    (its bin folder first on PATH), as on a cluster with a shared virtualenv;
+  - **which tasks are live**: `active_array_tasks` asks `squeue --array`, per task, and raises
+    `QueueUnavailable` when it cannot tell;
   - **dry runs through NeMo-Run's public functions**: `render_script` packages the task for the
     executor (`packaging.package`) and asks NeMo-Run's torchx runner for a dry run
     (`torchx_backend.launcher.launch(..., dryrun=True)`); for Slurm the text is the sbatch script
