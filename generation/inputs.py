@@ -218,7 +218,7 @@ def scan_slices(paths: list[Path], shard: tuple[int, int] = (0, 1), id_key: str 
         lines = _LineNumbers(piece)
         digest = hashlib.sha256()
         whole = piece.compressed  # a compressed file is read whole: its own sha256
-        for j, position, raw in _raw_lines(piece):
+        for j, _position, raw in _raw_lines(piece):
             if not whole:
                 digest.update(raw)
             if not raw.strip():
@@ -269,15 +269,15 @@ def iter_documents(
         if counts is not None:
             counts[piece.path] = per_file
         lines = _LineNumbers(piece)
-        for j, position, raw in _raw_lines(piece):
+        for j, _position, raw in _raw_lines(piece):
             if not raw.strip():
                 continue
             per_file["records"] += 1
             per_file["in_shard"] += 1
-            yield from _document(piece, lines, j, position, raw, text_key, id_key, candidates, seen)
+            yield from _document(piece, lines, j, raw, text_key, id_key, candidates, seen)
 
 
-def _document(piece: Slice, lines: _LineNumbers, j: int, position: int, raw: bytes, text_key: str, id_key: str,
+def _document(piece: Slice, lines: _LineNumbers, j: int, raw: bytes, text_key: str, id_key: str,
               candidates: set[str], seen: set[str]) -> Iterator[SourceDoc]:
     def fallback() -> tuple[str, int]:
         number = lines.of(j)
