@@ -262,13 +262,13 @@ def train(run_dir: Path, spec: RunSpec, stop_after_minutes: float | None = None)
     on SIGTERM / SIGUSR1. Returns {"finished", "steps_done", "train_time_s" (this segment),
     "loss_curve" ([[step, loss], ...], the whole run)}, the same on every rank.
     """
+    started = time.monotonic()  # the budget counts from this call: set-up, resume and data included
     run = MegatronRun(run_dir, spec)
     run.resume()
     total = spec.plan.train_iters
     segment_time = 0.0
     if run.step < total:
         run.build_dataset()
-        started = time.monotonic()
         interval = min(spec.recipe.checkpoint_interval, total)
         show = dist.get_rank() == 0 and sys.stderr.isatty()
         with _StopRequest() as stop:
