@@ -109,3 +109,22 @@ def test_a_refused_requeue_fails_the_task_loudly(slurm_cluster, tmp_path):
     assert "scontrol requeue" in report and "failed" in report
     output = next(tmp_path.rglob(f"sbatch_*_{job}_0.out")).read_text()
     assert "was NOT requeued" in output and "Requested operation is presently disabled" in output
+
+
+@pytest.mark.timeout(120)
+def test_squeue_is_asked_per_array_task(slurm_cluster, tmp_path):
+    """`active_array_tasks` lists each queued or running task of an array (squeue shows a pending
+    array as one line `ID_[1-3%1]` without --array), and says when squeue cannot answer."""
+    name = f"h1-tasks-{tmp_path.name}-{time.time_ns()}"
+    job = slurm_cluster.run("sbatch", "--parsable", "-A", "test", "-J", name, "--array=0-3%1", "-o", "/dev/null",
+                            "--wrap", "sleep 300").stdout.strip()
+    try:
+        assert slurm.active_array_tasks([name, "another-job"]) == {(name, task) for task in range(4)}
+        slurm_cluster.run("scancel", f"{job}_2")
+        assert slurm.active_array_tasks([name]) == {(name, 0), (name, 1), (name, 3)}
+    finally:
+        slurm_cluster.run("scancel", job)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PATH", str(tmp_path))  # not a Slurm machine
+        with pytest.raises(slurm.QueueUnavailable, match="squeue not found"):
+            slurm.active_array_tasks([name])
