@@ -138,6 +138,7 @@ def test_tiktoken_ranks_file_round_trip(tmp_path, ranks_path, corpus, kind, eod_
     specials = 1 if kind == "tiktoken" else 256  # tiktoken's <|endoftext|>; Llama 3's 256 special tokens
     assert manifest["tokenizer"]["vocab_size"] == 256 + 16 + specials
     assert manifest["tokenizer"]["sha256"] == sha256_file(ranks_path)
+    assert manifest["tokenizer"]["spec"] == f"{kind}:{ranks_path}"
 
 
 def test_large_vocabulary_is_written_as_int32(tmp_path):
@@ -201,7 +202,7 @@ def test_missing_input_and_bad_spec_are_named(tmp_path, hf_tokenizer_path, corpu
 
 def _bpe_with_two_eod_candidates(folder):
     """A byte-level BPE whose vocabulary holds both <|endoftext|> and </s>, saved as folder/tokenizer.json."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     from tests.data_prep.conftest import make_docs
 
@@ -211,6 +212,12 @@ def _bpe_with_two_eod_candidates(folder):
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "</s>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator([d["text"] for d in make_docs(50, seed=7)], trainer)
+    # as Llama's tokenizer.json files do: a BOS the post-processor adds (never in the data), and a
+    # special token added outside the model's vocabulary (it counts in the vocabulary size)
+    tokenizer.add_special_tokens(["<|begin_of_text|>"])
+    bos = tokenizer.token_to_id("<|begin_of_text|>")
+    tokenizer.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                             special_tokens=[("<|begin_of_text|>", bos)])
     folder.mkdir(parents=True)
     tokenizer.save(str(folder / "tokenizer.json"))
     return tokenizer
@@ -227,11 +234,12 @@ def test_hf_folder_takes_its_eod_from_tokenizer_config(tmp_path, eos):
     tokenizer = load_tokenizer(f"hf:{folder}")
     expected = "</s>" if eos in ("</s>", {"content": "</s>", "lstrip": False}) else "<|endoftext|>"
     assert (tokenizer.eod_token, tokenizer.eod_id) == (expected, reference.token_to_id(expected))
-    assert tokenizer.vocab_size == reference.get_vocab_size(with_added_tokens=True)
-    assert tokenizer.sha256 == sha256_file(folder / "tokenizer.json")
+    assert tokenizer.vocab_size == reference.get_vocab_size(with_added_tokens=True) == 301
+    assert tokenizer.sha256 == sha256_file(folder / "tokenizer.json") and tokenizer.spec == f"hf:{folder}"
     ids = reference.encode("the model learns", add_special_tokens=False).ids
-    assert tokenizer.encode("the model learns") == ids
+    assert tokenizer.encode("the model learns") == ids  # no BOS: documents are joined by EOD ids only
     assert b"".join(tokenizer.decode_token(i) for i in ids) == b"the model learns"
+    assert tokenizer.decode_token(tokenizer.eod_id) == expected.encode()  # special tokens decode too
 
 
 def test_a_named_tiktoken_encoding_loads_from_tiktokens_cache(tmp_path, monkeypatch):
@@ -248,7 +256,7 @@ def test_a_named_tiktoken_encoding_loads_from_tiktokens_cache(tmp_path, monkeypa
     tokenizer = load_tokenizer("tiktoken:cl100k_base")
     assert tokenizer.encode("hello world") == [15339, 1917]  # cl100k's ids, as OpenAI's tables give them
     assert (tokenizer.eod_token, tokenizer.eod_id, tokenizer.vocab_size) == ("<|endoftext|>", 100257, 100277)
-    assert tokenizer.sha256 == "tiktoken-encoding:cl100k_base"
+    assert tokenizer.sha256 == "tiktoken-encoding:cl100k_base" and tokenizer.spec == "tiktoken:cl100k_base"
     assert tokenizer.decode_token(15339) == b"hello"
 
 
@@ -256,7 +264,8 @@ def test_a_named_tiktoken_encoding_loads_from_tiktokens_cache(tmp_path, monkeypa
     ("hf", "expected llama3:PATH, tiktoken:NAME_OR_PATH or hf:PATH"),
     ("hf:", "expected llama3:PATH, tiktoken:NAME_OR_PATH or hf:PATH"),
     ("sentencepiece:x.model", "unknown kind 'sentencepiece' (use llama3:, tiktoken: or hf:)"),
-    ("tiktoken:no_such_encoding", "'no_such_encoding' is neither a file nor a tiktoken encoding"),
+    ("tiktoken:no_such_encoding", "'no_such_encoding' is neither a file nor a tiktoken encoding that can be "
+                                  "loaded here (ValueError: Unknown encoding no_such_encoding"),
 ])
 def test_bad_specs_are_named_in_one_line(spec, message):
     with pytest.raises(ValueError) as info:
@@ -265,12 +274,21 @@ def test_bad_specs_are_named_in_one_line(spec, message):
 
 
 def test_unreadable_tokenizer_files_are_named(tmp_path):
-    (tmp_path / "garbage.model").write_text("not base64 at all\n")
-    with pytest.raises(ValueError, match=r"'llama3:.*garbage\.model'.* is not a tiktoken ranks file"):
-        load_tokenizer(f"llama3:{tmp_path / 'garbage.model'}")
+    garbage = tmp_path / "garbage.model"
+    garbage.write_text("not base64 at all\n")
+    for kind in ("llama3", "tiktoken"):
+        with pytest.raises(ValueError) as info:
+            load_tokenizer(f"{kind}:{garbage}")
+        assert str(info.value).startswith(f"tokenizer spec '{kind}:{garbage}': '{garbage}' is not a tiktoken ranks file")
+    for kind in ("llama3", "hf"):
+        with pytest.raises(FileNotFoundError) as info:
+            load_tokenizer(f"{kind}:{tmp_path / 'absent'}")
+        assert str(info.value) == f"tokenizer spec '{kind}:{tmp_path / 'absent'}': no file at '{tmp_path / 'absent'}'"
     (tmp_path / "tokenizer.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"'hf:.*tokenizer\.json': cannot load"):
+    with pytest.raises(ValueError) as info:
         load_tokenizer(f"hf:{tmp_path / 'tokenizer.json'}")
+    assert str(info.value).startswith(f"tokenizer spec 'hf:{tmp_path / 'tokenizer.json'}': "
+                                      f"cannot load '{tmp_path / 'tokenizer.json'}': ")
     folder = tmp_path / "no_eod"
     folder.mkdir()
     from tokenizers import Tokenizer, models
