@@ -171,10 +171,12 @@ def test_megatron_slurm_array_runs_srun_and_torchrun_on_cpu_ranks(workspace, tmp
 
 def test_megatron_tp2_run_through_nemo_run_locally(workspace, tmp_path):
     """A real run: NeMo-Run's LocalExecutor starts torchrun with 2 ranks, the megatron entry
-    trains at TP 2 and writes results.json, which `recipes results` tabulates."""
+    trains at TP 2 and writes results.json, which `recipes results` tabulates; a rerun with
+    another --eval-max-tokens has the entry score it again from its final checkpoint."""
     runs = tmp_path / "runs"
     _megatron_sweep(workspace, runs, "--tensor-parallel", "2")
-    (record,) = [json.loads(p.read_text()) for p in runs.glob("*/results.json")]
+    (path,) = runs.glob("*/results.json")
+    record = json.loads(path.read_text())
     assert record["backend"] == "megatron" and record["world_size"] == 2 and record["device"] == "cpu"
     assert (record["layout"]["tensor_parallel"], record["layout"]["data_parallel"]) == (2, 1)
     assert len(record["train_loss_curve"]) == 50 and record["train_loss_curve"][-1][1] < record["train_loss_curve"][0][1]
@@ -182,3 +184,12 @@ def test_megatron_tp2_run_through_nemo_run_locally(workspace, tmp_path):
     table = tmp_path / "results.csv"
     assert invoke(["results", str(runs), "--output", str(table)]).exit_code == 0
     assert "megatron" in table.read_text() and record["run_id"] in table.read_text()
+
+    tracker = path.parent / "checkpoints" / "latest_checkpointed_iteration.txt"
+    stamp = tracker.stat().st_mtime_ns
+    output = _megatron_sweep(workspace, runs, "--tensor-parallel", "2", "--eval-max-tokens", "2048")
+    assert "on news, wiki (completed; no retraining), by its megatron entry" in output
+    rescored = json.loads(path.read_text())
+    assert {d: e["samples"] for d, e in rescored["eval"].items()} == {"wiki": 16, "news": 16}  # 32 before
+    assert rescored["train_loss_curve"] == record["train_loss_curve"] and tracker.stat().st_mtime_ns == stamp
+    assert rescored["eval_identity"]["sha256"] != record["eval_identity"]["sha256"]
