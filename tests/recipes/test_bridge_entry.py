@@ -263,6 +263,28 @@ def test_no_evaluation_starts_inside_the_time_margin(bridge_run):
     assert fake.calls == ["train:0-190"]
 
 
+def test_per_domain_children_run_one_stage_each_and_count_from_the_job_start(bridge_run, monkeypatch):
+    fake, stages = FakeBridge(), []
+
+    def child(run_dir, spec, stage, deadline):  # the child process's work, in this process
+        stages.append(stage)
+        run_bridge(run_dir, api=fake.api(), deadline=deadline, stage=stage)
+
+    monkeypatch.setattr(bridge_entry, "_stage_in_child", child)
+    record = run_bridge(bridge_run, eval_process="per-domain")
+    assert stages == ["train", "eval:wiki", "eval:news"] and set(record["eval"]) == {"wiki", "news"}
+    assert run_bridge(bridge_run, eval_process="per-domain") is None and len(stages) == 3  # complete
+    monkeypatch.undo()
+    launched = []
+    monkeypatch.setattr(bridge_entry.subprocess, "run",
+                        lambda command, env: launched.append((command, env)) or subprocess.CompletedProcess(command, 0))
+    deadline = Deadline(240, started=1_700_000_000.0)
+    bridge_entry._stage_in_child(bridge_run, RunSpec.load(bridge_run), "eval:wiki", deadline)
+    ((command, env),) = launched
+    assert command[-4:] == ["--stage", "eval:wiki", "--time-limit", "240"]  # the job's limit, not what is left
+    assert float(env["SYNTHSCALE_JOB_START"]) == 1_700_000_000.0  # and the job's start
+
+
 # --- running functions on real ranks ------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
