@@ -191,11 +191,6 @@ def is_complete(run_dir: str | Path) -> bool:
     return (Path(run_dir) / RESULTS_FILE).is_file()
 
 
-def scored_domains(run_dir: str | Path) -> list[str]:
-    """The evaluation domains a completed run's results.json holds."""
-    return sorted(load_result(Path(run_dir) / RESULTS_FILE)["eval"])
-
-
 def load_result(path: str | Path) -> dict:
     path = Path(path)
     try:
