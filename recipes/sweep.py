@@ -243,12 +243,16 @@ def execute_sweep(
         else:
             echo(f"run   {label}, {spec.plan.train_iters} steps")
             launch(spec, item.run_dir, settings, item.blend)
+            if not item.complete:  # NeMo-Run reports a failed launch, it does not raise
+                failures.append(f"{spec.run_id}: its {spec.backend} launch ended without results.json "
+                                f"(logs under {item.run_dir / 'nemo_run'})")
     if settings.kind == "slurm":
         submit_arrays(planned, settings, Path(request.output), dry_run_only, echo)
     if in_process:
         run_cpu_runs(in_process, request.jobs, request.threads, echo, run_cpu_fn)
     if failures:
-        raise RunFailed("\n  - ".join([f"{len(failures)} runs not scored as asked:", *failures]))
+        raise RunFailed("\n  - ".join([f"{len(failures)} runs did not finish as asked (rerun the sweep to "
+                                        f"continue them):", *failures]))
     return planned, record
 
 

@@ -193,3 +193,12 @@ def test_megatron_tp2_run_through_nemo_run_locally(workspace, tmp_path):
     assert {d: e["samples"] for d, e in rescored["eval"].items()} == {"wiki": 16, "news": 16}  # 32 before
     assert rescored["train_loss_curve"] == record["train_loss_curve"] and tracker.stat().st_mtime_ns == stamp
     assert rescored["eval_identity"]["sha256"] != record["eval_identity"]["sha256"]
+
+
+def test_a_failed_local_launch_fails_the_sweep(workspace, tmp_path, monkeypatch):
+    """NeMo-Run reports a failed local run without raising: the sweep checks for results.json."""
+    monkeypatch.setenv("SYNTHSCALE_TORCH_THREADS", "zero")  # the entry's ranks inherit it and fail at start-up
+    output = _megatron_sweep(workspace, tmp_path / "runs", exit_code=1)
+    (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/run.json")]
+    assert f"{run_dir.name}: its megatron launch ended without results.json" in output
+    assert "1 runs did not finish as asked" in output and not (run_dir / "results.json").exists()
