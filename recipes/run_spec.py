@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from data_prep.blend import megatron_read_epochs
 from data_prep.blend_spec import BlendSpec
 from data_prep.indexed import dataset_exists
 from recipes.recipe import TrainingRecipe, TrainPlan, plan_training
@@ -84,7 +85,8 @@ def parse_eval_domains(items: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 def check_blend_for_run(blend: BlendSpec, recipe: TrainingRecipe, plan: TrainPlan) -> None:
     """Refuse a run the blend cannot feed: wrong sequence length or vocabulary, or a source
-    read more than max_epochs times (tokens needed = weight x D > tokens_available x max_epochs)."""
+    read more than max_epochs times, counted as megatron-core reads it (data_prep.blend.megatron_read_epochs:
+    per shard, with its sample surplus and the extra token per sample)."""
     where = blend.path or blend.name
     if blend.seq_length != recipe.seq_length:
         raise RunRefused(
@@ -99,14 +101,17 @@ def check_blend_for_run(blend: BlendSpec, recipe: TrainingRecipe, plan: TrainPla
             f"{recipe.name!r} expects {recipe.vocab_size} (the Llama 3 tokenizer); tokenize with it or use "
             f"another recipe"
         )
+    one_dataset = sum(len(s.shards) if s.shards else 1 for s in blend.active_sources) == 1
     for source in blend.active_sources:
-        needed = source.weight * plan.tokens
-        limit = source.tokens_available * blend.max_epochs
-        if needed > limit * (1 + 1e-9):
+        shard_tokens = [s.tokens for s in source.shards] if source.shards else [source.tokens_available]
+        epochs = megatron_read_epochs(shard_tokens, source.weight, plan.num_samples, blend.seq_length, one_dataset)
+        if epochs > blend.max_epochs * (1 + 1e-9):
+            needed = source.weight * plan.tokens
             raise RunRefused(
                 f"blend {where}: D={plan.tokens} ({format_count(plan.tokens)}) x weight {source.weight:g} needs "
-                f"{needed:.0f} tokens of source {source.name!r}, which has {source.tokens_available} "
-                f"(max_epochs={blend.max_epochs:g} allows {limit:.0f}); largest D this blend allows: "
+                f"{needed:.0f} tokens of source {source.name!r}, which has {source.tokens_available}: megatron-core "
+                f"would read it {epochs:.6g} times ({plan.num_samples} samples of {blend.seq_length} + 1 tokens, "
+                f"with its surplus), more than max_epochs={blend.max_epochs:g}; largest D this blend allows: about "
                 f"{int(min(s.tokens_available * blend.max_epochs / s.weight for s in blend.active_sources))}"
             )
 

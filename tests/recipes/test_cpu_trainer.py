@@ -182,3 +182,24 @@ def test_training_and_evaluation_index_caches_are_the_runs_own(runs, workspace):
         descriptions = [json.loads(p.read_text()) for p in (run / "dataset_cache").rglob("*-description.txt")]
         train = [d for d in descriptions if d.get("index_split") == "train"]
         assert train, f"{run.name}: no training index cache in its own folder: {cached}"
+
+
+def test_a_budget_that_fits_by_tokens_but_not_as_megatron_reads_it_is_refused(workspace, tmp_path):
+    """weight x D <= tokens held, yet megatron-core (per-sample surplus, seq_length + 1 tokens per
+    sample) would start a second epoch of the source: the run is refused before anything is written."""
+    import yaml
+
+    from recipes.run_spec import RunRefused, check_blend_for_run
+    from data_prep.blend_spec import BlendSpec
+    from recipes.recipe import get_recipe, plan_training
+
+    blend = BlendSpec.load(workspace.blend)
+    natural = next(s for s in blend.active_sources if s.name == "natural")
+    step = 4 * 64  # global batch 4 x seq_length 64
+    tokens = int(natural.tokens_available / natural.weight) // step * step  # largest whole-step D by tokens
+    assert natural.weight * tokens <= natural.tokens_available  # the naive check lets it through
+    recipe = get_recipe("cpu-tiny").with_overrides(seq_length=64, global_batch_size=4, micro_batch_size=4)
+    plan = plan_training(tokens, recipe)
+    with pytest.raises(RunRefused, match=r"source 'natural'.*megatron-core would read it 1\.0"):
+        check_blend_for_run(blend, recipe, plan)
+    assert yaml.safe_load(workspace.blend.read_text())  # the blend itself is untouched
