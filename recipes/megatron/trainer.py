@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import warnings
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -270,7 +271,10 @@ def train(run_dir: Path, spec: RunSpec, stop_after_minutes: float | None = None)
     if run.step < total:
         run.build_dataset()
         interval = min(spec.recipe.checkpoint_interval, total)
-        show = dist.get_rank() == 0 and sys.stderr.isatty()
+        logs = dist.get_rank() == 0  # every rank has the loss; one writes the job's log lines
+        show = logs and sys.stderr.isatty()
+        if logs and run.step:  # when a requeued or restarted run went on (the CPU trainer's line)
+            _log(f"{spec.run_id}: resuming at step {run.step} of {total} at {_utc_now()}")
         with _StopRequest() as stop:
             while run.step < total:
                 step_started = time.perf_counter()
@@ -286,7 +290,14 @@ def train(run_dir: Path, spec: RunSpec, stop_after_minutes: float | None = None)
                 stopping = _agree(out_of_time or stop.signalled) and run.step < total
                 if run.step % interval == 0 or run.step == total or stopping:
                     run.save()
+                    if logs and not show:  # a batch job's log: progress at each checkpoint
+                        _log(f"{spec.run_id}: step {run.step} of {total}, loss {loss:.4f}, checkpoint saved")
                 if stopping:
+                    if logs:
+                        why = ("a stop signal" if stop.signalled else f"its {stop_after_minutes:g}-minute budget"
+                               if out_of_time else "another rank's stop request")
+                        _log(f"{spec.run_id}: stopped by {why} at step {run.step} of {total}; checkpoint saved, "
+                             f"the next run resumes it")
                     break
         if show:
             print(file=sys.stderr)
@@ -294,6 +305,14 @@ def train(run_dir: Path, spec: RunSpec, stop_after_minutes: float | None = None)
     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # the slowest rank's: the same number on every rank
     return {"finished": run.step >= total, "steps_done": run.step, "train_time_s": float(elapsed),
             "loss_curve": run.loss_curve}
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # --- evaluation ----------------------------------------------------------------------------------

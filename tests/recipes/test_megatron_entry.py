@@ -28,11 +28,13 @@ def _command(run_dir: Path, *extra: str) -> list[str]:
             "-m", "recipes.megatron.entry", "--run-dir", str(run_dir), *extra]
 
 
-def entry(run_dir: Path, *extra: str) -> None:
-    """Run the entry under torchrun to its end; fail with the ranks' errors unless every rank exits 0."""
+def entry(run_dir: Path, *extra: str) -> str:
+    """Run the entry under torchrun to its end; fail with the ranks' errors unless every rank exits 0.
+    Returns its stderr (the job's log)."""
     done = subprocess.run(_command(run_dir, *extra), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     errors = [line for line in done.stderr.splitlines() if "warn" not in line.lower()]  # megatron's TE/Apex notices
     assert done.returncode == 0, "\n".join(errors[-150:])
+    return done.stderr
 
 
 def entry_signalled(run_dir: Path, after_step: int, log: Path) -> int:
@@ -80,18 +82,22 @@ def test_a_run_stopped_by_its_budget_then_by_sigterm_continues_to_the_same_losse
     run_dir = tmp_path / "run"
     make_run(run_dir, workspace, pipeline_parallel=2)
     # job 1: a training budget of zero minutes: one step, a checkpoint, exit 0 (the trap would requeue)
-    entry(run_dir, "--train-minutes", "0")
+    log = entry(run_dir, "--train-minutes", "0")
     assert latest_step(run_dir) == 1 and not (run_dir / "results.json").exists()
+    assert f"stopped by its 0-minute budget at step 1 of {STEPS}; checkpoint saved" in log  # the job's log says so
     # job 2: SIGTERM once a checkpoint at step 10 exists: the ranks save after the current step and
     # go through the stages (the segment is recorded); torchrun itself exits non-zero on a signal
     entry_signalled(run_dir, after_step=10, log=tmp_path / "job2.log")
     stopped_at = latest_step(run_dir)
-    log = (tmp_path / "job2.log").read_text()[-4000:]
-    assert 10 <= stopped_at < STEPS, log
-    assert [(s["steps_done"], s["finished"]) for s in _segments(run_dir)] == [(1, False), (stopped_at, False)], log
+    log = (tmp_path / "job2.log").read_text()
+    assert 10 <= stopped_at < STEPS, log[-4000:]
+    assert f"resuming at step 1 of {STEPS}" in log and f"at step {stopped_at} of {STEPS}; checkpoint saved" in log
+    assert [(s["steps_done"], s["finished"]) for s in _segments(run_dir)] == [(1, False), (stopped_at, False)], \
+        log[-4000:]
     assert not (run_dir / "results.json").exists()
     # job 3: continues to the end, evaluates, results.json
-    entry(run_dir)
+    log = entry(run_dir)
+    assert f"resuming at step {stopped_at} of {STEPS}" in log and f"step {STEPS} of {STEPS}, loss" in log
     record = json.loads((run_dir / "results.json").read_text())
     reference = dict(uninterrupted["train_loss_curve"])
     assert [step for step, _ in record["train_loss_curve"]] == list(range(1, STEPS + 1))
