@@ -9,7 +9,7 @@ queue (pending or running), asking its folder for TP=1 is refused by name and as
 leaves it alone: neither writes or submits anything. The three complete, each task's log follows
 its run, `recipes results` tabulates them, a rerun skips them, and TP=2 and PP=2 reach TP=1's final
 training and evaluation losses to 1e-4 (measured here: within 3e-9).
-""""""
+"""
 
 from __future__ import annotations
 
