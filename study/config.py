@@ -37,7 +37,9 @@ class StudyConfig:
     textbook_docs: int = 2  # textbook: one book (an outline, then 10 chapters) per document
     chunk_tokens: int = 192  # sources are cut into chunks of about this many generator tokens
     max_new_tokens: int = 320
-    generation_args: tuple[str, ...] = ()  # extra `generation run` flags, e.g. --backend openai --base-url URL
+    # extra `generation run` flags for the real generator, e.g. --backend openai --base-url URL; the demo's
+    # frequency penalty curbs SmolLM2-135M's loops (study/demo.yaml says what it measured)
+    generation_args: tuple[str, ...] = ("--frequency-penalty", "0.3")
     # SynthLLM level 3 (concepts -> concept graph -> questions across documents) as one more corpus.
     # Off in the demo: on 2 CPU cores it adds ~10 minutes (see README), and a 135M model's concept
     # lists are poor; on a GPU or with a served model, turn it on.
