@@ -336,6 +336,8 @@ def recipes_command(prompt_sets: tuple[str, ...], show: str | None, as_json: boo
             if step.system:
                 click.echo(f"system: {step.system}")
             click.echo(f"user: {step.user}")
+            if step.user_one_document:
+                click.echo(f"user, when one document holds every concept: {step.user_one_document}")
         return
     recipes = load_recipes(list(prompt_sets))
     emit_json({name: _recipe_json(r) for name, r in sorted(recipes.items())}, as_json, json_file)
