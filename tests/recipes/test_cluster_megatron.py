@@ -66,7 +66,7 @@ def test_megatron_tp2_pp2_and_tp1_arrays_complete_with_one_final_loss(workspace,
             assert f"queued {run_dir.name}" in again and "submitted array" not in again, again
             assert _files(folders[name]) == before
 
-    records = {}
+    records, rows = {}, {}
     for name, (job, run_dir) in submitted.items():
         states = slurm_cluster.wait_for_name(job, timeout=900)
         assert set(states.values()) == {"COMPLETED"}, f"{name}: {states}\n{_logs(folders[name])[-3000:]}"
@@ -80,13 +80,14 @@ def test_megatron_tp2_pp2_and_tp1_arrays_complete_with_one_final_loss(workspace,
             folders[name])  # the task's log follows the run (rank 0's line)
         table = tmp_path / f"{name}.csv"
         assert invoke(["results", str(folders[name]), "--output", str(table)]).exit_code == 0
-        (row,) = list(csv.DictReader(table.open()))
+        (row,) = rows[name] = list(csv.DictReader(table.open()))
         assert row["run_id"] == run_dir.name and row["backend"] == "megatron"
         assert float(row["loss"]) == pytest.approx(record["eval"]["wiki"]["loss"], rel=1e-12)
         rerun = _sweep(workspace, folders[name], *LAYOUTS[name])
         assert f"skip  {run_dir.name}" in rerun and "submitted array" not in rerun, rerun
 
-    assert len({record["run_id"] for record in records.values()}) == 1  # one config, three layouts
+    same = [{k: v for k, v in row.items() if not k.startswith("loss")} for (row,) in rows.values()]
+    assert same[0] == same[1] == same[2]  # one config, three layouts: one run id, recipe, evaluation identity
     for name in ("tp2", "pp2"):  # the layout does not change the science
         assert records[name]["train_loss_curve"][-1][1] == pytest.approx(records["tp1"]["train_loss_curve"][-1][1],
                                                                         abs=1e-4)
