@@ -10,7 +10,7 @@ the published thresholds. A document fails a rule when its share is ABOVE the th
   dup_line_char_frac    0.20  characters in those repeated lines / characters of the document
   dup_para_char_frac    0.20  characters in those repeated paragraphs / characters of the document
   top_2gram .. top_4gram      characters covered by the most frequent word n-gram (all its occurrences,
-                        0.20, 0.18, 0.16   when it occurs twice or more) / characters of the words
+                        0.20, 0.18, 0.16   when it occurs twice or more; overlaps counted once) / characters of the words
   dup_5gram .. dup_10gram     characters of the words covered by n-grams that repeat an earlier
                         0.15, 0.14, 0.13, 0.12, 0.11, 0.10   occurrence / characters of the words
 
@@ -74,7 +74,11 @@ def _top_ngram_share(words: list[str], lengths: list[int], total: int, n: int) -
     gram, count = grams.most_common(1)[0]
     if count < 2:
         return 0.0
-    return count * sum(len(w) for w in gram) / total
+    covered = [False] * len(words)  # characters covered, so overlapping occurrences count once
+    for i in range(len(words) - n + 1):
+        if tuple(words[i:i + n]) == gram:
+            covered[i:i + n] = [True] * n
+    return sum(length for length, c in zip(lengths, covered) if c) / total
 
 
 def _duplicated_ngram_share(words: list[str], lengths: list[int], total: int, n: int) -> float:

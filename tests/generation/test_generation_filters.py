@@ -206,3 +206,9 @@ def test_repetitive_outputs_are_counted_per_rule_and_kept_in_failures(tmp_path, 
     assert len(read_outputs(tmp_path / "off")) == 7 and manifest["filters"]["dropped"] == {}
     assert manifest["fidelity"]["degenerate_share"] == manifest["fidelity"]["degenerate_share_kept"] == round(3 / 7, 4)
 
+
+
+def test_shares_count_overlapping_occurrences_once():
+    shares = GOPHER.shares("Question:\n" * 60)  # the qa loop SmolLM2 wrote: one line, 60 times
+    assert shares["top_2gram"] == shares["top_4gram"] == 1.0 and shares["dup_line_frac"] == pytest.approx(59 / 60)
+    assert GOPHER.check("Question:\n" * 60) == "dup_line_frac"
