@@ -101,9 +101,17 @@ def report(ctx, results, output, laws, baseline, speedup_law, extrapolate_n, ext
       analysis report --config report.yaml --set uncertainty.bootstrap=200 --print-config
     """
     from analysis.report import write_report
+    from analysis.report_cache import inputs_key, reusable
 
     if bool(unigram_train) != bool(unigram_test):
         raise click.UsageError("--unigram-train and --unigram-test go together")
+    key = inputs_key(results, resolved_config(ctx)) if Path(results).is_file() else None
+    if key is not None and reusable(output, key):
+        click.echo(f"reused {output}: made from the same results table, settings and inputs, nothing refitted "
+                   f"(inputs key {key[:12]}; remove the folder to fit again)")
+        click.echo("summary:")
+        click.echo((Path(output) / "summary.txt").read_text(encoding="utf-8").rstrip("\n"))
+        return
     config = analysis_config(grid, laws=tuple(laws), bootstrap=bootstrap, seed=seed, confidence=confidence,
                              workers=workers, shared_exponents=shared_exponents, skip_unfittable=skip_unfittable,
                              target=target, baseline=baseline, speedup_law=speedup_law, holdout_joint=holdout_joint,
@@ -127,7 +135,7 @@ def report(ctx, results, output, laws, baseline, speedup_law, extrapolate_n, ext
         unigram = unigram_diagnostics(unigram_train, unigram_test, smoothing=smoothing)
     aset = run_fits(table, config, pool_conditions, domain_tables=domain_tables, domain_config=domain_config,
                     label=label)
-    paths = write_report(aset, output, unigram, corpus_rows, config_file=Path(output) / CONFIG_NAME)
+    paths = write_report(aset, output, unigram, corpus_rows, config_file=Path(output) / CONFIG_NAME, inputs_key=key)
     write_resolved_config(ctx, Path(output) / CONFIG_NAME)
     for note in aset.all_notes():
         if note not in table.notes:

@@ -168,7 +168,7 @@ def _best_ratios(analysis: "Analysis") -> None:
         if missing or bad:
             reasons = [f"{m!r} has no joint fit (too few runs)" for m in missing]
             reasons += [f"{m!r} joint fit: {joint[m].reason()}" for m in bad]
-            short = [f"{m}: no fit" for m in missing] + [f"{m}: {joint[m].short()}" for m in bad]
+            short = [f"{m}: too few runs" for m in missing] + [f"{m}: {joint[m].short()}" for m in bad]
             analysis.best_ratios.append({**head, "identified": False, "reason": "; ".join(reasons),
                                          "short": "; ".join(short)})
             continue

@@ -135,13 +135,13 @@ def check_unit(unit: FitUnit) -> str | None:
     return f"{unit.label} ({law.formula}): " + "; ".join(problems)
 
 
-def build_units(
+def plan_units(
     table: ResultsTable,
     law: Law,
     shared: bool = False,
     mixtures: list[str] | None = None,
-) -> tuple[list[FitUnit], list[str]]:
-    """All units of `law` in the table, and the messages of those that cannot be fitted.
+) -> list[tuple[FitUnit, str | None]]:
+    """Every unit of `law` the table's runs define, each with None (it can be fitted) or what it lacks.
 
     Per mixture (and per fixed N or D for the data and model laws); with `shared`, the
     mixtures at the same fixed value form one unit with shared exponents.
@@ -151,8 +151,7 @@ def build_units(
         runs = runs[runs["mixture"].isin(mixtures)]
     fixed_col = law.fixed
     slices = [(None, runs)] if fixed_col is None else list(runs.groupby(fixed_col, sort=True))
-    units: list[FitUnit] = []
-    problems: list[str] = []
+    planned: list[tuple[FitUnit, str | None]] = []
     for fixed_value, part in slices:
         groups_of = [part] if shared else [g for _, g in part.groupby("mixture", sort=True)]
         for group in groups_of:
@@ -170,11 +169,19 @@ def build_units(
                 condition=table.condition or None,
             )
             message = check_unit(unit)
-            if message is None:
-                units.append(unit)
-            else:
-                problems.append(message + _excluded_note(table, names))
-    return units, problems
+            planned.append((unit, None if message is None else message + _excluded_note(table, names)))
+    return planned
+
+
+def build_units(
+    table: ResultsTable,
+    law: Law,
+    shared: bool = False,
+    mixtures: list[str] | None = None,
+) -> tuple[list[FitUnit], list[str]]:
+    """All units of `law` that can be fitted, and the messages of those that cannot (plan_units)."""
+    planned = plan_units(table, law, shared, mixtures)
+    return [u for u, m in planned if m is None], [m for _, m in planned if m is not None]
 
 
 def _excluded_note(table: ResultsTable, mixtures: tuple[str, ...]) -> str:

@@ -1,6 +1,6 @@
 """What is analysed with what: conditions, (family, generator) groups, and noise from seeds.
 
-- A *condition* is (backend, recipe_hash). Runs of different conditions are analysed apart
+- A *condition* is (backend, recipe_hash, eval_identity). Runs of different conditions are analysed apart
   (`split_conditions`), unless the user pools them (`--pool-conditions`), which the report says.
 - Within a condition, mixtures of one (family, generator) form the ratio axis of that family;
   the natural mixture (0% synthetic) of the condition belongs to every family (`group_rows`).
@@ -27,14 +27,14 @@ def split_conditions(table: ResultsTable, pool: bool = False) -> tuple[list[Resu
         label = conditions[0] if len(conditions) == 1 else "pooled: " + " + ".join(c or "?" for c in conditions)
         notes = []
         if len(conditions) > 1:
-            notes.append(f"--pool-conditions: runs of {len(conditions)} conditions {conditions} (backend/recipe_hash) "
+            notes.append(f"--pool-conditions: runs of {len(conditions)} conditions {conditions} (backend/recipe_hash/eval) "
                          f"are fitted together as if trained alike; runs of one mixture, N and D across them count "
                          f"as repeats")
         return [table.subset(np.ones(len(table.runs), bool), label or None)], notes
     parts = [table.subset((table.runs["condition"] == c).to_numpy(), c or None) for c in conditions]
     notes = []
     if len(conditions) > 1:
-        notes.append(f"{len(conditions)} conditions (backend/recipe_hash) {conditions}: each is analysed on its own "
+        notes.append(f"{len(conditions)} conditions (backend/recipe_hash/eval) {conditions}: each is analysed on its own "
                      f"(--pool-conditions fits them together)")
     return parts, notes
 

@@ -120,7 +120,7 @@ def point_problems(law: Law, theta: np.ndarray, mixtures: tuple[str, ...], min_l
             if name == "e" and np.exp(value) < E_FLOOR_SHARE * min_loss[mixture]:
                 out.append(Problem("E to zero", "E", who,
                                    f"{prefix}E driven to zero (below {E_FLOOR_SHARE:g} x the smallest observed loss, "
-                                   f"{min_loss[mixture]:.4g}): the runs show no loss floor", "E → 0"))
+                                   f"{min_loss[mixture]:.4g}): the runs show no loss floor", "E→0"))
                 continue
             for side, bound in zip(("lower", "upper"), LOG_SCALE_BOUNDS):
                 if name == "l" and side == "lower":
@@ -130,7 +130,7 @@ def point_problems(law: Law, theta: np.ndarray, mixtures: tuple[str, ...], min_l
                         " (the loss is flat over these budgets)" if name == "l" else "")
                     out.append(Problem("bound", natural, who,
                                        f"{prefix}{natural} on the optimiser's {side} bound (log {natural} = {bound:g}): "
-                                       f"{effect}", f"{natural} at a bound"))
+                                       f"{effect}", f"{natural} at bound"))
     offset = len(mixtures) * k
     for i, name in enumerate(law.exponent_names):
         value = float(theta[offset + i])
@@ -139,7 +139,7 @@ def point_problems(law: Law, theta: np.ndarray, mixtures: tuple[str, ...], min_l
                 why = (f"the loss does not fall with {_COLUMN[name]} on these runs" if side == "lower"
                        else "a step, not a power law")
                 out.append(Problem("bound", name, None,
-                                   f"exponent {name} on its {side} bound {bound:g}: {why}", f"{name} at a bound"))
+                                   f"exponent {name} on its {side} bound {bound:g}: {why}", f"{name} at bound"))
     return out
 
 
@@ -164,7 +164,7 @@ def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_res
     valid = n_resamples - n_failed
     if valid < MIN_VALID_SHARE * n_resamples or valid < MIN_RESAMPLES:
         out.append(Problem("resamples", None, None,
-                           f"only {valid} of {n_resamples} bootstrap resamples converged", "resamples fail"))
+                           f"only {valid} of {n_resamples} bootstrap resamples converged", "resamples"))
     seen: set[str] = set()
     for mixture, params in intervals.items():
         for name, interval in params.items():
@@ -185,7 +185,7 @@ def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_res
                     share = width / loss_scale[mixture]
                     out.append(Problem("interval", "E", who,
                                        f"{prefix}the bootstrap interval of E is wider than {E_MAX_WIDTH_SHARE:.0%} "
-                                       f"of the smallest observed loss (its width: {share:.0%} of it)", "E interval"))
+                                       f"of the smallest observed loss (its width: {share:.0%} of it)", "E wide"))
                 continue
             if zero_ok and name in zero_ok:
                 unit = f"{name} / D_min^beta" if name == "D_l" else name
@@ -194,7 +194,7 @@ def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_res
                         top = "has no upper end" if not np.isfinite(hi) else f"reaches above {DL_ONE_SIDED_MAX:g}"
                         out.append(Problem("interval", name, who,
                                            f"{prefix}the bootstrap interval of {unit} reaches 0 but {top}: the runs "
-                                           f"do not tell whether {name} matters", f"{name} interval"))
+                                           f"do not tell whether {name} matters", f"{name} wide"))
                     continue
                 name_shown = unit
             else:
@@ -202,12 +202,12 @@ def interval_problems(intervals: dict[str, dict[str, list[float] | None]], n_res
             if lo <= 0:
                 out.append(Problem("interval", name, who,
                                    f"{prefix}the bootstrap interval of {name_shown} reaches "
-                                   f"{'0' if lo == 0 else 'below 0'}", f"{name} interval"))
+                                   f"{'0' if lo == 0 else 'below 0'}", f"{name} wide"))
             elif not np.isfinite(hi) or hi / lo > MAX_INTERVAL_RATIO:
                 span = "without an upper end" if not np.isfinite(hi) else f"a factor {hi / lo:.3g} (hi/lo)"
                 out.append(Problem("interval", name, who,
                                    f"{prefix}the bootstrap interval of {name_shown} spans {span}, more than a decade",
-                                   f"{name} interval"))
+                                   f"{name} wide"))
     return out
 
 

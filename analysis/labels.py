@@ -60,16 +60,26 @@ def label_mixtures(runs: pd.DataFrame, recorded: tuple[str, ...], notes: list[st
     return runs
 
 
-def condition_label(backend: str, recipe_hash: str, recorded: tuple[str, ...]) -> str:
+CONDITION_FIELDS = ("backend", "recipe_hash", "eval_identity")
+IDENTITY_SHOWN = 12  # hex digits of eval_identity in a condition's label
+
+
+def condition_label(backend: str, recipe_hash: str, recorded: tuple[str, ...], identity: str = "") -> str:
+    """'backend/recipe_hash/e:<eval_identity>' with the parts the table records ('?' for a blank cell)."""
     parts = []
     if "backend" in recorded:
         parts.append(backend or "?")
     if "recipe_hash" in recorded:
         parts.append(recipe_hash or "?")
+    if "eval_identity" in recorded:
+        parts.append("e:" + (identity or "?"))
     return "/".join(parts)
 
 
 def conditions(runs: pd.DataFrame, recorded: tuple[str, ...], notes: list[str]) -> list[str]:
+    """Each run's condition label. eval_identity is part of it when the table holds several (shortened to
+    IDENTITY_SHOWN digits unless that would merge two); with one, every run was scored alike and the
+    label leaves it out (the report's Input section names it)."""
     missing = [c for c in ("backend", "recipe_hash") if c not in recorded]
     if missing:
         notes.append(f"the table has no {' and no '.join(missing)} column: runs trained differently cannot be "
@@ -77,10 +87,16 @@ def conditions(runs: pd.DataFrame, recorded: tuple[str, ...], notes: list[str]) 
     if "seed" not in recorded:
         notes.append("the table has no seed column: several runs of one configuration are reported as repeats "
                      "of unknown seed")
-    blank = [c for c in ("backend", "recipe_hash") if c in recorded and (runs[c] == "").any()]
+    blank = [c for c in CONDITION_FIELDS if c in recorded and (runs[c] == "").any()]
     for column in blank:
         notes.append(f"{int((runs[column] == '').sum())} run(s) have an empty {column}: their condition shows it as '?'")
-    return [condition_label(b, h, recorded) for b, h in zip(runs["backend"], runs["recipe_hash"])]
+    identities = list(runs["eval_identity"]) if "eval_identity" in runs else [""] * len(runs)
+    full = set(identities)
+    if len(full) == 1:  # one evaluation for every run: it tells no runs apart, the label leaves it out
+        recorded = tuple(c for c in recorded if c != "eval_identity")
+    elif len({i[:IDENTITY_SHOWN] for i in full}) == len(full):
+        identities = [i[:IDENTITY_SHOWN] for i in identities]
+    return [condition_label(b, h, recorded, i) for b, h, i in zip(runs["backend"], runs["recipe_hash"], identities)]
 
 
 def slug(text: str | None) -> str:

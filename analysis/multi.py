@@ -51,6 +51,7 @@ class AnalysisSet:
                 "condition": a.condition,
                 "backend": sorted(set(runs["backend"]) - {""}) or None,
                 "recipe_hash": sorted(set(runs["recipe_hash"]) - {""}) or None,
+                "eval_identity": sorted(set(runs["eval_identity"]) - {""}) or None,
                 "runs": int(len(runs)), "mixtures": a.table.mixtures,
                 "repeated_configurations": len(a.table.repeated),
             })
@@ -86,6 +87,8 @@ class AnalysisSet:
             "fits": fits,
             "shared_exponent_fits": shared,
             "not_fitted": self.flat("not_fitted"),
+            "identification": self.flat("identification"),
+            "model_free": [{"condition": a.condition, **a.comparison} for a in self.analyses],
             "holdout": holdouts,
             "baseline": [{"condition": a.condition, "mixture": a.baseline, "why": a.baseline_note} for a in self.analyses],
             "extrapolation": self.flat("extrapolations"),

@@ -15,8 +15,10 @@ from analysis.bootstrap import BootstrapSamples, bootstrap_fits, percentile_inte
 from analysis.config import AnalysisConfig
 from analysis.derive import derive_findings
 from analysis.fit import FitResult, fit_units, shared_starts
-from analysis.fit_inputs import FitUnit, UnfittableError, build_units
+from analysis.fit_inputs import FitUnit, UnfittableError, build_units, plan_units
+from analysis.comparison import compare_to_baseline
 from analysis.grouping import group_rows, seed_spread
+from analysis.identification import identification_rows
 from analysis.identify import DL_ZERO_RATIO, MIN_RESAMPLES, Identification, bootstrap_checked, interval_problems
 from analysis.laws import get_law
 from analysis.plateau import derive_plateaus
@@ -75,7 +77,7 @@ class Fitted:
     def short(self) -> str:
         """A few words for compact tables and the summary."""
         if not self.fit.converged:
-            return "did not converge"
+            return "no convergence"
         return (self.identification or self.identify(0.95)).short()
 
     def reason(self, mixture: str | None = None) -> str:
@@ -116,6 +118,7 @@ class Analysis:
     fits: dict[str, list[Fitted]] = field(default_factory=dict)
     shared: dict[str, list[Fitted]] = field(default_factory=dict)
     not_fitted: list[str] = field(default_factory=list)
+    unfitted: list[tuple[FitUnit, str]] = field(default_factory=list)  # units too short of runs, and why
     holdouts: dict[str, list[Holdout]] = field(default_factory=dict)
     baseline: str | None = None
     baseline_note: str = ""
@@ -128,6 +131,8 @@ class Analysis:
     plateau_trends: list[dict] = field(default_factory=list)  # log D_p = a + b log N, per mixture and criterion
     groups: list[dict] = field(default_factory=list)
     seeds: dict = field(default_factory=dict)
+    comparison: dict = field(default_factory=dict)  # model-free: each mixture against the baseline at equal (N, D)
+    identification: list[dict] = field(default_factory=list)  # one row per planned fit (identification.py)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     prefix: str = ""  # of figure names, when several conditions share a report
@@ -151,6 +156,8 @@ class Analysis:
             "fits": {law: [f.to_dict(c) for f in fs] for law, fs in self.fits.items()},
             "shared_exponent_fits": {law: [f.to_dict(c) for f in fs] for law, fs in self.shared.items()},
             "not_fitted": self.not_fitted,
+            "identification": self.identification,
+            "model_free": self.comparison,
             "holdout": {
                 law: {"summary": holdout_summary(hs), "units": [h.to_dict() for h in hs]}
                 for law, hs in self.holdouts.items()
@@ -189,8 +196,10 @@ def _run_analysis(table: ResultsTable, config: AnalysisConfig, pool) -> Analysis
     units: dict[str, list[FitUnit]] = {}
     problems: list[str] = []
     for name in config.laws:
-        units[name], unfit = build_units(table, get_law(name))
-        problems += unfit
+        planned = plan_units(table, get_law(name))
+        units[name] = [u for u, message in planned if message is None]
+        problems += [message for _, message in planned if message is not None]
+        analysis.unfitted += [(u, message) for u, message in planned if message is not None]
     if problems and not config.skip_unfittable:
         raise UnfittableError(problems)
     analysis.not_fitted = problems
@@ -213,11 +222,6 @@ def _run_analysis(table: ResultsTable, config: AnalysisConfig, pool) -> Analysis
         analysis.notes.append(
             f"{len(few)} fit(s) have fewer than 10 runs; bootstrap intervals from so few runs understate "
             f"the uncertainty (e.g. {few[0]})")
-    unidentified = [f for f in everything if f.fit.converged and not f.identified]
-    if unidentified:
-        analysis.notes.append(
-            f"{len(unidentified)} of {len(everything)} converged fit(s) are not identified and are kept out of the "
-            f"findings (e.g. {unidentified[0].unit.label}: {unidentified[0].reason()})")
     if config.bootstrap == 0:
         analysis.notes.append("no bootstrap: identification checks only bounds and E, not the width of intervals")
     elif not bootstrap_checked(config.bootstrap):
@@ -245,8 +249,10 @@ def _run_analysis(table: ResultsTable, config: AnalysisConfig, pool) -> Analysis
         analysis.baseline, analysis.baseline_note = None, f"{exc} (in condition {table.condition})"
     analysis.groups = group_rows(table)
     analysis.seeds = seed_spread(table, analysis.baseline)
+    analysis.comparison = compare_to_baseline(table, analysis.baseline, config.confidence)
     derive_findings(analysis)
     derive_plateaus(analysis)
+    analysis.identification = identification_rows(analysis)
     return analysis
 
 

@@ -5,36 +5,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.identify import RECTIFIED_RULES
+from analysis.identification import tally_text
+from analysis.identify import DL_ZERO_RATIO, RECTIFIED_RULES
 from analysis.labels import slug
 from analysis.multi import AnalysisSet
 from analysis.pipeline import Analysis
 from analysis.plateau import SEARCH_MULTIPLE
-from analysis.plots import Figure, _colors, _plain_log_axis, _quiet_minor_ticks, _render, _where, plt
+from analysis.figures import Figure, colors as _colors, plain_log_axis as _plain_log_axis, render as _render
+from analysis.figures import quiet_minor_ticks as _quiet_minor_ticks, where as _where
+from matplotlib import pyplot as plt
 from analysis.rectified import comparison_summary
 from analysis.textfmt import Section, fmt, interval_text, with_interval
 from synthscale.units import format_count
 
 
 def _d_l_text(entry: dict) -> str:
+    """D_l as D_l / D_min^beta (each resample in its own units) and in tokens; 0 when it is the data law."""
     pre = entry.get("pre_learned") or {}
-    iv = (entry.get("intervals") or {}).get("D_l")
-    zero_below = pre.get("D_l_zero_below", 0.0)
-    shown = None if not iv else [0.0 if iv[0] <= zero_below else iv[0], iv[1]]
+    iv = pre.get("D_l_ratio_interval")
+    shown = None if not iv else [0.0 if iv[0] <= DL_ZERO_RATIO else iv[0], iv[1]]
     if pre.get("reduces_to_data_law"):
-        return "0 (data law)" + (f" [0, {fmt(shown[1], 3)}]" if shown else "")
-    text = with_interval(entry["params"]["D_l"], shown)
-    return text + (f"; {format_count(pre['D_l_tokens'])} tokens" if pre.get("D_l_tokens") else "")
+        return "0 (data law)" + (f" [0, {fmt(shown[1], 3)}] x D_min^beta" if shown else "")
+    text = with_interval(pre.get("D_l_ratio"), shown) + " x D_min^beta"
+    tokens = pre.get("D_l_tokens")
+    return text + (f"; {format_count(tokens)} tokens" if isinstance(tokens, (int, float)) and tokens < 1e30 else "")
 
 
 def _fit_rows(aset: AnalysisSet, entries: list[dict]) -> list[list[str]]:
+    """Identified fits only: the others are in the identification table."""
     rows = []
     for e in entries:
         cond = [str(e.get("condition") or "")] if aset.many_conditions else []
         head = [e["mixture"], *cond, format_count(e["N"]), str(e["points"])]
         if not e["converged"] or not e["identified"]:
-            why = e["message"] if not e["converged"] else "not identified: " + e["not_identified"]["reason"]
-            rows.append(head + [why, "", "", ""])
             continue
         ivs = e.get("intervals") or {}
         rows.append(head + [with_interval(e["params"]["B"], ivs.get("B")), _d_l_text(e),
@@ -62,11 +65,10 @@ def comparison_rows(aset: AnalysisSet, rows: list[dict]) -> list[list[str]]:
 def _plateau_cell(p: dict | None) -> str:
     if p is None:
         return "–"
-    if not p["identified"]:
-        if p["short"].startswith("fit not identified"):  # the fit's reason is in the rectified-law table
-            return "not identified: the rectified fit is not identified (see its row above)"
-        return "not identified: " + p["reason"]
-    return format_count(p["D_p"]) + (" " + interval_text(p["interval"], format_count) if p.get("interval") else "")
+    if not p["identified"]:  # the short reason; fits.json has the whole one, Identification the fit's
+        return "not identified: " + p["short"]
+    return (format_count(p["D_p"]) + (" " + interval_text(p["interval"], format_count) if p.get("interval") else "")
+            + (" (extrapolated)" if p.get("beyond_data") else " (measured)"))
 
 
 def rectified_sections(aset: AnalysisSet, data: dict) -> list[Section]:
@@ -80,7 +82,13 @@ def rectified_sections(aset: AnalysisSet, data: dict) -> list[Section]:
         "bootstrap intervals [low, high]). D_l is the pre-learned data size in units of D^beta; after it, the "
         "budget whose D^beta equals it, in tokens. With D_l = 0 the law is the data law B / D^beta + E.",
         f"Identification: {RECTIFIED_RULES}."])
-    s.table(["mixture", *cond, "N", "points", "B", "D_l", "E", "beta"], _fit_rows(aset, data["fits"]["rectified"]))
+    fit_rows = _fit_rows(aset, data["fits"]["rectified"])
+    if fit_rows:
+        s.table(["mixture", *cond, "N", "points", "B", "D_l", "E", "beta"], fit_rows)
+    ident = [r for r in data["identification"] if r["law"] == "rectified"]
+    if len(fit_rows) < len(ident):
+        s.text(f"{tally_text(ident)}: the others have no parameters here (see Identification); their fitted curves "
+               "and residuals are in the figures.")
     rows = data.get("law_comparison") or []
     if rows:
         summary = comparison_summary(rows)
@@ -145,10 +153,13 @@ def rectified_figure(analysis: Analysis, mixture: str) -> Figure | None:
     data_fits = {f.unit.fixed[1]: f for f in analysis.fits.get("data", []) if f.unit.mixtures[0] == mixture}
     plateaus = {p["N"]: p for p in analysis.plateaus if p["mixture"] == mixture and p["criterion"] == "absolute"}
     multiple = analysis.config.plateau_max_multiple
-    fig, ax = plt.subplots(figsize=(6.6, 4.4))
+    fig, (ax, res) = plt.subplots(2, 1, figsize=(6.2, 4.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for color, fitted in zip(_colors(len(fits)), fits):
         unit, N = fitted.unit, fitted.unit.fixed[1]
         ax.scatter(unit.D, unit.loss, color=color, s=16, zorder=3)
+        if fitted.fit.converged:
+            res.plot(unit.D, 100 * fitted.fit.log_residuals(), color=color, marker="o", ms=3, lw=0.7,
+                     ls="-" if fitted.identified else ":")
         grid = np.geomspace(unit.D.min() / 1.5, unit.D.max() * multiple, 160)
         label = f"N={format_count(N)}"
         if not fitted.fit.converged:
@@ -170,12 +181,16 @@ def rectified_figure(analysis: Analysis, mixture: str) -> Figure | None:
     ax.set_yscale("log")
     _plain_log_axis(ax.yaxis)
     _quiet_minor_ticks(ax.xaxis)
-    ax.set_xlabel("D (training tokens)")
+    res.axhline(0.0, color="grey", lw=0.6)
+    res.set_xlabel("D (training tokens)")
+    res.set_ylabel("resid. %", fontsize=8)
     ax.set_ylabel(analysis.table.target)
     ax.set_title(f"Rectified law and plateau: {mixture}{_where(analysis)}", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     caption = (f"L(D) = B / (D_l + D^beta) + E fitted at each N on the runs of mixture {mixture!r} at that N (dots); "
-               f"solid: identified fits, dotted: converged but not identified; dashed: the data law B / D^beta + E on "
+               f"below: the runs' residuals, 100 x (log observed - log predicted). "
+               f"Solid: identified fits; dotted: converged but not identified (the curve and its residuals show how "
+               f"well the law describes the runs; no parameter is reported); dashed: the data law B / D^beta + E on "
                f"the same runs, where it was fitted. Dash-dot line and band: the plateau D_p (doubling D lowers the "
                f"predicted loss by less than {analysis.config.plateau_tol_abs:g} nats from there on) and its "
                f"bootstrap interval, where identified. Grey: up to {multiple:g} x the largest budget (extrapolated).")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from analysis.corpora import corpora_section
 from analysis.multi import AnalysisSet
-from analysis.plots import unigram_figures
+from analysis.unigram_report import unigram_section
 from analysis.sections import build_sections
 from analysis.summary import summary_lines
 from analysis.textfmt import Section, fmt, interval_text, jsonable, with_interval  # noqa: F401 (re-exported)
@@ -26,32 +26,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from analysis.unigram import UnigramResult
 
 
-def unigram_section(result: UnigramResult) -> Section:
-    d = result.to_dict()
-    s = Section("Unigram diagnostics", [
-        f"Test set `{d['test']['prefix']}`: {d['test']['tokens']} tokens in {d['test']['documents']} documents "
-        f"(left out: {d['test']['excluded_ids'] or 'nothing'}). KL uses additive smoothing alpha = {result.smoothing:g} "
-        f"of the training distribution over V = {result.vocab_size} token ids."])
-    s.table(*(["training set", "tokens", "token coverage", "type coverage", "KL(test||train) nats", "Zipf s"],
-                     [[n, str(next(t["tokens"] for t in d["train"] if t["name"] == n)), fmt(v["token_coverage"]),
-                       fmt(v["type_coverage"]), fmt(v["kl_test_train_nats"]), fmt(d["zipf"][n].get("exponent"), 3)]
-                      for n, v in d["per_train"].items()]))
-    for name, v in d["per_train"].items():
-        s.text(f"Tokens frequent in test but rare in `{name}`:")
-        s.table(*(["token id", "test count", "train count", "p_test / q_train"],
-                         [[str(t["token_id"]), str(t["test_count"]), str(t["train_count"]), fmt(t["ratio"])]
-                          for t in v["frequent_in_test_rare_in_train"]]))
-    s.figures += unigram_figures(result)
-    return s
+STYLE = ("body{font-family:sans-serif;max-width:1180px;margin:1em auto;padding:0 1em;line-height:1.35;font-size:15px}"
+         "h1{font-size:1.45em;margin:.3em 0}h2{font-size:1.15em;margin:1em 0 .35em;border-bottom:1px solid #ddd}"
+         "p{margin:.35em 0;overflow-wrap:anywhere}code{overflow-wrap:anywhere}"
+         "table{border-collapse:collapse;margin:.35em 0;font-size:.78em;line-height:1.25;max-width:100%}"
+         "td,th{border:1px solid #ccc;padding:1px 5px;overflow-wrap:anywhere;vertical-align:top}th{background:#f0f0f0}"
+         "figure{margin:.5em 0}figcaption{font-size:.8em;color:#333}img{max-width:100%;height:auto}")
 
 
 def render_html(title: str, sections: list[Section]) -> str:
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;margin:.6em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "th{background:#f0f0f0}figure{margin:1.2em 0}figcaption{font-size:.85em;color:#333;max-width:900px}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<meta name='viewport' content='width=device-width'><style>{STYLE}</style></head><body>",
+             f"<h1>{e(title)}</h1>"]
     for s in sections:
         parts.append(f"<h2>{e(s.title)}</h2>")
         for block in s.blocks:
@@ -88,10 +75,11 @@ def render_markdown(title: str, sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-def fits_document(aset: AnalysisSet, unigram: UnigramResult | None, corpora: list[dict] | None = None) -> dict:
+def fits_document(aset: AnalysisSet, unigram: UnigramResult | None, corpora: list[dict] | None = None,
+                  inputs_key: str | None = None) -> dict:
     data = aset.to_json()
     return jsonable({
-        "kind": "synthscale.analysis", "version": 2, **data,
+        "kind": "synthscale.analysis", "version": 2, "inputs_key": inputs_key, **data,
         "summary": summary_lines(aset),
         "unigram": unigram.to_dict() if unigram is not None else None,
         "synthetic_corpora": corpora or [],
@@ -100,13 +88,14 @@ def fits_document(aset: AnalysisSet, unigram: UnigramResult | None, corpora: lis
 
 
 def write_report(aset: AnalysisSet, output: str | Path, unigram: UnigramResult | None = None,
-                 corpora: list[dict] | None = None, config_file: Path | None = None) -> dict[str, Path]:
+                 corpora: list[dict] | None = None, config_file: Path | None = None,
+                 inputs_key: str | None = None) -> dict[str, Path]:
     """Write report.html, report.md, fits.json, summary.txt and figures/*.png under `output`, all or nothing.
 
     `config_file`: where the caller writes the command's resolved configuration; the Input
     section names it."""
     output = Path(output)
-    document = fits_document(aset, unigram, corpora)
+    document = fits_document(aset, unigram, corpora, inputs_key)
     sections = build_sections(aset, document, config_file)
     if corpora:
         sections.append(corpora_section(corpora))

@@ -1,37 +1,32 @@
-"""The short answers: a summary of at most five lines, and the per-domain findings table.
+"""The short answers: a summary of at most five lines of about LINE_LIMIT characters, and the
+per-domain findings table.
 
-Summary lines (`summary_lines`), each with intervals or "not identified (why)":
+Summary lines (`summary_lines`):
 1. what was analysed (and the label, e.g. "tiny-scale demonstration");
-2. the best synthetic ratio per (family, generator) at the largest N and D of the runs;
-3. the speed-up of each mixture over the baseline, at the largest N it was trained at and that N's
-   own largest budget (never a budget beyond that N's runs);
-4. the irreducible loss E per mixture (joint law);
-5. seed-to-seed noise beside the differences between mixtures.
-With several conditions, each line holds every condition, prefixed [condition].
+2. measured, no law: each mixture against natural text at equal (N, D), beside the seed noise,
+   and which way the differences point;
+3. how many fits the runs identify, per law, and the commonest reasons they do not;
+4. the speed-up of each mixture over the baseline at the largest N it was trained at and that
+   N's own largest budget, or, when no finding can be stated, one line saying so;
+5. the best synthetic ratio and the irreducible loss E.
+Every finding names its law, the runs it rests on and whether it is measured or extrapolated;
+items that do not fit a line are counted ("+k more in the report"). With several conditions the
+counts are summed and items carry their [condition].
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from analysis.identification import tally, tally_text
+from analysis.textfmt import fmt
 from synthscale.units import format_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from analysis.multi import AnalysisSet
     from analysis.pipeline import Analysis
 
-
-def _num(x, digits: int = 4) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, str):
-        return "∞" if x == "inf" else x
-    x = float(x)
-    if x != x:
-        return "–"
-    if x in (float("inf"), float("-inf")):
-        return "∞" if x > 0 else "-∞"
-    return f"{x:.{digits}g}"
+LINE_LIMIT = 200
 
 
 def _iv(interval, digits: int = 3, pct: bool = False) -> str:
@@ -39,7 +34,7 @@ def _iv(interval, digits: int = 3, pct: bool = False) -> str:
         return ""
     if pct:
         return f" [{interval[0]:.0%}, {interval[1]:.0%}]"
-    return f" [{_num(interval[0], digits)}, {_num(interval[1], digits)}]"
+    return f" [{fmt(interval[0], digits)}, {fmt(interval[1], digits)}]"
 
 
 def family_name(family: str | None, generator: str | None) -> str:
@@ -70,122 +65,101 @@ def where_text(beyond: bool) -> str:
 
 
 def best_ratio_texts(analysis: "Analysis") -> list[str]:
-    """'family/generator: 33% [0%, 67%] (joint law, 30 runs ...; measured)' at the largest (N, D) of the runs."""
+    """'family/generator 33% [0%, 67%] (joint law, 30 runs ...; measured)' at the largest (N, D), per family."""
     N, D = largest(analysis)
     out = []
     for r in analysis.best_ratios:
-        name = family_name(r["family"], r["generator"])
-        if not r["identified"]:
-            if not any(o.startswith(name + ":") for o in out):
-                out.append(f"{name}: not identified ({r['short']})")
-            continue
-        if r["N"] == N and r["D"] == D:
-            out.append(f"{name}: {r['best_ratio']:.0%}{_iv(r.get('best_ratio_interval'), pct=True)} ({r['best_mixture']}; "
-                       f"joint law, {rests_on_text(r['rests_on'])}; {where_text(r['beyond_data'])})")
+        if r["identified"] and r["N"] == N and r["D"] == D:
+            out.append(f"{family_name(r['family'], r['generator'])} {r['best_ratio']:.0%}"
+                       f"{_iv(r.get('best_ratio_interval'), pct=True)} at N={format_count(N)}, D={format_count(D)} "
+                       f"(joint law, {rests_on_text(r['rests_on'])}; {where_text(r['beyond_data'])})")
     return out
 
 
 def speedup_at_largest_run(entry: dict) -> dict | None:
-    """The speed-up of an identified entry at its N's own largest budget (the largest D both mixtures ran at N)."""
+    """The speed-up of an identified entry at its N's own largest budget (the largest D both ran at N)."""
     if not entry["identified"] or entry.get("largest_run_D") is None:
         return None
     return next((a for a in entry["at_budgets"] if a["D"] == entry["largest_run_D"]), None)
 
 
 def speedup_texts(analysis: "Analysis") -> list[str]:
-    """Per mixture, at the largest N it has a speed-up entry: the value at that N's own largest run."""
-    out = []
+    """Per mixture, at the largest N where its speed-up is identified: the value at that N's own largest run."""
+    found = []
     for mixture in dict.fromkeys(s["mixture"] for s in analysis.speedups):
-        entries = [s for s in analysis.speedups if s["mixture"] == mixture and s.get("largest_run_D") is not None]
+        entries = [s for s in analysis.speedups if s["mixture"] == mixture and speedup_at_largest_run(s)]
         if not entries:
             continue
         s = max(entries, key=lambda e: e["N"])
-        at = speedup_at_largest_run(s)
-        if at is None:
-            out.append(f"{mixture} not identified ({s['short']})")
-            continue
-        rest = s["rests_on"]
-        out.append(f"{mixture} {_num(at['speedup'], 3)}{_iv(at['interval'])} at N={format_count(s['N'])}, "
-                   f"D={format_count(at['D'])} ({s['law']} law; {rest['mixture']['runs']}+{rest['baseline']['runs']} "
-                   f"runs; {where_text(at['beyond_data'])})")
-    return out
+        at, rest = speedup_at_largest_run(s), s["rests_on"]
+        found.append((at["speedup"], f"{mixture} {fmt(at['speedup'], 3)}{_iv(at['interval'])} at N={format_count(s['N'])}, "
+                                     f"D={format_count(at['D'])} ({s['law']} law; {rest['mixture']['runs']}+"
+                                     f"{rest['baseline']['runs']} runs; {where_text(at['beyond_data'])})"))
+    return [text for _, text in sorted(found, key=lambda x: -x[0])]
 
 
 def irreducible_texts(analysis: "Analysis", fit: str = "joint") -> list[str]:
-    out = []
-    for r in analysis.irreducible:
-        if r["fit"] != fit:
-            continue
-        if r["identified"]:
-            out.append(f"{r['mixture']} {_num(r['E'])}{_iv(r['interval'])} ({rests_on_text(r['rests_on'])}; "
-                       "extrapolated: the law's asymptote)")
-        else:
-            out.append(f"{r['mixture']} not identified ({r['short']})")
-    return out
+    return [f"E {r['mixture']} {fmt(r['E'])}{_iv(r['interval'])} ({fit} law, {r['rests_on']['runs']} runs; "
+            "extrapolated: the asymptote)" for r in analysis.irreducible if r["fit"] == fit and r["identified"]]
 
 
-def seed_text(analysis: "Analysis") -> str | None:
-    effects = analysis.seeds.get("effects", [])
-    if not effects:
-        return None
-    e = max(effects, key=lambda x: (x["N"], x["D"]))
-    who = ", ".join(f"{r['mixture']} n={r['n']}" for r in e["repeated"])
-    diff = e["mixture_differences"]
-    text = (f"at N={format_count(e['N'])}, D={format_count(e['D'])} ({who}) seed std {_num(e['seed_std'], 3)}, "
-            f"range {_num(e['seed_range'], 3)}")
-    if diff and diff["pairs"] == 1:
-        text += (f" vs. the mixture difference {_num(diff['max'], 3)} "
-                 f"({'beyond' if diff['beyond_seed_range'] else 'within'} the seed range)")
-    elif diff:
-        text += (f" vs. mixture differences {_num(diff['min'], 3)}–{_num(diff['max'], 3)} "
-                 f"(median {_num(diff['median'], 3)}; {diff['beyond_seed_range']} of {diff['pairs']} pairs beyond the seed range)")
-    return text
+def fit_items(prefix: str, items: list[str], limit: int = LINE_LIMIT) -> str:
+    """prefix + items joined by '; ' while the line stays within `limit` (the first item always),
+    then '+k more in the report'."""
+    line, shown = prefix, 0
+    for item in items:
+        candidate = line + ("; " if shown else "") + item
+        if shown and len(candidate) > limit - 24:
+            break
+        line, shown = candidate, shown + 1
+    return line + (f"; +{len(items) - shown} more in the report" if shown < len(items) else "")
 
 
-def _joined(aset: "AnalysisSet", texts_of) -> str:
-    parts = []
-    for a in aset.analyses:
-        texts = texts_of(a)
-        body = "; ".join(texts) if texts else "none"
-        parts.append((f"[{a.condition}] " if aset.many_conditions and a.condition else "") + body)
-    return " | ".join(parts)
+def _tagged(aset: "AnalysisSet", texts_of) -> list[str]:
+    return [(f"[{a.condition}] " if aset.many_conditions and a.condition else "") + t
+            for a in aset.analyses for t in texts_of(a)]
+
+
+def model_free_line(aset: "AnalysisSet") -> str:
+    rows = [r for a in aset.analyses for r in a.comparison.get("rows", [])]
+    baseline = aset.analyses[0].baseline or "the baseline"
+    if not rows:
+        return f"vs {baseline} at equal (N, D): no mixture was trained at the same (N, D) as {baseline}"
+    d = [r["difference"] for r in rows]
+    span = f"mixture − {baseline} {min(d):+.3f} to {max(d):+.3f} nats over {len(rows)} (N, D, mixture)"
+    noises = [a.comparison["noise"] for a in aset.analyses if a.comparison.get("noise")]
+    if not noises:
+        return f"measured vs {baseline} at equal (N, D): {span}; seed noise not measured (no seed repeats)"
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("worse", "better", "within noise")}
+    sd = "/".join(f"{n['std']:.2g}" for n in noises)
+    return (f"measured vs {baseline} at equal (N, D): {counts['worse']} of {len(rows)} worse beyond the seed noise "
+            f"(sd {sd} nats), {counts['better']} better, {counts['within noise']} within; {span}")
 
 
 def summary_lines(aset: "AnalysisSet") -> list[str]:
     table, cfg = aset.table, aset.config
-    first = aset.analyses[0]
     conditions = [a.condition or "all runs" for a in aset.analyses]
     head = (f"{aset.label}: " if aset.label else "") + (
         f"{table.path.name}, {table.target}, {len(table.runs)} runs, "
         f"condition{'s' if len(conditions) > 1 else ''} {', '.join(conditions)}; "
-        f"{cfg.confidence:.0%} bootstrap intervals ({cfg.bootstrap} resamples)")
-    N, D = largest(first)
-    lines = [head]
-    if any(a.best_ratios for a in aset.analyses):
-        lines.append(f"best ratio at the largest N={format_count(N)}, D={format_count(D)}: "
-                     + _joined(aset, best_ratio_texts))
-    else:
-        lines.append(_first_note(aset, "best ratio not computed", "best ratio: none"))
-    if any(a.speedups for a in aset.analyses):
-        lines.append(f"speed-up over {first.baseline}, each N at its own largest run: " + _joined(aset, speedup_texts))
-    else:
-        lines.append(_first_note(aset, "speed-up not computed", "speed-up: none"))
-    if any(a.irreducible for a in aset.analyses):
-        lines.append("E (joint law): " + _joined(aset, irreducible_texts))
-    else:
-        lines.append(_first_note(aset, "irreducible loss E not reported", "E: none"))
-    seeds = [(a, seed_text(a)) for a in aset.analyses]
-    if any(t for _, t in seeds):
-        lines.append("seed noise: " + " | ".join(
-            (f"[{a.condition}] " if aset.many_conditions and a.condition else "") + t for a, t in seeds if t))
-    else:
-        lines.append("seed noise: no configuration was trained with several seeds")
+        f"{cfg.bootstrap} bootstrap resamples, {cfg.confidence:.0%} intervals")
+    rows = [r for a in aset.analyses for r in a.identification]
+    lines = [head, model_free_line(aset), "fits: " + tally_text(rows)]
+    speedups, ratios = _tagged(aset, speedup_texts), _tagged(aset, best_ratio_texts)
+    energies = _tagged(aset, irreducible_texts)
+    if not (speedups or ratios or energies):
+        planned = [k for k, v in (("speed-up", "speedups"), ("best ratio", "best_ratios"), ("E", "irreducible"))
+                   if aset.flat(v)]
+        named = " or ".join(", ".join(planned).rsplit(", ", 1)) if planned else "finding"
+        lines.append(f"no {named} can be stated: the fits they need are not identified"
+                     + (" (the runs show no loss floor)" if "E→0" in tally(rows)["codes"] else ""))
+        return lines[:5]
+    baseline = aset.analyses[0].baseline
+    lines.append(fit_items(f"speed-up over {baseline}, each N at its largest run: ", speedups) if speedups else
+                 "speed-up: none identified" + (" (no baseline)" if baseline is None else ""))
+    lines.append(fit_items("best ratio: ", ratios + energies) if ratios else fit_items("", energies) if energies
+                 else "best ratio and E: none identified")
     return lines[:5]
-
-
-def _first_note(aset: "AnalysisSet", topic: str, default: str) -> str:
-    """The note that says why a finding is missing (notes of several conditions are prefixed)."""
-    return next((n for n in aset.all_notes() if topic in n), default)
 
 
 def domain_rows(aset: "AnalysisSet") -> tuple[list[dict], list[dict]]:
@@ -199,10 +173,18 @@ def domain_rows(aset: "AnalysisSet") -> tuple[list[dict], list[dict]]:
                 if r["fit"] != "joint":
                     continue
                 e_rows.append({"target": target, "condition": a.condition, "mixture": r["mixture"],
-                               "text": (f"{_num(r['E'])}{_iv(r['interval'])}" if r["identified"]
+                               "text": (f"{fmt(r['E'])}{_iv(r['interval'])}" if r["identified"]
                                         else f"not identified ({r['short']})"),
                                "E": r["E"], "interval": r["interval"], "identified": r["identified"]})
-            for text in best_ratio_texts(a):
-                name, _, value = text.partition(": ")
-                ratio_rows.append({"target": target, "condition": a.condition, "family": name, "text": value})
+            N, D = largest(a)
+            for r in a.best_ratios:
+                name = family_name(r["family"], r["generator"])
+                if r["identified"] and (r["N"], r["D"]) == (N, D):
+                    text = f"{r['best_ratio']:.0%}{_iv(r.get('best_ratio_interval'), pct=True)}"
+                elif not r["identified"]:
+                    text = f"not identified ({r['short']})"
+                else:
+                    continue
+                ratio_rows.append({"target": target, "condition": a.condition, "family": name, "text": text,
+                                   "identified": r["identified"]})
     return e_rows, ratio_rows

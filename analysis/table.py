@@ -2,10 +2,12 @@
 
 Accepted: CSV (also .csv.gz), Parquet, JSONL (also .jsonl.gz / .json lines) with at least the
 columns mixture, N, D, loss; `run_id`, `synthetic_fraction`, `loss.<domain>` and the labelling
-fields `family, generator, backend, recipe_hash, seed` are used when present. Mixtures are
-identified by these fields, never by parsing their names; a table lacking one degrades as
+fields `family, generator, backend, recipe_hash, seed, eval_identity` are used when present. Mixtures
+are identified by these fields, never by parsing their names; a table lacking one degrades as
 `notes` say (e.g. every synthetic mixture in one family "unlabelled"). A run's *condition* is
-(backend, recipe_hash): runs of different conditions are not fitted together by default.
+(backend, recipe_hash, eval_identity): runs trained or scored differently are never fitted or
+averaged together by default (a table without eval_identity, written before it existed, still
+loads: its runs are taken as scored alike).
 Rows whose N or D is not a positive count, or whose loss is NaN, infinite or not positive, are
 excluded and listed. Exact duplicates (the same run_id twice, or without run_id the same
 mixture, N, D and loss) are dropped and listed; different runs of the same (condition,
@@ -27,7 +29,7 @@ from synthscale.errors import SynthscaleError
 from synthscale.units import parse_count
 
 REQUIRED_COLUMNS = ("mixture", "N", "D", "loss")
-LABEL_COLUMNS = ("family", "generator", "backend", "recipe_hash", "seed")
+LABEL_COLUMNS = ("family", "generator", "backend", "recipe_hash", "seed", "eval_identity")
 
 
 class TableError(SynthscaleError):
@@ -39,7 +41,7 @@ class ResultsTable:
     path: Path
     target: str
     # run_id, mixture, N, D, loss (the target), synthetic_fraction, family, generator, backend,
-    # recipe_hash, seed (NaN if not recorded), condition ("" when the table cannot tell), row
+    # recipe_hash, eval_identity, seed (NaN if not recorded), condition ("" when the table cannot tell), row
     runs: pd.DataFrame
     domains: list[str]
     excluded: list[dict] = field(default_factory=list)
@@ -191,7 +193,7 @@ def read_results(path: str | Path, target: str = "loss") -> ResultsTable:
     has_run_id = "run_id" in frame.columns
     recorded = tuple(c for c in LABEL_COLUMNS if c in frame.columns)
     labels = {c: [_text(v) for v in frame[c]] if c in frame.columns else [""] * len(frame)
-              for c in ("family", "generator", "backend", "recipe_hash")}
+              for c in ("family", "generator", "backend", "recipe_hash", "eval_identity")}
     try:
         seeds = [_seed(v) for v in frame["seed"]] if "seed" in frame.columns else [math.nan] * len(frame)
     except TableError as exc:

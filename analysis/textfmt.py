@@ -1,15 +1,20 @@
-"""Text helpers of the report: sections, number formatting, JSON-safe values."""
+"""The report's elements (sections, figures) and text helpers: number formatting, JSON-safe values."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from analysis.plots import Figure
+
+@dataclass
+class Figure:
+    """A rendered figure: its file stem, title, caption and PNG bytes (figures.py renders them)."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
 
 
 @dataclass
@@ -18,7 +23,7 @@ class Section:
 
     title: str
     blocks: list[str | tuple[list[str], list[list[str]]]] = field(default_factory=list)
-    figures: list["Figure"] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
 
     def text(self, *paragraphs: str) -> "Section":
         self.blocks += list(paragraphs)

@@ -17,7 +17,10 @@ only when it counts: fitting and the report do not. From the counts:
   test, the largest ratios p / q (same smoothing).
 
 The end-of-document id from PREFIX.manifest.json (docs/formats.md section 2) is left out of the
-counts unless asked otherwise; what was left out is stated in the result.
+counts unless asked otherwise; what was left out is stated in the result. Listed tokens carry
+their text, decoded with the tokenizer the manifests name (data_prep's loader, the same one that
+made the ids; its file's sha256 must match the manifest's), so a person can read them; where the
+tokenizer cannot be loaded, the result says why and lists ids only.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ class UnigramResult:
     smoothing: float
     per_train: dict[str, dict]
     zipf: dict[str, dict]
+    decoded_with: dict = field(default_factory=dict)  # the tokenizer that gave the listed tokens their text
 
     def to_dict(self) -> dict:
         def describe(c: TokenCounts) -> dict:
@@ -187,6 +191,7 @@ class UnigramResult:
                           "applied_to": "training distribution q (test distribution p unsmoothed)"},
             "zipf": self.zipf,
             "per_train": self.per_train,
+            "token_text": self.decoded_with,
         }
 
 
@@ -227,4 +232,40 @@ def unigram_diagnostics(
             "kl_test_train_nats": kl_divergence(t, q, smoothing),
             "frequent_in_test_rare_in_train": frequent_in_test_rare_in_train(t, q, smoothing, top, min_test_count),
         }
-    return UnigramResult(test_counts, train_counts, vocab_size, smoothing, per_train, zipf)
+    listed = sorted({t["token_id"] for v in per_train.values() for t in v["frequent_in_test_rare_in_train"]})
+    texts, decoded_with = token_texts(manifests, listed)
+    for v in per_train.values():
+        for t in v["frequent_in_test_rare_in_train"]:
+            t["token"] = texts.get(t["token_id"])
+    return UnigramResult(test_counts, train_counts, vocab_size, smoothing, per_train, zipf, decoded_with)
+
+
+def tokenizer_of(manifests: dict[str, dict | None]) -> dict | None:
+    """The tokenizer every manifest names ({spec, sha256, ...}); an error when two name different ones."""
+    named = {name: (m or {}).get("tokenizer") for name, m in manifests.items()}
+    named = {name: t for name, t in named.items() if t and t.get("spec")}
+    hashes = {t.get("sha256") for t in named.values()} - {None}
+    if len(hashes) > 1:
+        raise UnigramError("the token files were made by different tokenizers: "
+                           + ", ".join(f"{n}: {t['spec']} (sha256 {str(t.get('sha256'))[:12]})" for n, t in named.items()))
+    return next(iter(named.values()), None)
+
+
+def token_texts(manifests: dict[str, dict | None], ids: list[int]) -> tuple[dict[int, str], dict]:
+    """({id: text}, how they were decoded): each token's bytes from the manifests' tokenizer, as text
+    (bytes that are not UTF-8 as backslash escapes); {} and the reason when it cannot be loaded."""
+    tokenizer = tokenizer_of(manifests)
+    if tokenizer is None:
+        return {}, {"tokenizer": None, "why_not": "the manifests name no tokenizer"}
+    try:
+        from data_prep.tokenizer_spec import load_tokenizer
+
+        loaded = load_tokenizer(tokenizer["spec"])
+    except (ImportError, SynthscaleError) as exc:
+        return {}, {"tokenizer": tokenizer["spec"], "why_not": f"it cannot be loaded here: {exc}"}
+    if tokenizer.get("sha256") and loaded.sha256 != tokenizer["sha256"]:
+        return {}, {"tokenizer": tokenizer["spec"],
+                    "why_not": f"its file has changed since the tokens were made (sha256 {loaded.sha256[:12]}, "
+                               f"the manifests say {tokenizer['sha256'][:12]})"}
+    texts = {i: loaded.decode_token(i).decode("utf-8", errors="backslashreplace") for i in ids}
+    return texts, {"tokenizer": tokenizer["spec"], "sha256": loaded.sha256}

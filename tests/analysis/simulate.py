@@ -112,3 +112,54 @@ def simulate_curves(curves: dict[tuple[str, float], RectifiedCurve], D_values, n
             rows.append({"run_id": f"{mixture}-N{N:.3g}-D{D:.4g}", "mixture": mixture, "N": float(N), "D": float(D),
                          "loss": float(curve.loss(D) * np.exp(rng.normal(0.0, noise)))})
     return pd.DataFrame(rows)
+
+
+# A study shaped like the demo's (study/demo.yaml; tests/analysis/test_analysis_browser.py reads the real
+# file): natural text over every size x its budgets, each synthetic mixture (recipes from SmolLM2, the
+# ablation recipe from a random model, at each ratio) over the synthetic sizes x synthetic budgets,
+# natural and the first recipe's 33% mixture again with more seeds at the largest synthetic size and
+# the middle budget, two evaluation domains.
+DEMO_GENERATORS = {"smollm2": "SmolLM2-135M-Instruct@1a2b3c4d5e6f", "random": "random-tiny-llama@0f0f0f0f0f0f"}
+DEMO_PENALTY = {"hq": 0.07, "qa": 0.05, "textbook": 0.12, "hq-random": 0.11}  # extra loss at 33%; x2.4 at 67%
+
+
+@dataclass(frozen=True)
+class DemoDesign:
+    sizes: tuple[float, ...]  # N of the sizes every mixture trains
+    baseline_sizes: tuple[float, ...]  # N the natural baseline also trains
+    budgets: tuple[float, ...]  # the baseline's D
+    synthetic_budgets: tuple[float, ...]  # each synthetic mixture's D
+    mixtures: dict  # {name: (family, generator, synthetic fraction)}, natural included
+    repeated: tuple[str, ...]  # mixtures trained with extra seeds
+    seeds: int  # seeds of a repeated configuration, the first included
+
+
+def simulate_demo_table(design: DemoDesign, floor: bool = False, noise: float = 0.003, seed: int = 0) -> pd.DataFrame:
+    """A results table of the design, with two evaluation domains (loss their mean).
+
+    `floor` False: a loss without a floor, L = 60 N^-0.06 D^-0.17 (what the demo measured: the fits drive
+    E to zero); True: L = 30 / N^0.2 + 400 / D^0.35 + 2.5. Synthetic mixtures add DEMO_PENALTY of their
+    corpus (x 2.4 above 50% synthetic).
+    """
+    rng = np.random.default_rng(seed)
+    middle = sorted(design.budgets)[len(design.budgets) // 2]
+    rows = []
+    for mixture, (family, generator, fraction) in design.mixtures.items():
+        corpus = mixture.rsplit("-", 1)[0]
+        penalty = 0.0 if not fraction else DEMO_PENALTY.get(corpus, 0.1) * (1.0 if fraction < 0.5 else 2.4)
+        natural = fraction == 0
+        sizes = design.sizes + (design.baseline_sizes if natural else ())
+        for N in sizes:
+            for D in (design.budgets if natural else design.synthetic_budgets):
+                base = (30.0 / N**0.2 + 400.0 / D**0.35 + 2.5) if floor else 60.0 * N**-0.06 * D**-0.17
+                repeats = design.seeds if mixture in design.repeated and (N, D) == (design.sizes[-1], middle) else 1
+                for train_seed in range(repeats):
+                    domains = {f"loss.{d}": (base + penalty + shift) * float(np.exp(rng.normal(0.0, noise)))
+                               for d, shift in (("speeches-recent", 0.0), ("fiction", 0.5))}
+                    rows.append({"run_id": f"{mixture}-N{N:.6g}-D{D:.3g}-s{train_seed}", "model": f"n{N:.6g}",
+                                 "N": N, "D": D, "mixture": mixture, "synthetic_fraction": fraction,
+                                 "family": family, "generator": generator, "backend": "cpu",
+                                 "recipe_hash": "3f2a1b9c0d", "seed": train_seed,
+                                 "loss": float(np.mean(list(domains.values()))), "eval_identity": "9" * 64,
+                                 "loss_domains": "fiction+speeches-recent", **domains})
+    return pd.DataFrame(rows)

@@ -40,7 +40,8 @@ def test_the_new_columns_are_kept(tmp_path):
     runs = table.runs.set_index("run_id")
     assert runs.loc["b", ["family", "generator", "backend", "recipe_hash"]].tolist() == ["hq", GENERATOR, "cpu", "h1"]
     assert runs.loc["b", "seed"] == 0 and runs.loc["a", "family"] == "" and runs.loc["a", "generator"] == ""
-    assert table.conditions == ["cpu/h1"] and table.recorded == ("family", "generator", "backend", "recipe_hash", "seed")
+    assert table.conditions == ["cpu/h1"] and table.recorded == ("family", "generator", "backend", "recipe_hash", "seed",
+                                                                  "eval_identity")
     assert table.notes == [] and table.label("hq-33pct") == ("hq", GENERATOR)
     assert table.summary()["mixtures"]["hq-33pct"]["family"] == "hq"
 
@@ -153,7 +154,7 @@ def test_report_says_what_was_grouped_with_what(tmp_path):
     assert [c["condition"] for c in fits["conditions"]] == ["bridge/h2", "cpu/h1"]
     assert fits["pooled_conditions"] is False
     markdown = (out / "report.md").read_text()
-    assert "## What was analysed with what" in markdown
-    assert f"| cpu/h1 | hq/{GENERATOR} | natural (0%, 20), hq-33pct (33%, 20) | 40 |" in markdown
+    assert "## Input" in markdown
+    assert f"[cpu/h1] hq/{GENERATOR}: natural, hq-33pct" in markdown and "cpu/h1: 40 runs, 2 mixtures" in markdown
     figures = sorted(p.stem for p in (out / "figures").glob("*.png"))
     assert "cpu_h1_irreducible_loss" in figures and "bridge_h2_irreducible_loss" in figures

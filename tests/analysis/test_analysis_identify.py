@@ -121,8 +121,11 @@ def test_findings_from_a_fit_that_is_not_identified_say_so_and_print_no_estimate
 
     markdown, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     summary = (out / "summary.txt").read_text()
-    assert "hq-33pct | hq/" + GENERATOR + " | 0.33 | not identified: " in markdown
-    assert "E (joint law): hq-33pct not identified (E → 0" in summary
+    assert "| joint | hq-33pct | all runs | 20 | " in markdown and "| not identified | E→0" in markdown
+    assert "1 of 2 irreducible losses E cannot be stated: their joint-law fits are not identified (E→0" in markdown
+    lines = summary.splitlines()
+    assert lines[2].startswith("fits: ") and "E→0" in lines[2]
+    assert "E natural " in lines[4] and "E hq-33pct" not in summary
     assert summary.startswith("tiny-scale demonstration: ") and len(summary.splitlines()) <= 5
     # No estimate of a parameter that is not identified (nor its interval), in any text a reader sees.
     unidentified = [f for law in ("data", "joint") for f in fits["fits"][law] if "not_identified" in f]

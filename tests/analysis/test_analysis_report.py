@@ -32,10 +32,9 @@ def test_report_files_figures_and_numbers(results_csv, tmp_path, write_tokens):
     fits = _strict((out / "fits.json").read_text())
 
     figures = sorted(p.stem for p in (out / "figures").glob("*.png"))
-    for mixture in ("natural", "hq-33pct", "hq-67pct"):
-        assert f"data_scaling_{mixture}" in figures and f"model_scaling_{mixture}" in figures
     family_figure = f"best_ratio_hq_{GENERATOR.replace('@', '_')}"
-    for name in ("predicted_vs_observed", "irreducible_loss", "speedup", family_figure, "zipf", "kl"):
+    for name in ("vs_natural", "data_scaling", "model_scaling", "predicted_vs_observed", "irreducible_loss", "speedup",
+                 family_figure, "unigram"):
         assert name in figures
     # Self-contained HTML: every figure embedded, each with a caption; Markdown links the files.
     assert html.count("src='data:image/png;base64,") == len(figures)
@@ -44,7 +43,7 @@ def test_report_files_figures_and_numbers(results_csv, tmp_path, write_tokens):
     for name in figures:
         assert f"](figures/{name}.png)" in markdown
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "fitted separately at each N on the runs of mixture 'natural'" in unescape(html)
+    assert "fitted separately at each N on the runs of one mixture at that N" in unescape(html)
 
     # Every fitted number is in fits.json, and the documents show the identified ones.
     joint = {f["mixture"]: f for f in fits["fits"]["joint"]}
@@ -76,11 +75,12 @@ def test_report_files_figures_and_numbers(results_csv, tmp_path, write_tokens):
     # The seed repeats of the baseline, set beside the differences between mixtures.
     (effect,) = fits["seed_spread"]["effects"]
     assert (effect["N"], effect["D"]) == (2e8, 1.6e10) and effect["repeated"][0]["n"] == 3
-    assert "## Seed-to-seed noise beside the effects" in markdown
+    assert "## Each mixture against natural text at equal (N, D)" in markdown and "Seed noise: standard deviation" in markdown
     # The summary: at most five lines, in the report, in summary.txt and printed at the end.
     summary = (out / "summary.txt").read_text().splitlines()
     assert 1 <= len(summary) <= 5 and result.output.rstrip().endswith(summary[-1])
-    assert summary[1].startswith("best ratio at the largest N=200M, D=16B: hq/" + GENERATOR)
+    assert summary[1].startswith("measured vs natural at equal (N, D): ")
+    assert summary[4].startswith(f"best ratio: hq/{GENERATOR} ") and "at N=200M, D=16B (joint law, " in summary[4]
     assert fits["summary"] == summary
 
 
