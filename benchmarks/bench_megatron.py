@@ -12,9 +12,9 @@ the trainers:
    FLOPs per token = 6 (N + d V) + 12 L s d (weights incl. the output layer; attention scores
    computed full, as both implementations do).
 2. **The demo's way of running** (`--jobs 2`): a set of whole runs (train and evaluate) two at a
-   time, from process start to exit: the transformers trainer as `recipes sweep --jobs 2` runs
-   it (a pool of two worker processes, imports paid once per worker), megatron as its local
-   launch does (one torchrun per run, TP=1). The ratio of the two wall times is the decision
+   time, from process start to exit, results.json written: the transformers trainer as `recipes
+   sweep --jobs 2` runs it (`run_cpu` in a pool of two worker processes, imports paid once per
+   worker), megatron as its local launch does (one torchrun per run of `recipes.megatron.entry`, TP=1). The ratio of the two wall times is the decision
    figure (megatron becomes the CPU default when it is within 1.3x).
 
 The machine may be shared: the load average is printed with the figures.
@@ -108,7 +108,7 @@ def flops_per_token(shape_name: str, vocab: int) -> float:
 
 # --- workers (each measurement in a fresh process) ----------------------------------------------
 def worker_main(argv: list[str]) -> None:
-    """`--worker cpu RUN` or `--worker megatron RUN TP PP [--evaluate]`: train (and score); print JSON."""
+    """`--worker cpu RUN` or `--worker megatron RUN TP PP`: train; print the training time as JSON."""
     torch.set_num_threads(1)
     kind, run_dir = argv[0], Path(argv[1])
     if kind == "cpu":
@@ -119,14 +119,12 @@ def worker_main(argv: list[str]) -> None:
         print(json.dumps({"train_time_s": trainer.train_time_s}))
         return
     from recipes.megatron.parallel import init_distributed
-    from recipes.megatron.trainer import evaluate, train
+    from recipes.megatron.trainer import train
     from recipes.run_spec import RunSpec
 
     init_distributed(int(argv[2]), int(argv[3]))
     spec = RunSpec.load(run_dir)
     result = train(run_dir, spec)
-    if "--evaluate" in argv:
-        evaluate(run_dir, spec, list(spec.eval_domains))
     if torch.distributed.get_rank() == 0:
         print(json.dumps({"train_time_s": result["train_time_s"]}))
 
@@ -141,9 +139,16 @@ def train_cpu(run_dir: Path) -> float:
     return _json_line(done.stdout)["train_time_s"]
 
 
-def megatron_command(run_dir: Path, tp: int, pp: int, *extra: str) -> list[str]:
+def megatron_command(run_dir: Path, tp: int, pp: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={tp * pp}", __file__,
-            "--worker", "megatron", str(run_dir), str(tp), str(pp), *extra]
+            "--worker", "megatron", str(run_dir), str(tp), str(pp)]
+
+
+def entry_command(run_dir: Path) -> list[str]:
+    """One megatron run as its local launch starts it: torchrun, recipes.megatron.entry (train, evaluate,
+    results.json)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", "-m",
+            "recipes.megatron.entry", "--run-dir", str(run_dir)]
 
 
 def train_megatron(run_dir: Path, tp: int, pp: int) -> float:
@@ -199,19 +204,25 @@ def _cpu_pool_run(run_dir: str) -> None:
 def demo_wall(root: Path, blend: Path, evals: Path, shapes: list[str], budgets: list[int], repeats: int) -> None:
     walls: dict[str, list[float]] = {"transformers": [], "megatron": []}
     runs = [(shape, tokens) for shape in shapes for tokens in budgets]
-    for repeat in range(repeats):
+
+    def transformers(repeat: int) -> float:
         dirs = [make_run(root / f"d{repeat}-{s}-{t}-cpu", blend, evals, s, t, "cpu") for s, t in runs]
         started = time.perf_counter()
         with cf.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(_cpu_pool_run, [str(d) for d in dirs]))
-        walls["transformers"].append(time.perf_counter() - started)
+        return time.perf_counter() - started
 
+    def megatron(repeat: int) -> float:
         dirs = [make_run(root / f"d{repeat}-{s}-{t}-mc", blend, evals, s, t, "megatron") for s, t in runs]
         started = time.perf_counter()
         with cf.ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda d: subprocess.run(megatron_command(d, 1, 1, "--evaluate"), env=env(),
-                                                   capture_output=True, check=True), dirs))
-        walls["megatron"].append(time.perf_counter() - started)
+            list(pool.map(lambda d: subprocess.run(entry_command(d), env=env(), capture_output=True, check=True), dirs))
+        return time.perf_counter() - started
+
+    for repeat in range(repeats):  # alternate which goes first, against drifts in the machine's load
+        order = ("transformers", "megatron") if repeat % 2 == 0 else ("megatron", "transformers")
+        for name in order:
+            walls[name].append((transformers if name == "transformers" else megatron)(repeat))
     cpu, mc = statistics.median(walls["transformers"]), statistics.median(walls["megatron"])
     print(f"\n2. the demo's way of running: {len(runs)} whole runs (train + evaluate; {', '.join(shapes)} x "
           f"{', '.join(f'{b // 1000}K' for b in budgets)} tokens), two at a time, median of {repeats}; "
@@ -220,7 +231,9 @@ def demo_wall(root: Path, blend: Path, evals: Path, shapes: list[str], budgets: 
           f"(runs: {', '.join(f'{w:.1f}' for w in walls['transformers'])})")
     print(f"   megatron TP=1 (one torchrun per run, 2 at a time):          {mc:7.1f} s "
           f"(runs: {', '.join(f'{w:.1f}' for w in walls['megatron'])})")
-    print(f"   megatron / transformers: {mc / cpu:.2f}x (the default switches at <= 1.3x)")
+    paired = [m / c for m, c in zip(walls["megatron"], walls["transformers"])]
+    print(f"   megatron / transformers: {mc / cpu:.2f}x (paired: {', '.join(f'{r:.2f}' for r in paired)}; "
+          f"the default switches at <= 1.3x)")
 
 
 def main() -> None:

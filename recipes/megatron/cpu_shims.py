@@ -16,6 +16,8 @@ The facts are measured in ../shared/platform-notes.md ("megatron-core training o
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -27,7 +29,9 @@ _applied = False
 
 
 def megatron_core_version() -> str:
-    from megatron.core.package_info import __version__
+    with warnings.catch_warnings():  # importing megatron.core: the GPU kernels it falls back from do not apply
+        warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*")
+        from megatron.core.package_info import __version__
 
     return __version__
 
