@@ -293,6 +293,9 @@ def train(run_dir: Path, spec: RunSpec, stop_after_minutes: float | None = None)
                     if logs and not show:  # a batch job's log: progress at each checkpoint
                         _log(f"{spec.run_id}: step {run.step} of {total}, loss {loss:.4f}, checkpoint saved")
                 if stopping:
+                    if show:
+                        print(file=sys.stderr)  # ends the progress line
+                        show = False
                     if logs:
                         why = ("a stop signal" if stop.signalled else f"its {stop_after_minutes:g}-minute budget"
                                if out_of_time else "another rank's stop request")
