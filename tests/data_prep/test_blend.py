@@ -188,6 +188,32 @@ def test_grid_with_custom_ratios_and_two_synthetic_sources(datasets):
     assert [b.name for b in blends] == ["cc", "hq-33pct", "hq-67pct", "qa-33pct", "qa-67pct"]
     with pytest.raises(ValueError, match=r"\[150.0\]"):
         make_grid(natural, synth, tokens=10_000, seq_length=64, ratios_pct=(0, 150.0))
+    with pytest.raises(ValueError, match=r"in \[0, 100\], got \[100.5\]"):
+        make_grid(natural, synth, tokens=10_000, seq_length=64, ratios_pct=(0, 100.5))
+    assert make_grid(natural, synth[:1], tokens=10_000, seq_length=64, ratios_pct=(100,))[0].synthetic_fraction == 1
+
+
+def test_grid_holds_every_blend_to_max_epochs_the_natural_one_too(datasets):
+    """--max-epochs (default 1) bounds the 0% blend as every other: twice the natural tokens is refused
+    by default and allowed, and recorded, with --max-epochs 3."""
+    natural = open_tokenized("cc", datasets["cc"])
+    synth = [open_tokenized("hq", datasets["hq"])]
+    tokens = 2 * natural.tokens
+    with pytest.raises(ValueError, match=r"source 'cc' .* more than --max-epochs 1\b"):
+        make_grid(natural, synth, tokens=tokens, seq_length=64, ratios_pct=(0,))
+    (blend,) = make_grid(natural, synth, tokens=tokens, seq_length=64, ratios_pct=(0,), max_epochs=3)
+    assert blend.max_epochs == 3 and 1.9 < blend.sources[0].epochs < 2.1
+
+
+def test_the_grids_natural_source_is_natural_whatever_its_documents_say(tmp_path, datasets, hf_tokenizer_path):
+    """A baseline corpus that a generator wrote (its documents name one) is still the natural side of
+    the grid it is given as natural: the 0% blend has no synthetic share."""
+    generated = _generated_corpus(tmp_path / "gen.jsonl", "hq", "some-model@0123456789ab", n=1500)
+    tokenize(TokenizeConfig((str(generated),), str(tmp_path / "gen"), f"hf:{hf_tokenizer_path}", show_progress=False))
+    natural = open_tokenized("gen", tmp_path / "gen")
+    (blend,) = make_grid(natural, [open_tokenized("hq", datasets["hq"])], tokens=10_000, seq_length=64,
+                         ratios_pct=(0,))
+    assert blend.sources[0].role == "natural" and blend.synthetic_fraction == 0 and blend.family is None
 
 
 def test_mismatched_tokenizers_cannot_be_blended(tmp_path, datasets, ranks_path):
