@@ -27,6 +27,8 @@ demo: $(STAMP)
 	$(BIN)/python -m study --config study/demo.yaml
 
 test: $(STAMP)
+	# the direction of dependencies between and inside the stages (.importlinter)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 # Mutation testing, slow (an hour or more on 2 cores), so not in `make test`: mutmut 3 over the modules

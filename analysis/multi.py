@@ -12,16 +12,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from analysis.config import AnalysisConfig
-from analysis.fit_inputs import UnfittableError
-from analysis.grouping import split_conditions
-from analysis.identify import RECTIFIED_RULES, RULES
-from analysis.labels import slug
-from analysis.pipeline import Analysis, run_analysis
-from analysis.plateau import plateau_rules
-from analysis.table import ResultsTable, TableError
-from analysis.validation import holdout_summary
-from analysis.workers import worker_pool
+from analysis.core.identify import RECTIFIED_RULES, RULES
+from analysis.core.settings import AnalysisConfig
+from analysis.data.grouping import split_conditions
+from analysis.data.labels import slug
+from analysis.data.table import ResultsTable, TableError
+from analysis.fitting.holdout import holdout_summary
+from analysis.fitting.units import UnfittableError
+from analysis.fitting.workers import worker_pool
+from analysis.pipeline import run_analysis
+from analysis.results.model import Analysis
+from analysis.results.plateau import plateau_rules
 
 
 @dataclass

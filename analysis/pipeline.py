@@ -1,180 +1,29 @@
 """One analysis, start to end: fits, bootstrap, holdout, extrapolation and findings.
 
-`run_analysis(table, config)` returns an `Analysis` holding every fitted object (for the plots)
-and `Analysis.to_json()` gives every number (for fits.json and the Markdown/HTML report).
+`run_analysis(table, config)` returns an `Analysis` (results/model.py) holding every fitted
+object (for the plots); `Analysis.to_json()` gives every number (for fits.json and the report).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
-import numpy as np
-
-from analysis.bootstrap import BootstrapSamples, bootstrap_fits, percentile_interval
-from analysis.config import AnalysisConfig
-from analysis.derive import derive_findings
-from analysis.fit import FitResult, fit_units, shared_starts
-from analysis.fit_inputs import FitUnit, UnfittableError, build_units, plan_units
-from analysis.comparison import compare_to_baseline
-from analysis.grouping import group_rows, seed_spread
-from analysis.identification import identification_rows
-from analysis.identify import DL_ZERO_RATIO, MIN_RESAMPLES, Identification, bootstrap_checked, interval_problems
-from analysis.laws import get_law
-from analysis.plateau import derive_plateaus
-from analysis.rectified import compare_laws, data_law_for_comparison, log_dl_ratio, pre_learned
-from analysis.table import ResultsTable, TableError, choose_baseline
-from analysis.validation import Holdout, holdout_summary, holdout_validation
-from analysis.workers import worker_pool
-
-
-@dataclass
-class Fitted:
-    """A fit, its bootstrap resamples (None without bootstrap or convergence) and whether the
-    runs identify its parameters (identify.py)."""
-
-    fit: FitResult
-    samples: BootstrapSamples | None = None
-    identification: Identification | None = None
-
-    @property
-    def unit(self) -> FitUnit:
-        return self.fit.unit
-
-    def thetas(self, mixture: str) -> np.ndarray | None:
-        return None if self.samples is None else self.samples.mixture_thetas(mixture)
-
-    def identify(self, confidence: float) -> Identification:
-        ident = Identification(self.fit.converged, list(self.fit.problems))
-        if self.fit.converged and self.samples is not None:
-            ident.problems += interval_problems(self._checked_intervals(confidence), self.samples.n_resamples,
-                                                self.samples.n_failed, self.unit.shared,
-                                                {"D_l": DL_ZERO_RATIO} if self.unit.law.pre_learned else None,
-                                                self._smallest_losses())
-            ident.bootstrap_checked = bootstrap_checked(self.samples.n_resamples)
-        self.identification = ident
-        return ident
-
-    def _smallest_losses(self) -> dict[str, float]:
-        unit = self.unit
-        return {m: float(unit.loss[unit.groups == g].min()) for g, m in enumerate(unit.mixtures)}
-
-    def _checked_intervals(self, confidence: float) -> dict[str, dict]:
-        """The intervals identify.py judges: the parameters', with the rectified law's D_l as
-        D_l / D_min^beta, each resample in units of its own beta (rectified.py)."""
-        out = {m: self.samples.param_intervals(m, confidence) for m in self.unit.mixtures}
-        if self.unit.law.pre_learned:
-            for m in self.unit.mixtures:
-                ratios = log_dl_ratio(self.unit.law, self.samples.mixture_thetas(m), float(self.unit.D.min()))
-                with np.errstate(over="ignore"):
-                    out[m]["D_l"] = percentile_interval(np.exp(ratios), confidence)
-        return out
-
-    @property
-    def identified(self) -> bool:
-        return (self.identification or self.identify(0.95)).identified
-
-    def short(self) -> str:
-        """A few words for compact tables and the summary."""
-        if not self.fit.converged:
-            return "no convergence"
-        return (self.identification or self.identify(0.95)).short()
-
-    def reason(self, mixture: str | None = None) -> str:
-        """Why there are no numbers: the optimiser's message, or what leaves the fit unidentified."""
-        if not self.fit.converged:
-            return self.fit.message
-        return (self.identification or self.identify(0.95)).reason(mixture)
-
-    def to_dict(self, confidence: float) -> dict:
-        out = self.fit.to_dict()
-        ident = self.identification or self.identify(confidence)
-        out.update(ident.to_dict())
-        info = None
-        if self.unit.law.pre_learned and self.fit.converged:
-            samples = self.thetas(self.unit.mixtures[0]) if ident.bootstrap_checked else None
-            info = pre_learned(self.fit, samples, confidence)
-            if ident.identified:
-                out["pre_learned"] = info
-        if self.samples is not None:
-            out["bootstrap"] = self.samples.summary()
-            intervals = {m: self.samples.param_intervals(m, confidence) for m in self.unit.mixtures}
-            out["intervals"] = intervals if self.unit.shared else intervals[self.unit.mixtures[0]]
-        if self.fit.converged and not ident.identified:
-            # Kept for diagnosis under a name no report prints: a boundary solution is no estimate.
-            out["not_identified"] = {"reason": ident.reason(), "optimum": out.pop("params"),
-                                     "intervals": out.pop("intervals", None)}
-            if info is not None:
-                out["not_identified"]["pre_learned"] = info
-        return out
-
-
-@dataclass
-class Analysis:
-    """One target (loss or loss.<domain>) of one condition (backend/recipe_hash)."""
-
-    table: ResultsTable
-    config: AnalysisConfig
-    fits: dict[str, list[Fitted]] = field(default_factory=dict)
-    shared: dict[str, list[Fitted]] = field(default_factory=dict)
-    not_fitted: list[str] = field(default_factory=list)
-    unfitted: list[tuple[FitUnit, str]] = field(default_factory=list)  # units too short of runs, and why
-    holdouts: dict[str, list[Holdout]] = field(default_factory=dict)
-    baseline: str | None = None
-    baseline_note: str = ""
-    extrapolations: list[dict] = field(default_factory=list)
-    speedups: list[dict] = field(default_factory=list)
-    best_ratios: list[dict] = field(default_factory=list)
-    irreducible: list[dict] = field(default_factory=list)
-    law_comparison: list[dict] = field(default_factory=list)  # rectified vs data law, per (mixture, N)
-    plateaus: list[dict] = field(default_factory=list)  # D_p per (mixture, N, criterion)
-    plateau_trends: list[dict] = field(default_factory=list)  # log D_p = a + b log N, per mixture and criterion
-    groups: list[dict] = field(default_factory=list)
-    seeds: dict = field(default_factory=dict)
-    comparison: dict = field(default_factory=dict)  # model-free: each mixture against the baseline at equal (N, D)
-    identification: list[dict] = field(default_factory=list)  # one row per planned fit (identification.py)
-    notes: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    prefix: str = ""  # of figure names, when several conditions share a report
-
-    @property
-    def condition(self) -> str | None:
-        return self.table.condition
-
-    def find(self, law: str, mixture: str, fixed: float | None = None) -> Fitted | None:
-        for fitted in self.fits.get(law, []):
-            if fitted.unit.mixtures[0] == mixture and (fixed is None or fitted.unit.fixed[1] == fixed):
-                return fitted
-        return None
-
-    def to_json(self) -> dict:
-        c = self.config.confidence
-        return {
-            "condition": self.condition,
-            "target": self.table.target,
-            "runs": int(len(self.table.runs)),
-            "fits": {law: [f.to_dict(c) for f in fs] for law, fs in self.fits.items()},
-            "shared_exponent_fits": {law: [f.to_dict(c) for f in fs] for law, fs in self.shared.items()},
-            "not_fitted": self.not_fitted,
-            "identification": self.identification,
-            "model_free": self.comparison,
-            "holdout": {
-                law: {"summary": holdout_summary(hs), "units": [h.to_dict() for h in hs]}
-                for law, hs in self.holdouts.items()
-            },
-            "baseline": {"mixture": self.baseline, "why": self.baseline_note},
-            "extrapolation": self.extrapolations,
-            "speedup": self.speedups,
-            "best_ratio": self.best_ratios,
-            "irreducible_loss": self.irreducible,
-            "law_comparison": self.law_comparison,
-            "plateau": self.plateaus,
-            "plateau_trend": self.plateau_trends,
-            "groups": self.groups,
-            "seed_spread": self.seeds,
-            "notes": self.notes,
-            "seconds": self.seconds,
-        }
+from analysis.core.identify import MIN_RESAMPLES, bootstrap_checked
+from analysis.core.laws import get_law
+from analysis.core.settings import AnalysisConfig
+from analysis.data.comparison import compare_to_baseline
+from analysis.data.grouping import group_rows, seed_spread
+from analysis.data.table import ResultsTable, TableError, choose_baseline
+from analysis.fitting.bootstrap import bootstrap_fits
+from analysis.fitting.fit import fit_units, shared_starts
+from analysis.fitting.holdout import holdout_validation
+from analysis.fitting.units import FitUnit, UnfittableError, build_units, plan_units
+from analysis.fitting.workers import worker_pool
+from analysis.results.derive import derive_findings
+from analysis.results.identification import identification_rows
+from analysis.results.law_comparison import compare_laws
+from analysis.results.model import Analysis, Fitted
+from analysis.results.plateau import derive_plateaus
 
 
 def run_analysis(table: ResultsTable, config: AnalysisConfig, pool=None) -> Analysis:
@@ -270,3 +119,19 @@ def _fit_shared(analysis: Analysis, pool) -> None:
             own = {f.unit.mixtures[0]: f.fit for f in analysis.fits[name] if f.unit.fixed == unit.fixed}
             starts.append(shared_starts(unit, own))
         analysis.shared[name] = [Fitted(r) for r in fit_units(units, analysis.config.fit, pool, starts)]
+
+
+def data_law_for_comparison(analysis: Analysis, pool) -> tuple[dict, dict]:
+    """The data-law fits and holdouts at the rectified fits' (mixture, N): the analysis's own when
+    it fitted the data law, else fitted here (no bootstrap) on the same units."""
+    cfg = analysis.config
+    fits = {(f.unit.mixtures[0], f.unit.fixed[1]): f.fit for f in analysis.fits.get("data", [])}
+    holdouts = {(h.unit.mixtures[0], h.unit.fixed[1]): h for h in analysis.holdouts.get("data", [])}
+    if "data" in analysis.fits and (holdouts or not cfg.holdout):
+        return fits, holdouts
+    units, _ = build_units(analysis.table, get_law("data"))
+    if "data" not in analysis.fits:
+        fits = {(u.mixtures[0], u.fixed[1]): r for u, r in zip(units, fit_units(units, cfg.fit, pool))}
+    if cfg.holdout:
+        holdouts = {(h.unit.mixtures[0], h.unit.fixed[1]): h for h in holdout_validation(units, "D", cfg.fit, pool)}
+    return fits, holdouts

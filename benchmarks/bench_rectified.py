@@ -25,13 +25,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.analysis.simulate: the simulated curves
 
-from analysis.bootstrap import bootstrap_fits
-from analysis.fit import COARSE_GRID, FitSettings, fit_unit
-from analysis.fit_inputs import FitUnit
-from analysis.laws import LAWS
-from analysis.pipeline import Fitted
-from analysis.plateau import plateau_entry
-from analysis.workers import worker_pool
+from analysis.core.laws import LAWS
+from analysis.core.settings import COARSE_GRID, FitSettings
+from analysis.fitting.bootstrap import bootstrap_fits
+from analysis.fitting.fit import fit_unit
+from analysis.fitting.units import FitUnit
+from analysis.fitting.workers import worker_pool
+from analysis.results.model import Fitted
+from analysis.results.plateau import plateau_entry
 from synthscale.cli import resolve_workers
 from tests.analysis.simulate import RectifiedCurve
 

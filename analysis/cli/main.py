@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from analysis.cli_options import analysis_config, fit_options, law_option, load_table, run_fits
-from analysis.cli_report import report
-from analysis.defaults import DEFAULT_SMOOTHING
+from analysis.cli.options import analysis_config, fit_options, law_option, load_table, run_fits
+from analysis.cli.report import report
+from analysis.core.defaults import DEFAULT_SMOOTHING
 from synthscale.cli import COUNT, StageCommand, emit_json, json_options, named_values_callback, stage_group
 
 
@@ -55,7 +55,7 @@ def fit(results, laws, holdout, predict_n, predict_d, as_json, json_file, target
       analysis fit results.csv --law data --law joint --bootstrap 200 --predict-D 8T
       analysis fit curves.csv --law rectified --plateau-tol 0.01 --workers 0 --json-file fits.json
     """
-    from analysis.report import fits_document
+    from analysis.report.render import fits_document
 
     config = analysis_config(grid, laws=tuple(laws), bootstrap=bootstrap, seed=seed, confidence=confidence,
                              workers=workers, shared_exponents=shared_exponents, skip_unfittable=skip_unfittable,
@@ -79,7 +79,7 @@ def fit(results, laws, holdout, predict_n, predict_d, as_json, json_file, target
 
 def _print_fits(aset, document: dict, confidence: float) -> None:
     """The text of `analysis fit`: each fit's parameters with intervals, comparisons, plateaus, predictions."""
-    from analysis.textfmt import fmt, interval_text
+    from analysis.report.textfmt import fmt, interval_text
     from synthscale.units import format_count
 
     for analysis in aset.analyses:
@@ -149,8 +149,8 @@ def unigram(trains, test, smoothing, top, min_test_count, keep_eod, as_json, jso
     Example:
       analysis unigram --train natural=data/natural --train hq=data/hq --test data/heldout --json
     """
-    from analysis.textfmt import jsonable
-    from analysis.unigram import unigram_diagnostics
+    from analysis.report.textfmt import jsonable
+    from analysis.data.unigram import unigram_diagnostics
 
     result = unigram_diagnostics(trains, test, smoothing=smoothing, top=top, min_test_count=min_test_count,
                                  keep_eod=keep_eod)
@@ -162,7 +162,7 @@ def unigram(trains, test, smoothing, top, min_test_count, keep_eod, as_json, jso
 
 
 def _print_unigram(result, data: dict) -> None:
-    from analysis.textfmt import fmt
+    from analysis.report.textfmt import fmt
 
     click.echo(f"test {result.test.prefix}: {data['test']['tokens']} tokens, {data['test']['types']} types, "
                f"Zipf s={fmt(data['zipf']['test'].get('exponent'), 3)}; smoothing alpha={result.smoothing:g} over "

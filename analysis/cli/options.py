@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from analysis.defaults import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, LAW_NAMES, MAX_MULTIPLE, TOL_ABS, TOL_REL
+from analysis.core.defaults import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, LAW_NAMES, MAX_MULTIPLE, TOL_ABS, TOL_REL
 from synthscale.cli import usage_error, workers_option
 from synthscale.errors import SynthscaleError
 
@@ -55,7 +55,7 @@ def law_option(default: tuple[str, ...], help: str):
 
 def load_table(results: str, target: str):
     """Read the results table; what was excluded, dropped or guessed goes to stderr."""
-    from analysis.table import read_results
+    from analysis.data.table import read_results
     from synthscale.units import format_count
 
     table = read_results(results, target)
@@ -76,7 +76,7 @@ def load_table(results: str, target: str):
 
 def run_fits(table, config, pool_conditions: bool, **kwargs):
     """Every condition (and domain) of the table; fits lacking points stop it, with the way around."""
-    from analysis.fit_inputs import UnfittableError
+    from analysis.fitting.units import UnfittableError
     from analysis.multi import run_all
 
     try:
@@ -87,8 +87,8 @@ def run_fits(table, config, pool_conditions: bool, **kwargs):
 
 def analysis_config(grid: str = "full", **kwargs):
     """The AnalysisConfig of the command's flags; a value it rejects is a usage error (exit 2)."""
-    from analysis.config import AnalysisConfig
-    from analysis.fit import COARSE_GRID, FitSettings
+    from analysis.core.settings import AnalysisConfig
+    from analysis.core.settings import COARSE_GRID, FitSettings
 
     try:
         return AnalysisConfig(fit=FitSettings(grid=COARSE_GRID if grid == "coarse" else None), **kwargs)

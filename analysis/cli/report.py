@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from analysis.cli_options import analysis_config, fit_options, law_option, load_table, run_fits
-from analysis.defaults import DEFAULT_SMOOTHING, DOMAIN_BOOTSTRAP, LAW_NAMES
+from analysis.cli.options import analysis_config, fit_options, law_option, load_table, run_fits
+from analysis.core.defaults import DEFAULT_SMOOTHING, DOMAIN_BOOTSTRAP, LAW_NAMES
 from synthscale.cli import COUNT, named_values_callback, usage_error
 from synthscale.config import ConfigCommand, resolved_config, write_resolved_config
 
@@ -100,8 +100,8 @@ def report(ctx, results, output, laws, baseline, speedup_law, extrapolate_n, ext
       analysis report results.csv --output report/ --extrapolate-D 8T --workers 0
       analysis report --config report.yaml --set uncertainty.bootstrap=200 --print-config
     """
-    from analysis.report import write_report
-    from analysis.report_cache import inputs_key, reusable
+    from analysis.report.render import write_report
+    from analysis.report.cache import inputs_key, reusable
 
     if bool(unigram_train) != bool(unigram_test):
         raise click.UsageError("--unigram-train and --unigram-test go together")
@@ -125,12 +125,12 @@ def report(ctx, results, output, laws, baseline, speedup_law, extrapolate_n, ext
     if domains:
         domain_tables = _domain_tables(results, table, target)
         domain_config = _domain_config(config, domain_bootstrap, domain_grid, domain_laws)
-    from analysis.corpora import read_corpora
+    from analysis.data.corpora import read_corpora
 
     corpus_rows = read_corpora(corpora)
     unigram = None
     if unigram_train:  # before the fits: a missing token file or extra should not wait for them
-        from analysis.unigram import unigram_diagnostics
+        from analysis.data.unigram import unigram_diagnostics
 
         unigram = unigram_diagnostics(unigram_train, unigram_test, smoothing=smoothing)
     aset = run_fits(table, config, pool_conditions, domain_tables=domain_tables, domain_config=domain_config,
@@ -148,7 +148,7 @@ def report(ctx, results, output, laws, baseline, speedup_law, extrapolate_n, ext
 
 def _domain_tables(results: str, table, target: str) -> dict:
     """{loss.<domain>: table} for every domain column other than the fitted one; unreadable ones noted."""
-    from analysis.table import TableError, read_results
+    from analysis.data.table import TableError, read_results
 
     out = {}
     for domain in table.domains:
@@ -163,7 +163,7 @@ def _domain_tables(results: str, table, target: str) -> dict:
 
 
 def _domain_config(config, domain_bootstrap: int | None, domain_grid: str, domain_laws: tuple[str, ...]):
-    from analysis.fit import COARSE_GRID
+    from analysis.core.settings import COARSE_GRID
     from analysis.multi import domain_settings
     from synthscale.errors import SynthscaleError
 

@@ -1,6 +1,6 @@
 """Whether a fit is identified: numbers worth reporting, not a boundary solution.
 
-A fit has *converged* when L-BFGS-B reported success at the best loss found (fit.py). That
+A fit has *converged* when L-BFGS-B reported success at the best loss found (fitting/fit.py). That
 says nothing about whether the data pin the parameters down: a loss with no visible floor
 drives E to zero, and a flat loss puts an exponent or a scale on a bound. A converged fit is
 *identified* only when all of these hold:
@@ -18,7 +18,7 @@ drives E to zero, and a flat loss puts an exponent or a scale on a bound. A conv
    With fewer than 2 resamples there are no intervals: the fit is *not bootstrap-checked* (the
    report says so) and rules 1 and 2 alone decide.
 
-The rectified law's D_l (rectified.py) is the exception at zero: D_l = 0 is the data law, a
+The rectified law's D_l (core/rectified_law.py) is the exception at zero: D_l = 0 is the data law, a
 result. Each resample's D_l is in units of its own D^beta, so D_l is judged as the dimensionless
 ratio D_l / D_min^beta (D_min: the smallest budget of the fit), resample by resample with its own
 beta. D_l on its lower bound is no problem; D_l on its upper bound (the loss is flat) is. A ratio
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.laws import EXPONENT_BOUNDS, LOG_SCALE_BOUNDS, Law
+from analysis.core.laws import EXPONENT_BOUNDS, LOG_SCALE_BOUNDS, Law
 
 BOUND_TOLERANCE = 1e-3  # in the optimiser's units: exponents, and log A, log B, log E
 E_FLOOR_SHARE = 1e-3

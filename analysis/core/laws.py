@@ -13,7 +13,7 @@ and e. `HuberObjective` evaluates that loss and its analytic gradient for all po
 
 The rectified data law of Lin et al. (2024), L(D) = B / (D_l + D^beta) + E, has a fourth
 parameter, the pre-learned data size D_l = exp(l) (in units of D^beta); its objective is
-analysis/rectified.py's `RectifiedObjective`, on the same Huber loss of log loss.
+core/rectified_law.py's `RectifiedObjective`, on the same Huber loss of log loss.
 """
 
 from __future__ import annotations

@@ -1,14 +1,67 @@
-"""What an analysis does: one typed, self-validating configuration."""
+"""How an analysis is made: its settings (`AnalysisConfig`) and how each fit is made (`FitSettings`,
+the starting grids of Hoffmann et al. and a coarse one), typed and self-validating."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
 
-from analysis.defaults import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, MAX_MULTIPLE, TOL_ABS, TOL_REL
-from analysis.fit import FitSettings
-from analysis.laws import LAWS
+import numpy as np
+
+from analysis.core.defaults import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, MAX_MULTIPLE, TOL_ABS, TOL_REL
+from analysis.core.laws import HUBER_DELTA, LAWS
 from synthscale.errors import SynthscaleError
+
+
+GRID = {
+    "a": np.arange(0.0, 25.0 + 1e-9, 5.0),
+    "b": np.arange(0.0, 25.0 + 1e-9, 5.0),
+    # log D_l of the rectified law (D_l in units of D^beta): -10 starts at the data law (D_l = 0),
+    # the rest at pre-learned sizes comparable with D^beta at budgets of 1e4 to 1e13 tokens.
+    "l": np.array([-10.0, 0.0, 5.0, 10.0, 20.0]),
+    "e": np.arange(-1.0, 1.0 + 1e-9, 0.5),
+    "alpha": np.arange(0.0, 2.0 + 1e-9, 0.5),
+    "beta": np.arange(0.0, 2.0 + 1e-9, 0.5),
+}
+
+# A quick-look grid (3^5 = 243 joint starts): `--grid coarse`. Reports say which grid was used.
+COARSE_GRID = {
+    "a": (0.0, 12.5, 25.0),
+    "b": (0.0, 12.5, 25.0),
+    "l": (-10.0, 5.0, 15.0),
+    "e": (-1.0, 0.0, 1.0),
+    "alpha": (0.5, 1.0, 1.5),
+    "beta": (0.5, 1.0, 1.5),
+}
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How fits are made. Validated on creation; errors name the field."""
+
+    delta: float = HUBER_DELTA
+    maxiter: int = 1000
+    grid_ftol: float = 1e-6  # L-BFGS-B ftol from the grid points; the best are then polished
+    polish: int = 5  # distinct best grid results refined with scipy's default (tight) ftol
+    resample_starts: int = 5  # bootstrap: best grid fit + next best distinct local minima
+    grid: dict[str, tuple[float, ...]] | None = None  # replaces axes of GRID (e.g. a coarser grid)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.delta) and self.delta > 0):
+            raise ValueError(f"delta: must be a positive number, got {self.delta!r}")
+        if self.maxiter < 1:
+            raise ValueError(f"maxiter: must be at least 1, got {self.maxiter!r}")
+        if not (0 < self.grid_ftol < 1):
+            raise ValueError(f"grid_ftol: must be in (0, 1), got {self.grid_ftol!r}")
+        if self.polish < 1:
+            raise ValueError(f"polish: must be at least 1, got {self.polish!r}")
+        if self.resample_starts < 1:
+            raise ValueError(f"resample_starts: must be at least 1, got {self.resample_starts!r}")
+        for name, values in (self.grid or {}).items():
+            if name not in GRID:
+                raise ValueError(f"grid: unknown parameter {name!r}, expected one of {sorted(GRID)}")
+            if len(values) == 0 or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"grid: {name} needs finite starting values, got {values!r}")
 
 
 @dataclass(frozen=True)

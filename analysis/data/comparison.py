@@ -21,7 +21,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from analysis.table import ResultsTable
+from analysis.data.table import ResultsTable
 
 VERDICTS = ("worse", "better", "within noise")
 

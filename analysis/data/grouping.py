@@ -16,8 +16,26 @@ import math
 
 import numpy as np
 
-from analysis.findings import ratio_families
-from analysis.table import ResultsTable
+
+from analysis.data.table import ResultsTable
+
+
+def ratio_families(labels: dict[str, tuple[float, str, str]]) -> dict[tuple[str, str], dict[str, float]]:
+    """The ratio axes: {(family, generator): {mixture: synthetic_fraction}}, from the table's fields.
+
+    `labels` is {mixture: (synthetic_fraction, family, generator)} of one condition. Mixtures of
+    one (family, generator) pair form a family; natural-text mixtures (fraction 0) belong to
+    every family. Names are never parsed. Families with fewer than two mixtures are left out.
+    """
+    families: dict[tuple[str, str], dict[str, float]] = {}
+    natural = {m: f for m, (f, _, _) in labels.items() if f == 0}
+    for mixture, (fraction, family, generator) in labels.items():
+        if fraction == 0 or not np.isfinite(fraction):
+            continue
+        families.setdefault((family, generator), {})[mixture] = fraction
+    for members in families.values():
+        members.update(natural)
+    return {k: dict(sorted(m.items(), key=lambda kv: (kv[1], kv[0]))) for k, m in sorted(families.items()) if len(m) >= 2}
 
 
 def split_conditions(table: ResultsTable, pool: bool = False) -> tuple[list[ResultsTable], list[str]]:

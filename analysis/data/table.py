@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.labels import UNLABELLED, conditions, label_mixtures  # noqa: F401 (UNLABELLED re-exported)
+from analysis.data.labels import conditions, label_mixtures
 from synthscale.errors import SynthscaleError
 from synthscale.units import parse_count
 
@@ -49,7 +49,7 @@ class ResultsTable:
     repeated: list[dict] = field(default_factory=list)
     recorded: tuple[str, ...] = LABEL_COLUMNS  # which of LABEL_COLUMNS the file has
     notes: list[str] = field(default_factory=list)  # how a table lacking labels was read
-    condition: str | None = None  # set on a table cut to one condition (see grouping.py)
+    condition: str | None = None  # set on a table cut to one condition (see data/grouping.py)
 
     @property
     def mixtures(self) -> list[str]:

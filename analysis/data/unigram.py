@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from analysis.defaults import DEFAULT_SMOOTHING
+from analysis.core.defaults import DEFAULT_SMOOTHING
 from synthscale.errors import SynthscaleError
 
 DEFAULT_CHUNK_TOKENS = 1 << 24

@@ -9,7 +9,7 @@ unit's label), so results do not depend on the number of workers or on which uni
 A resample that cannot pin down the curve (too few distinct N or D drawn) or does not converge
 is counted as failed and left out of the intervals; the count is reported. A resample whose
 optimum sits on a bound is kept: leaving it out would narrow the intervals of exactly the fits
-whose parameters the runs do not pin down (identify.py then flags the wide interval).
+whose parameters the runs do not pin down (core/identify.py then flags the wide interval).
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.defaults import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
-from analysis.fit import FitResult, FitSettings, minimise, select_best, split_theta
-from analysis.fit_inputs import FitUnit, check_unit
-from analysis.laws import natural_params
-from analysis.workers import map_tasks
+from analysis.core.defaults import DEFAULT_RESAMPLES
+from analysis.core.laws import natural_params
+from analysis.core.rectified_law import zero_threshold
+from analysis.core.settings import FitSettings
+from analysis.core.statistics import percentile_interval
+from analysis.fitting.fit import FitResult, minimise, select_best, split_theta
+from analysis.fitting.units import FitUnit, check_unit
+from analysis.fitting.workers import map_tasks
 
 WARM_START_SPACING = 0.05
 
@@ -54,22 +57,6 @@ class BootstrapSamples:
         return {"resamples": self.n_resamples, "failed": self.n_failed}
 
 
-def percentile_interval(values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> list[float] | None:
-    """[lo, hi] percentile interval of the finite values; None if fewer than 2 are finite.
-
-    Infinite values (e.g. a speed-up where the baseline never reaches the loss) take part in
-    the ranking, so an interval may be open (inf) on one side.
-    """
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size < 2:
-        return None
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    big = np.finfo(float).max / 4  # ranks infinities without inf - inf = NaN in interpolation
-    lo, hi = np.percentile(np.clip(values, -big, big), [tail, 100.0 - tail], method="linear")
-    return [float(v) if abs(v) < 1e300 else float(np.sign(v) * np.inf) for v in (lo, hi)]
-
-
 def resample_indices(unit: FitUnit, n_resamples: int, seed: int) -> np.ndarray:
     """(R, n) point indices: within each mixture, its runs drawn with replacement."""
     rng = np.random.default_rng([seed, zlib.crc32(unit.label.encode())])
@@ -85,14 +72,12 @@ def resample_indices(unit: FitUnit, n_resamples: int, seed: int) -> np.ndarray:
 def warm_starts(fit: FitResult, k: int) -> np.ndarray:
     """The best fit and up to k-1 other grid minima, each >= WARM_START_SPACING from the kept.
 
-    For the rectified law, optima differing only in a D_l that is zero (rectified.py) are one
+    For the rectified law, optima differing only in a D_l that is zero (core/rectified_law.py) are one
     curve: their log D_l is compared from the zero threshold up.
     """
     def key(theta: np.ndarray) -> np.ndarray:
         if not fit.law.pre_learned:
             return theta
-        from analysis.rectified import zero_threshold
-
         i = fit.law.param_names.index("l")
         out = theta.copy()
         out[i] = max(out[i], np.log(zero_threshold(fit.law, theta, float(fit.unit.D.min()))))

@@ -1,4 +1,4 @@
-"""Holdout validation and extrapolation.
+"""Holdout validation.
 
 Holdout, as the paper does it: within a unit, the runs at the largest budget D (data law, and
 optionally the joint law) or the largest size N (model law) are held out, the law is fitted on
@@ -13,13 +13,10 @@ import concurrent.futures as cf
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from analysis.bootstrap import BootstrapSamples, percentile_interval
-from analysis.fit import FitResult, FitSettings, fit_unit
-from analysis.fit_inputs import FitUnit, check_unit
-from analysis.grouping import inside_runs
-from analysis.laws import predict_loss
+from analysis.core.settings import FitSettings
+from analysis.fitting.fit import FitResult, fit_unit
+from analysis.fitting.units import FitUnit, check_unit
 from synthscale.units import format_count
 
 
@@ -122,45 +119,3 @@ def holdout_summary(holdouts: list[Holdout]) -> dict:
         "units": len(usable),
         "skipped": len(holdouts) - len(usable),
     }
-
-
-def extrapolate(
-    fit: FitResult,
-    samples: BootstrapSamples | None,
-    N_values: list[float],
-    D_values: list[float],
-    confidence: float,
-) -> list[dict]:
-    """Predicted loss (with interval) of each mixture of `fit` at the named sizes and budgets.
-
-    The data law predicts at its own N for each D, the model law at its own D for each N,
-    the joint law at every (N, D) pair.
-    """
-    law = fit.law
-    if law.fixed == "N":
-        pairs = [(fit.unit.fixed[1], d) for d in D_values]
-    elif law.fixed == "D":
-        pairs = [(n, fit.unit.fixed[1]) for n in N_values]
-    else:
-        pairs = [(n, d) for n in N_values for d in D_values]
-    if not pairs or not fit.converged:
-        return []
-    N = np.array([p[0] for p in pairs], dtype=float)
-    D = np.array([p[1] for p in pairs], dtype=float)
-    out = []
-    unit = fit.unit
-    span = {"runs": unit.n_points, "N": [float(unit.N.min()), float(unit.N.max())],
-            "D": [float(unit.D.min()), float(unit.D.max())]}
-    points = pd.DataFrame({"N": unit.N, "D": unit.D})
-    for mixture in fit.unit.mixtures:
-        point = fit.predict(N, D, mixture)
-        band = predict_loss(law, samples.mixture_thetas(mixture), N, D) if samples is not None else None
-        for j in range(len(pairs)):
-            out.append({
-                "law": law.name, "mixture": mixture, "N": float(N[j]), "D": float(D[j]),
-                "predicted_loss": float(point[j]),
-                "interval": percentile_interval(band[:, j], confidence) if band is not None else None,
-                "beyond_data": not inside_runs(points, N[j], D[j]),
-                "rests_on": span,
-            })
-    return out

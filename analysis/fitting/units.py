@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from analysis.laws import HUBER_DELTA, HuberObjective, Law
-from analysis.table import ResultsTable
+from analysis.core.laws import HUBER_DELTA, HuberObjective, Law
+from analysis.core.rectified_law import RectifiedObjective
+from analysis.data.table import ResultsTable
 from synthscale.errors import SynthscaleError
 from synthscale.units import format_count
 
@@ -70,9 +71,7 @@ class FitUnit:
         return key
 
     def objective(self, delta: float = HUBER_DELTA) -> HuberObjective:
-        cls = HuberObjective
-        if self.law.pre_learned:
-            from analysis.rectified import RectifiedObjective as cls
+        cls = RectifiedObjective if self.law.pre_learned else HuberObjective
         return cls(
             self.law,
             np.log(self.N),

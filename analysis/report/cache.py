@@ -16,7 +16,6 @@ import json
 import re
 from pathlib import Path
 
-import analysis
 from synthscale.files import sha256_file
 
 REPORT_FILES = ("report.html", "report.md", "fits.json", "summary.txt")
@@ -25,7 +24,7 @@ UNKEYED_OPTIONS = ("output", "workers")
 
 def _code_digest() -> str:
     digest = hashlib.sha256()
-    root = Path(analysis.__file__).parent
+    root = Path(__file__).resolve().parents[1]  # the analysis package
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()

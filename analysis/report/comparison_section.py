@@ -1,6 +1,6 @@
 """The report's first section: each mixture against natural text at equal (N, D), beside the seed noise.
 
-A table (a row per (N, D), a column per mixture) and a figure (a panel per N), from comparison.py:
+A table (a row per (N, D), a column per mixture) and a figure (a panel per N), from data/comparison.py:
 the measured differences, no law fitted.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import pyplot as plt
 
-from analysis.figures import MAX_WIDTH_IN, Figure, count_ticks, grid_shape, render, where
 from analysis.multi import AnalysisSet
-from analysis.pipeline import Analysis
-from analysis.textfmt import Section
+from analysis.report.figures import MAX_WIDTH_IN, count_ticks, grid_shape, render, where
+from analysis.report.textfmt import Figure
+from analysis.report.textfmt import Section
+from analysis.results.model import Analysis
 from synthscale.units import format_count
 
 MARKS = {"worse": "↑", "better": "↓", "within noise": "", None: ""}

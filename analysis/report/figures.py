@@ -15,8 +15,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.textfmt import Figure  # noqa: E402,F401 (the figures' record, re-exported for the plotting modules)
-
 DPI = 100
 MAX_WIDTH_IN = 11.5
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import pyplot as plt
 
-from analysis.figures import Figure, colors as _colors, count_ticks, plain_log_axis as _plain_log_axis
-from analysis.figures import render as _render
-from analysis.figures import where as _where
-from analysis.labels import slug
-from analysis.pipeline import Analysis
+from analysis.data.labels import slug
+from analysis.report.figures import colors, count_ticks, plain_log_axis, render, where
+from analysis.report.textfmt import Figure
+from analysis.results.model import Analysis
 from synthscale.units import format_count
 
 
@@ -25,13 +24,13 @@ def irreducible_figure(analysis: Analysis) -> Figure | None:
     ax.errorbar(E, y, xerr=[E - lo, hi - E], fmt="o", capsize=4, color="navy")
     ax.set_yticks(y, [f"{r['mixture']}" + (f" ({r['synthetic_fraction']:.0%} synthetic)" if np.isfinite(r["synthetic_fraction"]) else "") for r in rows])
     ax.set_xlabel("irreducible loss E")
-    ax.set_title(f"Irreducible loss per mixture{_where(analysis)}", fontsize=10)
+    ax.set_title(f"Irreducible loss per mixture{where(analysis)}", fontsize=10)
     c = analysis.config
     caption = (f"E of the joint law {analysis.fits['joint'][0].fit.law.formula} fitted per mixture on all its runs; "
                f"bars: {c.confidence:.0%} bootstrap percentile intervals ({c.bootstrap} resamples of runs)"
                if c.bootstrap else "E of the joint law per mixture (no bootstrap: no intervals)")
     caption += ". Mixtures whose fit is not identified are left out."
-    return Figure(f"{analysis.prefix}irreducible_loss", f"Irreducible loss E{_where(analysis)}", caption, _render(fig))
+    return Figure(f"{analysis.prefix}irreducible_loss", f"Irreducible loss E{where(analysis)}", caption, render(fig))
 
 
 def speedup_figure(analysis: Analysis) -> Figure | None:
@@ -43,7 +42,7 @@ def speedup_figure(analysis: Analysis) -> Figure | None:
     rows = (len(sizes) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.5 * rows), squeeze=False)
     mixtures = sorted({s["mixture"] for s in speedups})
-    colors = dict(zip(mixtures, _colors(len(mixtures))))
+    palette = dict(zip(mixtures, colors(len(mixtures))))
     largest_run = float(analysis.table.runs["D"].max())
     for ax, N in zip(axes.ravel(), sizes):
         entries = [s for s in speedups if s["N"] == N]
@@ -51,12 +50,12 @@ def speedup_figure(analysis: Analysis) -> Figure | None:
         values = values[np.isfinite(values) & (values > 0)]
         for s in entries:
             D = np.array(s["curve"]["D"])
-            ax.plot(D, np.array(s["curve"]["speedup"], float), color=colors[s["mixture"]], label=s["mixture"])
+            ax.plot(D, np.array(s["curve"]["speedup"], float), color=palette[s["mixture"]], label=s["mixture"])
             if s["curve"]["interval"] is not None:
                 band = np.array([iv if iv is not None else [np.nan, np.nan] for iv in s["curve"]["interval"]], float)
-                ax.fill_between(D, band[:, 0], np.minimum(band[:, 1], 1e12), color=colors[s["mixture"]], alpha=0.2)
+                ax.fill_between(D, band[:, 0], np.minimum(band[:, 1], 1e12), color=palette[s["mixture"]], alpha=0.2)
             for d in s["crossing"]["crossings_D"]:
-                ax.axvline(d, color=colors[s["mixture"]], ls=":", lw=1)
+                ax.axvline(d, color=palette[s["mixture"]], ls=":", lw=1)
         ax.axhline(1.0, color="grey", lw=1)
         if largest_run < D.max():
             ax.axvspan(largest_run, D.max(), color="grey", alpha=0.08, lw=0)
@@ -64,7 +63,7 @@ def speedup_figure(analysis: Analysis) -> Figure | None:
         ax.set_yscale("log")
         if values.size:  # the point curves decide the view; open-ended bands are cut
             ax.set_ylim(min(0.5, values.min() / 2), max(2.0, values.max() * 4))
-        _plain_log_axis(ax.yaxis)
+        plain_log_axis(ax.yaxis)
         count_ticks(ax.xaxis, analysis.table.runs["D"], 5)
         ax.tick_params(labelsize=7)
         ax.set_title(f"N = {format_count(N)}", fontsize=9)
@@ -82,7 +81,7 @@ def speedup_figure(analysis: Analysis) -> Figure | None:
         "curves cross (speed-up 1); grey: budgets beyond the largest run (extrapolated). Above 1 the mixture "
         "reaches a loss the baseline needs more tokens for. Pairs whose fits are not identified are left out."
     )
-    return Figure(f"{analysis.prefix}speedup", f"Speed-up over the baseline{_where(analysis)}", caption, _render(fig))
+    return Figure(f"{analysis.prefix}speedup", f"Speed-up over the baseline{where(analysis)}", caption, render(fig))
 
 
 def best_ratio_figures(analysis: Analysis) -> list[Figure]:
@@ -108,10 +107,10 @@ def best_ratio_figures(analysis: Analysis) -> list[Figure]:
         ax.set_yticks(range(len(sizes)), [format_count(n) for n in sizes], fontsize=7)
         ax.set_xlabel("D (tokens)")
         ax.set_ylabel("N (parameters)")
-        ax.set_title(f"Best synthetic ratio ({name}){_where(analysis)}", fontsize=9)
+        ax.set_title(f"Best synthetic ratio ({name}){where(analysis)}", fontsize=9)
         fig.colorbar(image, ax=ax, label="synthetic fraction")
         N = sizes[-1]
-        for color, D in zip(_colors(len(budgets)), budgets):
+        for color, D in zip(colors(len(budgets)), budgets):
             r = next(r for r in rows if r["N"] == N and r["D"] == D)
             x = [c["ratio"] for c in r["curve"]]
             y = [c["predicted_loss"] for c in r["curve"]]
@@ -131,5 +130,5 @@ def best_ratio_figures(analysis: Analysis) -> list[Figure]:
             "Right: predicted loss across the ratios at the largest N, with bootstrap intervals."
         )
         figures.append(Figure(f"{analysis.prefix}best_ratio_{slug(family)}" + (f"_{slug(generator)}" if generator else ""),
-                              f"Best synthetic ratio, {name}{_where(analysis)}", caption, _render(fig)))
+                              f"Best synthetic ratio, {name}{where(analysis)}", caption, render(fig)))
     return figures

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from analysis.finding_plots import best_ratio_figures, irreducible_figure, speedup_figure
 from analysis.multi import AnalysisSet
-from analysis.summary import family_name, rests_on_text, where_text
-from analysis.textfmt import Section, fmt, interval_text, with_interval
+from analysis.report.finding_plots import best_ratio_figures, irreducible_figure, speedup_figure
+from analysis.report.summary import family_name, rests_on_text, where_text
+from analysis.report.textfmt import Section, fmt, interval_text, with_interval
 from synthscale.units import format_count
 
 

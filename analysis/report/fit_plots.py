@@ -11,8 +11,9 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from analysis.figures import MAX_WIDTH_IN, Figure, colors, count_ticks, grid_shape, plain_log_axis, render, where
-from analysis.pipeline import Analysis
+from analysis.report.figures import MAX_WIDTH_IN, colors, count_ticks, grid_shape, plain_log_axis, render, where
+from analysis.report.textfmt import Figure
+from analysis.results.model import Analysis
 from synthscale.units import format_count
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from analysis.identification import CODES, tally_text
-from analysis.identify import RECTIFIED_RULES, RULES
+from analysis.core.identify import RECTIFIED_RULES, RULES
 from analysis.multi import AnalysisSet
-from analysis.plateau import plateau_rules
-from analysis.textfmt import Section, fmt
+from analysis.report.textfmt import Section, fmt
+from analysis.results.identification import CODES, tally_text
+from analysis.results.plateau import plateau_rules
 from synthscale.units import format_count
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.identification import tally_text
-from analysis.identify import DL_ZERO_RATIO, RECTIFIED_RULES
-from analysis.labels import slug
+from analysis.core.identify import DL_ZERO_RATIO, RECTIFIED_RULES
+from analysis.data.labels import slug
 from analysis.multi import AnalysisSet
-from analysis.pipeline import Analysis
-from analysis.plateau import SEARCH_MULTIPLE
-from analysis.figures import Figure, colors as _colors, plain_log_axis as _plain_log_axis, render as _render
-from analysis.figures import quiet_minor_ticks as _quiet_minor_ticks, where as _where
+from analysis.report.figures import colors, plain_log_axis, quiet_minor_ticks, render, where
+from analysis.report.textfmt import Figure
+from analysis.results.identification import tally_text
+from analysis.results.model import Analysis
+from analysis.results.plateau import SEARCH_MULTIPLE
 from matplotlib import pyplot as plt
-from analysis.rectified import comparison_summary
-from analysis.textfmt import Section, fmt, interval_text, with_interval
+from analysis.report.textfmt import Section, fmt, interval_text, with_interval
+from analysis.results.law_comparison import comparison_summary
 from synthscale.units import format_count
 
 
@@ -74,7 +74,6 @@ def _plateau_cell(p: dict | None) -> str:
 def rectified_sections(aset: AnalysisSet, data: dict) -> list[Section]:
     if "rectified" not in data["fits"]:
         return []
-    cfg = aset.config
     cond = ["condition"] if aset.many_conditions else []
     s = Section("Rectified law: L(D) = B / (D_l + D^beta) + E", [
         "The rectified scaling law of Lin et al. (2024), fitted per mixture at each N on its runs like the other "
@@ -154,7 +153,7 @@ def rectified_figure(analysis: Analysis, mixture: str) -> Figure | None:
     plateaus = {p["N"]: p for p in analysis.plateaus if p["mixture"] == mixture and p["criterion"] == "absolute"}
     multiple = analysis.config.plateau_max_multiple
     fig, (ax, res) = plt.subplots(2, 1, figsize=(6.2, 4.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for color, fitted in zip(_colors(len(fits)), fits):
+    for color, fitted in zip(colors(len(fits)), fits):
         unit, N = fitted.unit, fitted.unit.fixed[1]
         ax.scatter(unit.D, unit.loss, color=color, s=16, zorder=3)
         if fitted.fit.converged:
@@ -179,13 +178,13 @@ def rectified_figure(analysis: Analysis, mixture: str) -> Figure | None:
     ax.axvspan(d_max, d_max * multiple, color="grey", alpha=0.06, lw=0)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log_axis(ax.yaxis)
-    _quiet_minor_ticks(ax.xaxis)
+    plain_log_axis(ax.yaxis)
+    quiet_minor_ticks(ax.xaxis)
     res.axhline(0.0, color="grey", lw=0.6)
     res.set_xlabel("D (training tokens)")
     res.set_ylabel("resid. %", fontsize=8)
     ax.set_ylabel(analysis.table.target)
-    ax.set_title(f"Rectified law and plateau: {mixture}{_where(analysis)}", fontsize=10)
+    ax.set_title(f"Rectified law and plateau: {mixture}{where(analysis)}", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     caption = (f"L(D) = B / (D_l + D^beta) + E fitted at each N on the runs of mixture {mixture!r} at that N (dots); "
                f"below: the runs' residuals, 100 x (log observed - log predicted). "
@@ -194,8 +193,8 @@ def rectified_figure(analysis: Analysis, mixture: str) -> Figure | None:
                f"the same runs, where it was fitted. Dash-dot line and band: the plateau D_p (doubling D lowers the "
                f"predicted loss by less than {analysis.config.plateau_tol_abs:g} nats from there on) and its "
                f"bootstrap interval, where identified. Grey: up to {multiple:g} x the largest budget (extrapolated).")
-    return Figure(f"{analysis.prefix}rectified_{slug(mixture)}", f"Rectified law and plateau, {mixture}{_where(analysis)}",
-                  caption, _render(fig))
+    return Figure(f"{analysis.prefix}rectified_{slug(mixture)}", f"Rectified law and plateau, {mixture}{where(analysis)}",
+                  caption, render(fig))
 
 
 def plateau_trend_figure(analysis: Analysis) -> Figure | None:
@@ -203,7 +202,7 @@ def plateau_trend_figure(analysis: Analysis) -> Figure | None:
     if not entries:
         return None
     mixtures = sorted({p["mixture"] for p in entries})
-    colors = dict(zip(mixtures, _colors(len(mixtures))))
+    palette = dict(zip(mixtures, colors(len(mixtures))))
     trends = {t["mixture"]: t for t in analysis.plateau_trends if t["criterion"] == "absolute" and t["identified"]}
     fig, ax = plt.subplots(figsize=(6.0, 4.4))
     for m in mixtures:
@@ -211,22 +210,22 @@ def plateau_trend_figure(analysis: Analysis) -> Figure | None:
         N = np.array([p["N"] for p in pts])
         dp = np.array([p["D_p"] for p in pts])
         iv = np.array([p["interval"] or [p["D_p"], p["D_p"]] for p in pts], float)
-        ax.errorbar(N, dp, yerr=np.vstack([dp - iv[:, 0], iv[:, 1] - dp]), fmt="o", capsize=3, color=colors[m], label=m)
+        ax.errorbar(N, dp, yerr=np.vstack([dp - iv[:, 0], iv[:, 1] - dp]), fmt="o", capsize=3, color=palette[m], label=m)
         t = trends.get(m)
         if t is not None:
             x = np.geomspace(N.min() / 1.3, N.max() * 1.3, 50)
             slope = f", b = {t['slope']:.3g}" + (f" {interval_text(t['slope_interval'])}" if t["slope_interval"] else "")
-            ax.plot(x, np.exp(t["intercept"] + t["slope"] * np.log(x)), color=colors[m], lw=1.0, label=f"{m} fit{slope}")
+            ax.plot(x, np.exp(t["intercept"] + t["slope"] * np.log(x)), color=palette[m], lw=1.0, label=f"{m} fit{slope}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _quiet_minor_ticks(ax.xaxis)
+    quiet_minor_ticks(ax.xaxis)
     ax.set_xlabel("N (non-embedding parameters)")
     ax.set_ylabel("plateau budget D_p (tokens)")
-    ax.set_title(f"Plateau budget against model size{_where(analysis)}", fontsize=10)
+    ax.set_title(f"Plateau budget against model size{where(analysis)}", fontsize=10)
     ax.legend(fontsize=7)
     caption = (f"D_p (absolute criterion, {analysis.config.plateau_tol_abs:g} nats per doubling) of each identified "
                f"rectified fit, with {analysis.config.confidence:.0%} bootstrap intervals; lines: log D_p = a + b log N "
                "fitted per mixture over those sizes (b < 0: larger models reach the plateau with fewer tokens). "
                f"Sizes whose D_p is not identified are left out (the table says why); D_p is searched up to "
                f"{SEARCH_MULTIPLE:g} x the largest budget.")
-    return Figure(f"{analysis.prefix}plateau_vs_N", f"Plateau budget against N{_where(analysis)}", caption, _render(fig))
+    return Figure(f"{analysis.prefix}plateau_vs_N", f"Plateau budget against N{where(analysis)}", caption, render(fig))

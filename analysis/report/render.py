@@ -11,19 +11,15 @@ import html
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from analysis.corpora import corpora_section
 from analysis.multi import AnalysisSet
-from analysis.unigram_report import unigram_section
-from analysis.sections import build_sections
-from analysis.summary import summary_lines
-from analysis.textfmt import Section, fmt, interval_text, jsonable, with_interval  # noqa: F401 (re-exported)
+from analysis.report.corpora_section import corpora_section
+from analysis.report.sections import build_sections
+from analysis.report.summary import summary_lines
+from analysis.report.textfmt import Section, jsonable
+from analysis.report.unigram_section import unigram_section
 from synthscale.files import atomic_paths, describe_file
 from synthscale.provenance import provenance
-
-if TYPE_CHECKING:  # pragma: no cover
-    from analysis.unigram import UnigramResult
+from analysis.data.unigram import UnigramResult
 
 
 STYLE = ("body{font-family:sans-serif;max-width:1180px;margin:1em auto;padding:0 1em;line-height:1.35;font-size:15px}"

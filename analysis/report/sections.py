@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.comparison_report import comparison_section
-from analysis.findings_report import findings_section
-from analysis.identification import tally, tally_text
-from analysis.identification_report import identification_section
-from analysis.laws import get_law
+from analysis.core.laws import get_law
+from analysis.fitting.holdout import holdout_summary
 from analysis.multi import AnalysisSet
-from analysis.plots import predicted_vs_observed_figure, scaling_figure
-from analysis.rectified_report import rectified_sections
-from analysis.summary import domain_rows, family_name, summary_lines
-from analysis.textfmt import Section, fmt, with_interval
-from analysis.validation import holdout_summary
+from analysis.report.comparison_section import comparison_section
+from analysis.report.findings_section import findings_section
+from analysis.report.fit_plots import predicted_vs_observed_figure, scaling_figure
+from analysis.report.identification_section import identification_section
+from analysis.report.rectified_section import rectified_sections
+from analysis.report.summary import domain_rows, family_name, summary_lines
+from analysis.report.textfmt import Section, fmt, with_interval
+from analysis.results.identification import tally, tally_text
 from synthscale.units import format_count
 
 

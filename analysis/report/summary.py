@@ -16,15 +16,12 @@ counts are summed and items carry their [condition].
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from analysis.identification import tally, tally_text
-from analysis.textfmt import fmt
+from analysis.report.textfmt import fmt
+from analysis.results.identification import tally, tally_text
 from synthscale.units import format_count
+from analysis.multi import AnalysisSet
+from analysis.results.model import Analysis
 
-if TYPE_CHECKING:  # pragma: no cover
-    from analysis.multi import AnalysisSet
-    from analysis.pipeline import Analysis
 
 LINE_LIMIT = 200
 

@@ -7,9 +7,10 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-from analysis.figures import Figure, colors, render
-from analysis.textfmt import Section, fmt
-from analysis.unigram import UnigramResult
+from analysis.data.unigram import UnigramResult
+from analysis.report.figures import colors, render
+from analysis.report.textfmt import Figure
+from analysis.report.textfmt import Section, fmt
 
 TOKENS_SHOWN = 8  # per training set in the report (fits.json has them all)
 

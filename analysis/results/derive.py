@@ -8,18 +8,15 @@ is still listed, with `identified: false` and the reason, and no number.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from analysis.bootstrap import percentile_interval
-from analysis.findings import best_ratio, crossing_summary, ratio_families, speedup
-from analysis.grouping import inside, inside_runs, mixture_labels, runs_span
-from analysis.laws import get_law, natural_params
-from analysis.validation import extrapolate
-
-if TYPE_CHECKING:  # pragma: no cover
-    from analysis.pipeline import Analysis
+from analysis.core.laws import get_law, natural_params
+from analysis.core.statistics import percentile_interval
+from analysis.data.grouping import inside, inside_runs, mixture_labels, runs_span
+from analysis.data.grouping import ratio_families
+from analysis.results.extrapolation import extrapolate
+from analysis.results.findings import best_ratio, crossing_summary, speedup
+from analysis.results.model import Analysis
 
 
 def derive_findings(analysis: "Analysis") -> None:

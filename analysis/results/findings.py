@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import brentq
 
-from analysis.bootstrap import percentile_interval
-from analysis.laws import Law, natural_params, predict_loss
+from analysis.core.laws import Law, natural_params, predict_loss
+from analysis.core.statistics import percentile_interval
 
 
 def baseline_floor_and_scale(law: Law, theta: np.ndarray, N: float | None):
@@ -77,24 +77,6 @@ def crossing_summary(law, theta_mix, theta_base, samples_mix, samples_base, D_ra
         out["resamples_valid"] = valid
         out["first_crossing_interval"] = percentile_interval(np.array(firsts), confidence) if firsts else None
     return out
-
-
-def ratio_families(labels: dict[str, tuple[float, str, str]]) -> dict[tuple[str, str], dict[str, float]]:
-    """The ratio axes: {(family, generator): {mixture: synthetic_fraction}}, from the table's fields.
-
-    `labels` is {mixture: (synthetic_fraction, family, generator)} of one condition. Mixtures of
-    one (family, generator) pair form a family; natural-text mixtures (fraction 0) belong to
-    every family. Names are never parsed. Families with fewer than two mixtures are left out.
-    """
-    families: dict[tuple[str, str], dict[str, float]] = {}
-    natural = {m: f for m, (f, _, _) in labels.items() if f == 0}
-    for mixture, (fraction, family, generator) in labels.items():
-        if fraction == 0 or not np.isfinite(fraction):
-            continue
-        families.setdefault((family, generator), {})[mixture] = fraction
-    for members in families.values():
-        members.update(natural)
-    return {k: dict(sorted(m.items(), key=lambda kv: (kv[1], kv[0]))) for k, m in sorted(families.items()) if len(m) >= 2}
 
 
 def best_ratio(law: Law, thetas: dict[str, np.ndarray], fractions: dict[str, float],

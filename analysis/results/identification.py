@@ -10,14 +10,11 @@ says about a fit that is not identified is one line per section pointing here.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from analysis.identify import bootstrap_checked
+from analysis.core.identify import bootstrap_checked
+from analysis.results.model import Analysis, Fitted
 
-if TYPE_CHECKING:  # pragma: no cover
-    from analysis.pipeline import Analysis, Fitted
 
 # Reason codes, in the order the legend lists them: code -> what it means.
 CODES = {
@@ -46,7 +43,7 @@ def fitted_row(law: str, fitted: "Fitted") -> dict:
         return {**row, "status": "no convergence", "codes": ["no convergence"], "reason": fit.message}
     if fitted.identified:
         return {**row, "status": "identified", "codes": [], "reason": ""}
-    codes = list(dict.fromkeys(p.short for p in fitted.identification.problems))  # identify.py's short codes
+    codes = list(dict.fromkeys(p.short for p in fitted.identification.problems))  # core/identify.py's short codes
     return {**row, "status": "not identified", "codes": codes, "reason": fitted.reason()}
 
 

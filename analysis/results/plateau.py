@@ -1,6 +1,6 @@
 """Where the gains of more data stop: the plateau budget D_p of each rectified-law fit.
 
-With the fitted law L(D) = B / (D_l + D^beta) + E (rectified.py) at one (mixture, N), the
+With the fitted law L(D) = B / (D_l + D^beta) + E (core/rectified_law.py) at one (mixture, N), the
 predicted drop from doubling D is
 
     drop(D) = L(D) - L(2D) = B (2^beta - 1) D^beta / ((D_l + D^beta)(D_l + 2^beta D^beta)),
@@ -32,17 +32,14 @@ plateau at every size, as every other interval does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from analysis.bootstrap import percentile_interval
-from analysis.identify import MAX_INTERVAL_RATIO, MIN_RESAMPLES, MIN_VALID_SHARE
-from analysis.laws import Law, natural_params
+from analysis.core.identify import MAX_INTERVAL_RATIO, MIN_RESAMPLES, MIN_VALID_SHARE
+from analysis.core.laws import Law, natural_params
+from analysis.core.statistics import percentile_interval
 from synthscale.units import format_count
+from analysis.results.model import Analysis, Fitted
 
-if TYPE_CHECKING:  # pragma: no cover
-    from analysis.pipeline import Analysis, Fitted
 
 SEARCH_MULTIPLE = 1e6
 GRID_POINTS = 256

@@ -1,6 +1,6 @@
 """Constants shared by the analysis tests: the results table's columns and a simulated study."""
 
-from analysis.fit import COARSE_GRID, FitSettings
+from analysis.core.settings import COARSE_GRID, FitSettings
 from recipes.results import TABLE_COLUMNS as WRITTEN_COLUMNS
 from tests.analysis.simulate import TrueLaw
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.table import TableError
+from analysis.data.table import TableError
 from synthscale.errors import SynthscaleError
 from tests.analysis.simulate import TrueLaw, simulate_table
 
@@ -135,7 +135,7 @@ def test_bad_options_are_named(tmp_path):
 
 
 def test_the_law_choices_are_the_laws():
-    from analysis.defaults import LAW_NAMES
-    from analysis.laws import LAWS
+    from analysis.core.defaults import LAW_NAMES
+    from analysis.core.laws import LAWS
 
     assert sorted(LAW_NAMES) == sorted(LAWS)

@@ -8,7 +8,7 @@ import json
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.corpora import read_corpus
+from analysis.data.corpora import read_corpus
 
 
 def _manifest(folder, generator: str, recall: float, passed: float) -> None:

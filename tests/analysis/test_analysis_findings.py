@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from analysis.config import AnalysisConfig
-from analysis.findings import crossings, ratio_families, speedup
-from analysis.fit import COARSE_GRID, FitSettings
-from analysis.grouping import split_conditions
-from analysis.laws import LAWS
+from analysis.core.laws import LAWS
+from analysis.core.settings import AnalysisConfig
+from analysis.core.settings import COARSE_GRID, FitSettings
+from analysis.data.grouping import ratio_families
+from analysis.data.grouping import split_conditions
+from analysis.data.table import read_results
 from analysis.pipeline import run_analysis
-from analysis.table import read_results
+from analysis.results.findings import crossings, speedup
 from tests.analysis.simulate import TrueLaw, simulate_table
 
 COARSE = FitSettings(grid=COARSE_GRID)

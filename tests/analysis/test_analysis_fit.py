@@ -4,11 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.bootstrap import bootstrap_fits, percentile_interval, resample_indices
-from analysis.fit import FitSettings, fit_unit, fit_units, shared_starts, starting_grid
-from analysis.fit_inputs import build_units
-from analysis.laws import LAWS
-from analysis.table import read_results
+from analysis.core.laws import LAWS
+from analysis.core.settings import FitSettings
+from analysis.core.statistics import percentile_interval
+from analysis.data.table import read_results
+from analysis.fitting.bootstrap import bootstrap_fits, resample_indices
+from analysis.fitting.fit import fit_unit, fit_units, shared_starts, starting_grid
+from analysis.fitting.units import build_units
 from tests.analysis.simulate import TrueLaw, simulate_table
 
 TRUE = TrueLaw(A=400.0, B=1200.0, E=1.7, alpha=0.34, beta=0.28)
@@ -65,8 +67,8 @@ def test_bootstrap_is_seeded_and_independent_of_workers(tmp_path):
     b = bootstrap_fits([fit], 20, seed=5)[0].thetas
     c = bootstrap_fits([fit], 20, seed=6)[0].thetas
     assert np.array_equal(a, b, equal_nan=True) and not np.array_equal(a, c, equal_nan=True)
-    from analysis.fit import COARSE_GRID
-    from analysis.workers import worker_pool
+    from analysis.core.settings import COARSE_GRID
+    from analysis.fitting.workers import worker_pool
 
     joint_table = _table(tmp_path, {"m": TRUE}, np.geomspace(1e7, 1e9, 4), np.geomspace(1e8, 1e10, 4), noise=0.003,
                          name="joint.csv")

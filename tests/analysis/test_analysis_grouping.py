@@ -8,10 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.config import AnalysisConfig
-from analysis.grouping import group_rows, seed_spread, split_conditions
+from analysis.core.settings import AnalysisConfig
+from analysis.data.grouping import group_rows, seed_spread, split_conditions
+from analysis.data.labels import UNLABELLED
+from analysis.data.table import read_results
 from analysis.multi import run_all
-from analysis.table import UNLABELLED, read_results
 from tests.analysis.helpers import COARSE, GENERATOR, TABLE_COLUMNS
 from tests.analysis.simulate import TrueLaw, simulate_table
 
@@ -70,7 +71,7 @@ def test_one_name_for_two_generators_is_kept_apart(tmp_path):
 
 
 def test_bad_seed_is_named(tmp_path):
-    from analysis.table import TableError
+    from analysis.data.table import TableError
 
     with pytest.raises(TableError, match="seed 'one' is not an integer"):
         read_results(_csv(tmp_path, [_row("a", "natural", 0.0, "", "", 3.0, seed="one")]))

@@ -9,22 +9,21 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
-import pytest
 from click.testing import CliRunner
 
-from analysis.bootstrap import BootstrapSamples
 from analysis.cli import main
-from analysis.config import AnalysisConfig
-from analysis.fit import FitResult
-from analysis.fit_inputs import FitUnit
-from analysis.grouping import split_conditions
-from analysis.identify import interval_problems
-from analysis.laws import LAWS
-from analysis.pipeline import Fitted, run_analysis
-from analysis.plateau import plateau_trend
-from analysis.rectified import pre_learned
-from analysis.table import read_results
+from analysis.core.identify import interval_problems
+from analysis.core.laws import LAWS
+from analysis.core.settings import AnalysisConfig
+from analysis.data.grouping import split_conditions
+from analysis.data.table import read_results
+from analysis.fitting.bootstrap import BootstrapSamples
+from analysis.fitting.fit import FitResult
+from analysis.fitting.units import FitUnit
+from analysis.pipeline import run_analysis
+from analysis.results.model import Fitted
+from analysis.results.plateau import plateau_trend
+from analysis.results.rectified import pre_learned
 from tests.analysis.helpers import COARSE
 from tests.analysis.simulate import RectifiedCurve, TrueLaw, simulate_curves, simulate_table
 

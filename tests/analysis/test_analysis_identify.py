@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.config import AnalysisConfig
-from analysis.grouping import split_conditions
-from analysis.identify import E_FLOOR_SHARE, interval_problems
+from analysis.core.identify import E_FLOOR_SHARE, interval_problems
+from analysis.core.settings import AnalysisConfig
+from analysis.data.grouping import split_conditions
+from analysis.data.table import read_results
 from analysis.pipeline import run_analysis
-from analysis.report import fmt
-from analysis.table import read_results
+from analysis.report.textfmt import fmt
 from tests.analysis.helpers import GENERATOR
 from tests.analysis.simulate import TrueLaw, simulate_table
 

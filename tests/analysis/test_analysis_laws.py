@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import approx_fprime
 
-from analysis.fit import join_theta, split_theta
-from analysis.laws import LAWS, HuberObjective, natural_params, predict_loss
+from analysis.core.laws import LAWS, HuberObjective, natural_params, predict_loss
+from analysis.fitting.fit import join_theta, split_theta
 
 
 def _points(n=40, seed=0):

@@ -4,12 +4,12 @@ and D_p against N."""
 import numpy as np
 import pytest
 
-from analysis.config import AnalysisConfig
-from analysis.grouping import split_conditions
-from analysis.laws import LAWS
+from analysis.core.laws import LAWS
+from analysis.core.settings import AnalysisConfig
+from analysis.data.grouping import split_conditions
+from analysis.data.table import read_results
 from analysis.pipeline import run_analysis
-from analysis.plateau import plateau_budgets, plateau_trend
-from analysis.table import read_results
+from analysis.results.plateau import plateau_budgets, plateau_trend
 from tests.analysis.helpers import COARSE
 from tests.analysis.simulate import RectifiedCurve, simulate_curves
 

@@ -8,14 +8,15 @@ from click.testing import CliRunner
 from scipy.optimize import approx_fprime
 
 from analysis.cli import main
-from analysis.config import AnalysisConfig
-from analysis.fit_inputs import build_units
-from analysis.grouping import split_conditions
-from analysis.identify import interval_problems, point_problems
-from analysis.laws import LAWS, LOG_SCALE_BOUNDS, HuberObjective, natural_params, predict_loss
+from analysis.core.identify import interval_problems, point_problems
+from analysis.core.laws import LAWS, LOG_SCALE_BOUNDS, HuberObjective, natural_params, predict_loss
+from analysis.core.rectified_law import RectifiedObjective
+from analysis.core.settings import AnalysisConfig
+from analysis.data.grouping import split_conditions
+from analysis.data.table import read_results
+from analysis.fitting.units import build_units
 from analysis.pipeline import run_analysis
-from analysis.rectified import RectifiedObjective, comparison_summary
-from analysis.table import read_results
+from analysis.results.law_comparison import comparison_summary
 from tests.analysis.helpers import COARSE
 from tests.analysis.simulate import RectifiedCurve, simulate_curves
 

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.report import fmt
+from analysis.report.textfmt import fmt
 from tests.analysis.helpers import GENERATOR
 
 

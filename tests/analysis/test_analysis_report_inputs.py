@@ -9,9 +9,9 @@ import pandas as pd
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.grouping import split_conditions
-from analysis.table import read_results
-from analysis.unigram import token_texts
+from analysis.data.grouping import split_conditions
+from analysis.data.table import read_results
+from analysis.data.unigram import token_texts
 from tests.analysis.helpers import BUDGETS, CONDITION, FRACTIONS, LABELS, LAWS, SIZES
 from tests.analysis.simulate import simulate_table
 

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 import study
 from analysis.cli import main
-from analysis.config import AnalysisConfig
+from analysis.core.settings import AnalysisConfig
+from analysis.data.table import read_results
 from analysis.multi import run_all
-from analysis.table import read_results
 from recipes.shapes import get_shape
 from study.config import StudyConfig, study_config
 from synthscale.config import flatten_sections, load_yaml_mapping

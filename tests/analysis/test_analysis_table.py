@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.table import TableError, choose_baseline, read_results
+from analysis.data.table import TableError, choose_baseline, read_results
 
 
 def _rows():

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from analysis.cli import main
-from analysis.unigram import UnigramError, kl_divergence, token_id_counts, unigram_diagnostics, zipf_fit
+from analysis.data.unigram import UnigramError, kl_divergence, token_id_counts, unigram_diagnostics, zipf_fit
 from synthscale.errors import SynthscaleError
 
 EOD = 9

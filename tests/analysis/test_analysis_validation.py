@@ -4,12 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.bootstrap import bootstrap_fits
-from analysis.fit import COARSE_GRID, FitSettings, fit_unit
-from analysis.fit_inputs import build_units
-from analysis.laws import LAWS
-from analysis.table import read_results
-from analysis.validation import extrapolate, holdout_summary, holdout_validation, split_largest
+from analysis.core.laws import LAWS
+from analysis.core.settings import COARSE_GRID, FitSettings
+from analysis.data.table import read_results
+from analysis.fitting.bootstrap import bootstrap_fits
+from analysis.fitting.fit import fit_unit
+from analysis.fitting.holdout import holdout_summary, holdout_validation, split_largest
+from analysis.fitting.units import build_units
+from analysis.results.extrapolation import extrapolate
 from tests.analysis.simulate import TrueLaw
 
 TRUE = TrueLaw(A=400.0, B=1200.0, E=1.7, alpha=0.34, beta=0.28)

@@ -1,0 +1,2 @@
+"""The bottom layer: the laws and their objectives, statistics, identification rules, settings and
+defaults. Imports nothing else of the analysis."""
