@@ -23,7 +23,7 @@ from recipes.shapes import get_shape
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("megatron_worker.py")
 SHAPE = "tiny-xs"  # 2 heads, 2 layers, vocabulary 300: splits at TP=2 and at PP=2
-STEPS = 60
+STEPS = 50
 
 
 def make_run(run_dir: Path, workspace, tensor_parallel: int = 1, pipeline_parallel: int = 1, data_parallel: int = 1,
