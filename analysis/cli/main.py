@@ -107,8 +107,9 @@ def _print_fits(aset, document: dict, confidence: float) -> None:
             click.echo(f"rectified vs data law, {c['mixture']} N={format_count(c['N'])}: " + ", ".join(cells))
         for p in analysis.plateaus:
             where = f" [{p['condition']}]" if p.get("condition") else ""
-            what = (f"{format_count(p['D_p'])} {interval_text(p.get('interval'), format_count)}" if p["identified"]
-                    else f"not identified: {p['reason']}")
+            what = (f"{format_count(p['D_p'])} {interval_text(p.get('interval'), format_count)} "
+                    f"({'extrapolated' if p['beyond_data'] else 'measured'}, {p['rests_on']['runs']} runs)"
+                    if p["identified"] else f"not identified: {p['reason']}")
             click.echo(f"plateau ({p['criterion']}, tol {p['tolerance']:g}) {p['mixture']}{where} "
                        f"N={format_count(p['N'])}: D_p {what}")
         for t in analysis.plateau_trends:
@@ -125,7 +126,8 @@ def _print_fits(aset, document: dict, confidence: float) -> None:
     for e in document["extrapolation"]:
         where = f" [{e['condition']}]" if e.get("condition") else ""
         click.echo(f"predicted {e['law']} {e['mixture']}{where} N={format_count(e['N'])} D={format_count(e['D'])}: "
-                   f"{fmt(e['predicted_loss'])} {interval_text(e['interval'])}")
+                   f"{fmt(e['predicted_loss'])} {interval_text(e['interval'])} "
+                   f"({'extrapolated' if e['beyond_data'] else 'measured'}, {e['rests_on']['runs']} runs)")
 
 
 @main.command(cls=StageCommand)

@@ -42,7 +42,7 @@ def test_fit_prints_parameters_holdout_and_predictions(tmp_path):
     assert result.exit_code == 0, result.output
     assert "m at N=100M, data law: L(D) = B / D^beta + E, 5 runs" in result.stdout
     assert "beta=0.2" in result.stdout and "holdout data: RMAE" in result.stdout
-    assert "predicted data m N=100M D=1T:" in result.stdout
+    assert "predicted data m N=100M D=1T:" in result.stdout and "(extrapolated, 5 runs)" in result.stdout
     document = json.loads(out.read_text())
     (fit,) = document["fits"]["data"]
     assert fit["converged"] and fit["points"] == 5 and fit["bootstrap"]["resamples"] == 20
