@@ -201,8 +201,9 @@ def test_grid_holds_every_blend_to_max_epochs_the_natural_one_too(datasets):
     tokens = 2 * natural.tokens
     with pytest.raises(ValueError, match=r"source 'cc' .* more than --max-epochs 1\b"):
         make_grid(natural, synth, tokens=tokens, seq_length=64, ratios_pct=(0,))
-    (blend,) = make_grid(natural, synth, tokens=tokens, seq_length=64, ratios_pct=(0,), max_epochs=3)
-    assert blend.max_epochs == 3 and 1.9 < blend.sources[0].epochs < 2.1
+    blends = make_grid(natural, synth, tokens=tokens, seq_length=64, ratios_pct=(0, 33), max_epochs=3)
+    assert [b.max_epochs for b in blends] == [3, 3] and 1.9 < blends[0].sources[0].epochs < 2.1
+    assert blends[1].sources[1].epochs > 1  # hq, a third of twice cc's tokens: read more than once, allowed
 
 
 def test_the_grids_natural_source_is_natural_whatever_its_documents_say(tmp_path, datasets, hf_tokenizer_path):
@@ -211,9 +212,11 @@ def test_the_grids_natural_source_is_natural_whatever_its_documents_say(tmp_path
     generated = _generated_corpus(tmp_path / "gen.jsonl", "hq", "some-model@0123456789ab", n=1500)
     tokenize(TokenizeConfig((str(generated),), str(tmp_path / "gen"), f"hf:{hf_tokenizer_path}", show_progress=False))
     natural = open_tokenized("gen", tmp_path / "gen")
-    (blend,) = make_grid(natural, [open_tokenized("hq", datasets["hq"])], tokens=10_000, seq_length=64,
-                         ratios_pct=(0,))
-    assert blend.sources[0].role == "natural" and blend.synthetic_fraction == 0 and blend.family is None
+    baseline, mixture = make_grid(natural, [open_tokenized("hq", datasets["hq"])], tokens=10_000, seq_length=64,
+                                  ratios_pct=(0, 33), families={"hq": "rephrased"}, generators={"hq": "writer@0a1b"})
+    assert baseline.sources[0].role == "natural" and baseline.synthetic_fraction == 0 and baseline.family is None
+    assert [s.role for s in mixture.sources] == ["natural", "synthetic"] and mixture.synthetic_fraction == 0.33
+    assert (mixture.family, mixture.generator) == ("rephrased", "writer@0a1b")  # the grid passes them on
 
 
 def test_mismatched_tokenizers_cannot_be_blended(tmp_path, datasets, ranks_path):
