@@ -39,7 +39,7 @@ class StudyConfig:
     max_new_tokens: int = 320
     # extra `generation run` flags for the real generator, e.g. --backend openai --base-url URL; the demo's
     # frequency penalty curbs SmolLM2-135M's loops (study/demo.yaml says what it measured)
-    generation_args: tuple[str, ...] = ("--frequency-penalty", "0.3")
+    generation_args: tuple[str, ...] = ("--frequency-penalty", "0.6")
     # SynthLLM level 3 (concepts -> concept graph -> questions across documents) as one more corpus.
     # Off in the demo: on 2 CPU cores it adds ~10 minutes (see README), and a 135M model's concept
     # lists are poor; on a GPU or with a served model, turn it on.
