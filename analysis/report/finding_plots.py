@@ -21,7 +21,8 @@ def irreducible_figure(analysis: Analysis) -> Figure | None:
     E = np.array([r["E"] for r in rows])
     lo = np.array([r["interval"][0] if r["interval"] else r["E"] for r in rows])
     hi = np.array([r["interval"][1] if r["interval"] else r["E"] for r in rows])
-    ax.errorbar(E, y, xerr=[E - lo, hi - E], fmt="o", capsize=4, color="navy")
+    # a percentile interval need not contain the point fit (few resamples): bars never negative
+    ax.errorbar(E, y, xerr=np.clip([E - lo, hi - E], 0, None), fmt="o", capsize=4, color="navy")
     ax.set_yticks(y, [f"{r['mixture']}" + (f" ({r['synthetic_fraction']:.0%} synthetic)" if np.isfinite(r["synthetic_fraction"]) else "") for r in rows])
     ax.set_xlabel("irreducible loss E")
     ax.set_title(f"Irreducible loss per mixture{where(analysis)}", fontsize=10)

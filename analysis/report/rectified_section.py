@@ -210,7 +210,8 @@ def plateau_trend_figure(analysis: Analysis) -> Figure | None:
         N = np.array([p["N"] for p in pts])
         dp = np.array([p["D_p"] for p in pts])
         iv = np.array([p["interval"] or [p["D_p"], p["D_p"]] for p in pts], float)
-        ax.errorbar(N, dp, yerr=np.vstack([dp - iv[:, 0], iv[:, 1] - dp]), fmt="o", capsize=3, color=palette[m], label=m)
+        ax.errorbar(N, dp, yerr=np.clip(np.vstack([dp - iv[:, 0], iv[:, 1] - dp]), 0, None), fmt="o", capsize=3,
+                    color=palette[m], label=m)
         t = trends.get(m)
         if t is not None:
             x = np.geomspace(N.min() / 1.3, N.max() * 1.3, 50)
