@@ -97,3 +97,18 @@ def test_tokens_are_decoded_with_the_tokenizer_the_manifests_name(tmp_path):
     stale = {"tokenizer": {"spec": f"hf:{path}", "sha256": "0" * 64}}
     texts, how = token_texts({"test": stale}, ids)
     assert texts == {} and "its file has changed since the tokens were made" in how["why_not"]
+
+
+def test_error_bars_of_an_interval_that_leaves_out_the_point_fit(results_csv):
+    """With few resamples a percentile interval need not contain the point fit: the figure still draws."""
+    from analysis.core.settings import AnalysisConfig
+    from analysis.pipeline import run_analysis
+    from analysis.report.finding_plots import irreducible_figure
+    from tests.analysis.helpers import COARSE
+
+    (table,), _ = split_conditions(read_results(results_csv))
+    analysis = run_analysis(table, AnalysisConfig(laws=("joint",), bootstrap=0, holdout=False, fit=COARSE))
+    row = next(r for r in analysis.irreducible if r["identified"])
+    row["interval"] = [row["E"] * 1.1, row["E"] * 1.2]
+    figure = irreducible_figure(analysis)
+    assert figure.png[:8] == b"\x89PNG\r\n\x1a\n"
