@@ -254,3 +254,20 @@ def test_a_store_whose_manifest_was_written_appends_to_a_new_file(tmp_path):
     reopened.open()
     reopened.close()
     assert not (tmp_path / "part-00000-of-00001-00002.jsonl").exists()
+
+
+def test_a_commit_of_finished_sources_or_counts_alone_is_kept(tmp_path):
+    """A commit with no key in it (a source whose keys were all done before, a count) is written and
+    replayed; with nothing pending there is no commit."""
+    store = ShardStore(tmp_path, 0, 1)
+    store.open()
+    store.source_done("s1")
+    assert store.commit(0.5)
+    store.count("requests", 3)
+    assert store.commit(0.5)
+    assert not store.commit(0.5)
+    store.close()
+    again = ShardStore(tmp_path, 0, 1)
+    r = again.open()
+    assert r.commits == 2 and r.sources_done == {"s1"} and r.counters["requests"] == 3
+    again.close()
