@@ -139,7 +139,7 @@ def test_retries_backoff_timeouts_and_errors(tmp_path, flaky_server, tiny_model)
     manifest = run(RunConfig(
         recipe="hq", inputs=[str(tmp_path / "in.jsonl")], output=str(tmp_path / "out"), model="flaky",
         backend="openai", base_url=url, tokenizer=str(tiny_model), concurrency=3, timeout=0.5, retries=2,
-        backoff=0.05, quiet=True, filters={"max_target_factor": 0}, retry_failed=True))
+        backoff=0.05, quiet=True, filters={"max_target_factor": 0, "drop_repetitive": False}, retry_failed=True))
     assert attempts["ALWAYS500 x"] == 6 and attempts["BAD400 x"] == 1
     assert manifest["failures"]["by_reason"] == {"http_400": 1, "http_500": 1, "timeout": 1}
 
