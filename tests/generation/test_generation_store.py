@@ -271,3 +271,24 @@ def test_a_commit_of_finished_sources_or_counts_alone_is_kept(tmp_path):
     r = again.open()
     assert r.commits == 2 and r.sources_done == {"s1"} and r.counters["requests"] == 3
     again.close()
+
+
+def test_a_keys_latest_outcome_wins_on_replay(tmp_path):
+    """A key retried after a failure: its last outcome is what the log replays (a success leaves no
+    failure to retry again; a failure for good is no longer retryable), and the times add up."""
+    store = ShardStore(tmp_path, 0, 1)
+    store.open()
+    store.mark_failed("k1", "server_error", True)
+    store.mark_failed("k2", "timeout", True)
+    assert store.commit(0.5)
+    store.write_document({"id": "d1", "text": "retried"})
+    store.mark("k1", "ok")
+    store.mark_failed("k2", "http_400", False)
+    assert store.commit(0.25)
+    store.close()
+    again = ShardStore(tmp_path, 0, 1)
+    for replayed in (store.replayed, again.open()):  # as folded in at each commit, and as replayed
+        assert replayed.status == {"k1": "ok", "k2": "failed"}
+        assert replayed.failure_reason == {"k2": "http_400"} and replayed.retryable == set()
+        assert replayed.elapsed_s == 0.75
+    again.close()
