@@ -1,10 +1,12 @@
 """The local Slurm cluster (`make slurm-up`) against running here: submit-to-results time of a 6-run
-tiny CPU sweep, `--executor slurm` (a NeMo-Run job array, tasks in this Python environment) and
-`--executor local --jobs 2` (the cluster's node has the machine's CPUs: 2 tasks at once here),
-side by side; then the requeue overhead: from SIGTERM to a running task (`scancel --signal=TERM`,
-as Slurm's `--signal=TERM@N` before a time limit) to training resumed in the requeued job (the
-trainer's "resuming at step N ... at TIME" log line), split into stop, requeue wait and start-up
-with the accounting's segment times.
+tiny sweep (megatron-core on CPU, one rank per run), `--executor slurm` (a NeMo-Run job array, tasks
+in this Python environment) and `--executor local --jobs 2` (the sweep's worker processes; the
+cluster's node has the machine's CPUs: 2 tasks at once there), side by side; then the requeue
+overhead: from SIGTERM to a running task (`scancel --signal=TERM`, as Slurm's `--signal=TERM@N`
+before a time limit, sent once megatron's checkpoint tracker `checkpoints/latest_checkpointed_iteration.txt`
+exists) to training resumed in the requeued job (the trainer's "resuming at step N of M at TIME"
+log line, after the first segment's "stopped by a stop signal at step N of M; checkpoint saved"),
+split into stop, requeue wait and start-up with the accounting's segment times.
 
 Both sweeps run the same commands from scratch into fresh folders, alternating, one torch thread
 per run; the figures are medians over the repeats and the losses of the two are checked to be
@@ -26,9 +28,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from bench_recipes import tokenize_corpora
+from bench_data import demo_blend
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,18 +37,6 @@ SHAPES, BUDGETS = "tiny-2xs,tiny-xs", "26K,30K,36K"  # 6 runs of 50-70 steps
 TINY = ["--seq-length", "128", "--global-batch-size", "4", "--micro-batch-size", "4", "--peak-lr", "2e-3",
         "--eval-max-tokens", "16K"]
 SLURM = ["--executor", "slurm", "--slurm-account", "bench", "--slurm-time", "30"]
-
-
-def prepare(root: Path) -> tuple[Path, Path]:
-    from data_prep.cli import main as data_prep
-
-    tokenize_corpora(root)
-    result = CliRunner().invoke(data_prep, ["blend", "--data", f"natural={root / 'natural'}", "--data",
-                                            f"synth={root / 'synth'}", "--synthetic", "synth", "--weights",
-                                            "natural=0.67,synth=0.33", "--tokens", "100K", "--seq-length", "128",
-                                            "--max-epochs", "16", "--output", str(root / "blend.yaml")])
-    assert result.exit_code == 0, result.output
-    return root / "blend.yaml", root / "eval"
 
 
 def recipes(*args: str) -> subprocess.CompletedProcess:
@@ -103,13 +91,15 @@ def requeue_overhead(root: Path, blend: Path, evals: Path, env: dict) -> dict[st
     (folder,) = (runs / "_arrays").iterdir()
     name = json.loads((folder / "submitted.json").read_text())["job_name"]
     (run_dir,) = [Path(line) for line in (folder / "runs.txt").read_text().split()]
-    while not (run_dir / "checkpoints" / "latest.pt").is_file():
+    while not (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").is_file():  # megatron's tracker
         time.sleep(0.1)
     job = subprocess.run(["squeue", "--noheader", "--array", f"--name={name}", "--format=%i"], capture_output=True,
                          text=True, env=env, check=True).stdout.split()[0]
     signalled = time.time()
     subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)
     wait_for_results(runs, 1)
+    first = "".join(p.read_text() for p in folder.rglob("log-*_0.out"))  # the first segment's log
+    assert "stopped by a stop signal at step" in first, f"{run_dir.name} did not stop on the signal (logs in {folder})"
     log = "".join(p.read_text() for p in folder.rglob("log-*_1.out"))  # the second segment's log
     resumed = datetime.fromisoformat(log.split("resuming at step", 1)[1].split(" at ", 1)[1].split()[0]).timestamp()
     time.sleep(2)  # accounting catches up
@@ -130,7 +120,7 @@ def main() -> None:
         os.environ["SLURM_CONF"] = str(paths.conf)
         env = dict(os.environ)
         root = Path(tmp)
-        blend, evals = prepare(root)
+        blend, evals = demo_blend(root)
         times: dict[str, list[float]] = {"local": [], "slurm": []}
         reference = None
         for _ in range(args.repeats):  # --repeats 0: the requeue overhead only

@@ -1,8 +1,8 @@
 """The megatron-core backend on the local Slurm cluster (`make slurm-up`) against running here:
 submit-to-results time of a 3-run tiny-xs sweep (`recipes sweep --backend megatron`) at TP=1 and at
 TP=2, with `--executor slurm` (a NeMo-Run job array; each task srun + torchrun in this Python
-environment) and `--executor local` (NeMo-Run's LocalExecutor + torchrun, one run at a time), side
-by side.
+environment) and `--executor local` (one run at a time: TP=1 in a worker process of the sweep, no
+torchrun; TP=2 through NeMo-Run's LocalExecutor + torchrun), side by side.
 
 Each of the four (layout x executor) sweeps runs the same runs from scratch into a fresh folder,
 alternating, one torch thread per rank; a sweep's time ends when `recipes results` has tabulated
@@ -28,7 +28,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench_cluster import SLURM, TINY, prepare, recipes
+from bench_cluster import SLURM, TINY, recipes
+from bench_data import demo_blend
 
 SIZES, BUDGETS = "tiny-xs", "26K,30K,36K"  # 3 runs of 50-70 steps
 LAYOUTS = {"TP=1": [], "TP=2": ["--tensor-parallel", "2"]}
@@ -98,7 +99,7 @@ def main() -> None:
     with local_cluster.shared() as (paths, _), tempfile.TemporaryDirectory() as tmp:
         os.environ["SLURM_CONF"] = str(paths.conf)
         root = Path(tmp)
-        blend, evals = prepare(root)
+        blend, evals = demo_blend(root)
         times: dict[tuple[str, str], list[float]] = {(l, e): [] for l in LAYOUTS for e in ("local", "slurm")}
         parts: dict[tuple[str, str], list[dict]] = {key: [] for key in times}
         losses: dict[tuple[str, str], dict] = {}

@@ -1,7 +1,8 @@
 """`recipes sweep --jobs 2` against `--jobs 1` on the demo's shapes: runs per minute, side by side.
 
 The same plan (the demo's three CPU shapes x two budgets on one blend, the demo's batch of
-4 x 128 tokens, one torch thread per run) is swept from scratch into fresh folders, alternating
+4 x 128 tokens, one torch thread per run; megatron-core, one rank per run, each trained in a
+worker process of the sweep) is swept from scratch into fresh folders, alternating
 `--jobs 1` and `--jobs 2`; the figures are medians over the repeats, and the losses of the two
 are checked to be identical. Text: /work/shared/data when present, else generated text.
 
@@ -20,25 +21,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from bench_recipes import tokenize_corpora
+from bench_data import demo_blend
 
 warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
 
 SHAPES = "tiny-2xs,tiny-xs,tiny-s"
-
-
-def prepare(root: Path) -> tuple[Path, Path]:
-    """Tokenizer, tokenized corpora and one blend, through the real data_prep commands."""
-    from data_prep.cli import main as data_prep
-
-    tokenize_corpora(root)
-    runner = CliRunner()
-    result = runner.invoke(data_prep, ["blend", "--data", f"natural={root / 'natural'}", "--data",
-                                       f"synth={root / 'synth'}", "--synthetic", "synth", "--weights",
-                                       "natural=0.67,synth=0.33", "--tokens", "100K", "--seq-length", "128",
-                                       "--max-epochs", "16", "--output", str(root / "blend.yaml")])
-    assert result.exit_code == 0, result.output
-    return root / "blend.yaml", root / "eval"
 
 
 def sweep(root: Path, blend: Path, evals: Path, budgets: str, jobs: int) -> tuple[float, dict]:
@@ -63,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        blend, evals = prepare(root)
+        blend, evals = demo_blend(root)
         times: dict[int, list[float]] = {1: [], 2: []}
         reference = None
         for _ in range(args.repeats):
