@@ -5,13 +5,13 @@ they are GPUs or CPU processes, tensor and pipeline parallel sizes, and the time
 becomes one array in `RUNS/_arrays/<group>-<hash>/`:
 
   - `runs.txt`: the runs to launch (not complete, or complete but to be scored again), one run
-    folder a line; array task i runs line i + 1 (`bridge_entry --run-list`, `recipes.megatron.entry
-    --run-list` under srun + torchrun, or the CPU trainer on `$SYNTHSCALE_ITEM`);
+    folder a line; array task i runs line i + 1 (`bridge_entry --run-list` or `recipes.megatron.entry
+    --run-list`, under srun + torchrun);
   - `sbatch.sh`: the script NeMo-Run renders (what `--dry-run` prints), with the requeue trap of
     synthscale.slurm: after the task's command, a run that is not complete but progressed (its
-    checkpoint tracker, CPU checkpoint, train-done marker or per-domain scores changed) is
+    checkpoint tracker, train-done marker or per-domain scores changed) is
     requeued with `scontrol requeue $SLURM_JOB_ID`, up to `--slurm-max-requeues` times; the
-    Bridge task stops itself before the time limit (`--time-limit`), saving a checkpoint, so a
+    task stops itself before the time limit (`--time-limit`), saving a checkpoint, so a
     multi-day run continues job after job until results.json exists;
   - `nemorun/`: NeMo-Run's home; its `experiments/` holds the job folder (scripts, logs).
 
@@ -31,8 +31,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipes.launchers import ExecutorSettings, fold_mounts, rank_device
-from recipes.run_spec import LAYOUT_BACKENDS
+from recipes.launchers import ENTRIES, ExecutorSettings, fold_mounts, rank_device
 from synthscale import slurm
 from synthscale.files import write_text_atomic
 
@@ -42,8 +41,7 @@ SCRIPT = "sbatch.sh"
 SUBMITTED = "submitted.json"
 STOPPED_REPORT = "slurm-stopped.txt"  # in a run folder: why its last task ended incomplete and not requeued
 # Files whose content changes when a run makes progress (what the requeue trap compares).
-PROGRESS_FILES = ("checkpoints/latest_checkpointed_iteration.txt", "checkpoints/latest.pt",
-                  "bridge/train_done.json", "bridge/eval_scores.json", "megatron/train_done.json",
+PROGRESS_FILES = ("checkpoints/latest_checkpointed_iteration.txt", "bridge/train_done.json", "bridge/eval_scores.json", "megatron/train_done.json",
                   "megatron/eval_scores.json", "results.json")
 
 
@@ -51,7 +49,7 @@ PROGRESS_FILES = ("checkpoints/latest_checkpointed_iteration.txt", "checkpoints/
 class ArrayGroup:
     backend: str
     nodes: int
-    gpus_per_node: int  # ranks per node (GPUs, or CPU processes when device is "cpu"); 0: the CPU trainer
+    gpus_per_node: int  # ranks per node (GPUs, or CPU processes when device is "cpu")
     tensor_parallel: int
     pipeline_parallel: int
     time: str
@@ -59,20 +57,19 @@ class ArrayGroup:
 
     @property
     def label(self) -> str:
-        ranks = f"{self.gpus_per_node}{'cpu' if self.device == 'cpu' and self.gpus_per_node else ''}"
+        ranks = f"{self.gpus_per_node}{'cpu' if self.device == 'cpu' else ''}"
         return (f"{self.backend}-n{self.nodes}x{ranks}-tp{self.tensor_parallel}-"
                 f"pp{self.pipeline_parallel}-t{self.time.replace(':', '')}")
 
 
 def group_of(planned, settings: ExecutorSettings) -> ArrayGroup:
-    layout = planned.spec.layout or {}
-    ranked = planned.spec.backend in LAYOUT_BACKENDS
+    layout = planned.spec.layout
     return ArrayGroup(
         backend=planned.spec.backend,
-        nodes=layout["num_nodes"] if ranked else 1,
-        gpus_per_node=layout["gpus_per_node"] if ranked else 0,
-        tensor_parallel=layout.get("tensor_parallel", 1),
-        pipeline_parallel=layout.get("pipeline_parallel", 1),
+        nodes=layout["num_nodes"],
+        gpus_per_node=layout["gpus_per_node"],
+        tensor_parallel=layout["tensor_parallel"],
+        pipeline_parallel=layout["pipeline_parallel"],
         time=settings.slurm_time,
         device=rank_device(planned.spec),
     )
@@ -116,19 +113,15 @@ def _executor_and_task(run, group: ArrayGroup, runs: list, settings: ExecutorSet
                             report_file=f'"$SYNTHSCALE_ITEM/{STOPPED_REPORT}"'),
     ])
     array = slurm.array_spec(len(runs), sset.array_parallelism)
-    if group.backend in LAYOUT_BACKENDS:  # srun (one task a node) + torchrun (a rank per GPU or CPU process)
-        gpus = group.gpus_per_node if group.device == "gpu" else None
-        executor = slurm.slurm_executor(
-            run, sset, nodes=group.nodes, ntasks_per_node=group.gpus_per_node,
-            gpus_per_node=gpus, launcher="torchrun", array=array, setup_lines=setup)
-        if gpus is None:
-            executor.cpus_per_task = group.gpus_per_node  # torchrun's ranks share the node's one srun task
-        entry = "recipes.bridge_entry" if group.backend == "bridge" else "recipes.megatron.entry"
-        task = run.Script(path=entry, m=True, entrypoint="python",
-                          args=["--run-list", str(list_file), "--time-limit", str(sset.minutes)])
-    else:
-        executor = slurm.slurm_executor(run, sset, array=array, setup_lines=setup)
-        task = run.Script(inline='exec python -m recipes.cli train --no-progress "$SYNTHSCALE_ITEM"')
+    # srun (one task a node) + torchrun (a rank per GPU or CPU process)
+    gpus = group.gpus_per_node if group.device == "gpu" else None
+    executor = slurm.slurm_executor(
+        run, sset, nodes=group.nodes, ntasks_per_node=group.gpus_per_node,
+        gpus_per_node=gpus, launcher="torchrun", array=array, setup_lines=setup)
+    if gpus is None:
+        executor.cpus_per_task = group.gpus_per_node  # torchrun's ranks share the node's one srun task
+    task = run.Script(path=ENTRIES[group.backend], m=True, entrypoint="python",
+                      args=["--run-list", str(list_file), "--time-limit", str(sset.minutes)])
     return executor, task
 
 

@@ -24,10 +24,10 @@ def main():
     """Train Llama-3-style models over a grid of size N, tokens D and mixture, and tabulate the losses.
 
     \b
-    Backends: `cpu` (default; a real transformers trainer for the tiny shapes), `megatron`
-    (megatron-core's GPTModel on TP x PP x DP torchrun ranks: CPU processes over gloo for the
-    tiny shapes, GPUs otherwise) and `bridge` (Megatron-Bridge in the nvcr.io/nvidia/nemo
-    container). Everything outside this process is launched with NeMo-Run.
+    Backends: `megatron` (default; megatron-core's GPTModel on TP x PP x DP ranks: CPU processes
+    over gloo for the tiny shapes, GPUs otherwise) and `bridge` (Megatron-Bridge in the
+    nvcr.io/nvidia/nemo container). A local run of one rank trains in one of the sweep's worker
+    processes; everything else outside this process is launched with NeMo-Run.
     Each run folder RUNS_DIR/<run_id>/ holds run.json (shape, recipe, plan, blend sha256, eval
     domains), sweep.config.yaml (the resolved config of the sweep that wrote it),
     launcher.<executor>.txt (local, docker), bridge/*.yaml (Bridge backend), checkpoints/, and at
@@ -89,11 +89,11 @@ def shapes(as_json, json_file):
 @click.option("--eval", "evals", type=str, multiple=True, required=True, metavar="NAME=PREFIX",
               help="An evaluation domain: PREFIX of .bin/.idx (repeat).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="RUNS_DIR: one folder per run.")
-@click.option("--backend", type=click.Choice(["cpu", "megatron", "bridge"]), default="cpu", show_default=True,
-              help="cpu: the transformers trainer, one process; megatron: megatron-core on TP x PP x DP ranks; "
-                   "bridge: Megatron-Bridge in the NeMo container.")
+@click.option("--backend", type=click.Choice(["megatron", "bridge"]), default="megatron", show_default=True,
+              help="megatron: megatron-core's GPTModel on TP x PP x DP ranks (CPU processes over gloo for the "
+                   "tiny shapes, GPUs otherwise); bridge: Megatron-Bridge in the NeMo container.")
 @click.option("--executor", type=click.Choice(["local", "slurm", "docker"]), default="local", show_default=True)
-@click.option("--recipe", "recipe_name", default=None, help="Training recipe: paper (Table 2) or cpu-tiny [default: cpu-tiny for cpu, paper for bridge].")
+@click.option("--recipe", "recipe_name", default=None, help="Training recipe: paper (Table 2) or cpu-tiny [default: cpu-tiny when every size is a CPU shape, else paper].")
 @click.option("--seq-length", type=click.IntRange(min=1), default=None, help="Override the recipe's sequence length.")
 @click.option("--global-batch-size", type=click.IntRange(min=1), default=None, help="Override the recipe's global batch (sequences).")
 @click.option("--micro-batch-size", type=click.IntRange(min=1), default=None, help="Override the recipe's micro batch.")
@@ -115,8 +115,8 @@ def shapes(as_json, json_file):
 @click.option("--mount", "mounts", type=str, multiple=True, metavar="SRC:DST", help="Extra container mount (repeat).")
 @click.option("--seeds", type=str, multiple=True, callback=int_list, metavar="INT",
               help="Train every run once per seed, e.g. 1,2,3 [default: the recipe's seed].")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="CPU runs at once, each in its own process.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per CPU run [default: 1 with --jobs > 1, else torch's or $SYNTHSCALE_TORCH_THREADS].")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Local runs of one rank at once, each in its own process.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per local run of one rank [default: 1 with --jobs > 1, else torch's or $SYNTHSCALE_TORCH_THREADS].")
 @click.option("--dry-run/--no-dry-run", default=False, help="Write the run folders and print what would launch (sbatch scripts for Slurm); launch nothing.")
 @click.option("--force", is_flag=True, default=False,
               help="When squeue cannot say which submitted tasks are still queued or running, launch every incomplete run anyway.")
@@ -150,12 +150,13 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
     With --json, the planned runs (run_id, run_dir, status) go to stdout and the log to stderr.
 
     \b
-    Example (a blend made with `data_prep blend ... --seq-length 128`), 2 runs at a time:
+    Example (a blend made with `data_prep blend ... --seq-length 128`), megatron-core on CPU, 2 runs
+    of one rank at a time:
       recipes sweep --sizes tiny-xs --tokens 1M --blends blends/hq_33.yaml \\
           --eval wiki=data/wiki_eval --output runs --jobs 2
-    Example, megatron-core at tensor parallel 2 on 2 CPU processes (torchrun through NeMo-Run):
+    Example, tensor parallel 2 on 2 CPU processes (torchrun through NeMo-Run):
       recipes sweep --sizes tiny-xs --tokens 1M --blends blends/hq_33.yaml \
-          --eval wiki=data/wiki_eval --output runs --backend megatron --tensor-parallel 2
+          --eval wiki=data/wiki_eval --output runs --tensor-parallel 2
     Example, the paper's 1B model for 5B tokens on 2 Slurm nodes (prints the sbatch script):
       recipes sweep --sizes 1B --tokens 5B --blends blends/hq_33.yaml --eval wiki=data/wiki \\
           --backend bridge --executor slurm --nodes 2 --slurm-account ACC --output runs --dry-run
@@ -212,12 +213,13 @@ def sweep(ctx, sizes, tokens, blends, evals, output, backend, executor, recipe_n
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--checkpoint-interval", type=click.IntRange(min=1), default=None, help="Override the run's checkpoint interval.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's, or $SYNTHSCALE_TORCH_THREADS].")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_options
-def train(run_dir, checkpoint_interval, threads, no_progress, as_json, json_file):
-    """Train (or resume after a kill) and evaluate one CPU run folder; writes results.json.
+def train(run_dir, threads, as_json, json_file):
+    """Train (or resume after a kill) and evaluate one run folder of one rank in this process, with
+    megatron-core on CPU; writes results.json. SIGTERM or SIGUSR1 saves a checkpoint and stops; run
+    it again to continue. A run of several ranks starts under torchrun instead
+    (`torchrun --nproc-per-node N -m recipes.megatron.entry --run-dir RUN`).
 
     With --json, the run's record (its results.json) goes to stdout.
 
@@ -225,12 +227,11 @@ def train(run_dir, checkpoint_interval, threads, no_progress, as_json, json_file
     Example:
       recipes train runs/tiny-xs-1.05M-0123456789-hq_33
     """
-    from recipes.cpu_trainer import run_cpu
+    from recipes.job import StopSignals
+    from recipes.megatron.entry import run_single_rank
     from synthscale.units import format_count
 
-    record = run_cpu(
-        run_dir, progress=False if no_progress else None, checkpoint_interval=checkpoint_interval, threads=threads
-    )
+    record = run_single_rank(run_dir, threads=threads, stop=StopSignals().install())
     domains = ", ".join(f"{k} {v['loss']:.4f}" for k, v in record["eval"].items())
     click.echo(f"{record['run_id']}: loss {record['loss']:.4f} ({domains}); D={format_count(record['D'])}", err=as_json)
     emit_json(record, as_json, json_file)

@@ -1,6 +1,6 @@
-"""Per-domain evaluation: the windows both backends score, and the CPU scorer.
+"""Per-domain evaluation: the windows every backend scores, and what a score means.
 
-**The evaluation set of a domain** (the same for the CPU and the Megatron-Bridge backend):
+**The evaluation set of a domain** (the same for the megatron-core and the Megatron-Bridge backend):
 the first K samples of megatron-core's `GPTDataset` built on the domain alone as the *test*
 split (Bridge's `blend_per_split = [None, None, [[PREFIX], None]]`), with `random_seed =
 EVAL_SEED` (fixed, so runs with different training seeds score the same windows) and the run's
@@ -164,35 +164,6 @@ def domain_windows(prefix: str, seq_length: int, max_tokens: int | None = None,
         out[i, :-1] = np.asarray(item["tokens"], dtype=np.int64)
         out[i, -1] = int(item["labels"][-1])
     return out
-
-
-def evaluate_domain(model, windows: np.ndarray, batch_size: int) -> dict:
-    """{loss, tokens, samples}: token-weighted mean cross-entropy over all windows."""
-    import torch
-
-    from recipes.cpu_model import token_losses
-
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(windows), batch_size):
-                batch = torch.from_numpy(windows[start : start + batch_size])
-                losses = token_losses(model, batch[:, :-1], batch[:, 1:])
-                total += float(losses.double().sum())
-                count += losses.numel()
-    finally:
-        model.train(was_training)
-    return {"loss": total / count, "tokens": count, "samples": len(windows)}
-
-
-def evaluate_domains(model, domains: dict[str, str], seq_length: int, batch_size: int,
-                     max_tokens: int | None = None, cache_dir: str | Path | None = None) -> dict[str, dict]:
-    return {
-        name: evaluate_domain(model, domain_windows(prefix, seq_length, max_tokens, cache_dir), batch_size)
-        for name, prefix in domains.items()
-    }
 
 
 def token_weighted_loss(per_domain: dict[str, dict]) -> float:

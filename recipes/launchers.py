@@ -10,8 +10,8 @@
 The task is `python -m recipes.bridge_entry --run-dir RUN` (or `--run-list LIST` in an array;
 Bridge backend, one process per GPU through torchrun), `python -m recipes.megatron.entry --run-dir
 RUN` (megatron-core backend: torchrun with one rank per GPU, or per CPU process for the CPU shapes;
-nproc_per_node = the layout's ranks per node, TP x PP x DP on one node) or `python -m recipes.cli
-train RUN` (CPU backend). `run.Script` is used rather than `run.Partial(pretrain, config=...)`, which cannot
+nproc_per_node = the layout's ranks per node, TP x PP x DP on one node). A local run of one rank
+skips NeMo-Run and torchrun: `recipes sweep` trains it in a worker process (recipes.sweep). `run.Script` is used rather than `run.Partial(pretrain, config=...)`, which cannot
 serialise torch dtypes; the Bridge configuration travels as the YAML files in the run folder.
 
 Inside a container every path is mounted at the same place (runs folder, blend, data and
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.blend_spec import BlendSpec
-from recipes.run_spec import LAYOUT_BACKENDS, RunSpec
+from recipes.run_spec import RunSpec
 from synthscale import slurm
 from synthscale.errors import SynthscaleError
 
@@ -102,21 +102,19 @@ ENTRIES = {"bridge": "recipes.bridge_entry", "megatron": "recipes.megatron.entry
 
 
 def rank_device(spec: RunSpec) -> str:
-    """Where a run's ranks run: "gpu" (bridge; megatron's GPU shapes) or "cpu" (the CPU trainer;
-    megatron's CPU shapes, over gloo)."""
-    return "cpu" if spec.backend == "cpu" or (spec.backend == "megatron" and spec.shape.cpu) else "gpu"
+    """Where a run's ranks run: "gpu" (bridge; megatron's GPU shapes) or "cpu" (megatron's CPU
+    shapes, over gloo)."""
+    return "cpu" if spec.backend == "megatron" and spec.shape.cpu else "gpu"
 
 
 def build_task(run, spec: RunSpec, run_dir: Path):
-    if spec.backend in ENTRIES:
-        return run.Script(path=ENTRIES[spec.backend], m=True, entrypoint="python", args=["--run-dir", str(run_dir)])
-    return run.Script(path="recipes.cli", m=True, entrypoint="python", args=["train", str(run_dir)])
+    return run.Script(path=ENTRIES[spec.backend], m=True, entrypoint="python", args=["--run-dir", str(run_dir)])
 
 
 def build_executor(run, settings: ExecutorSettings, spec: RunSpec, mounts: list[str]):
     """The Local (torchrun) or Docker executor of one run: torchrun with the layout's ranks per node
     for the bridge and megatron backends (GPUs, but CPU processes for megatron's CPU shapes)."""
-    ranks = spec.layout["gpus_per_node"] if spec.backend in LAYOUT_BACKENDS else None
+    ranks = spec.layout["gpus_per_node"]
     gpus = ranks if ranks and rank_device(spec) == "gpu" else None
     launcher = "torchrun" if ranks else None
     env = {"PYTHONUNBUFFERED": "1"}

@@ -36,7 +36,6 @@ from synthscale.errors import SynthscaleError
 from synthscale.slurm import QueueUnavailable
 
 CHECKPOINTS = "checkpoints"
-CPU_CHECKPOINT = "checkpoints/latest.pt"  # recipes.cpu_trainer.CHECKPOINT
 TRACKER = "checkpoints/latest_checkpointed_iteration.txt"  # Megatron's, for Bridge and megatron-core
 
 
@@ -123,10 +122,6 @@ def _survey(item, queued_as: str | None) -> list[str]:
 def _final_checkpoint_problems(item) -> list[str]:
     spec, run_dir = item.spec, item.run_dir
     what = f"run {spec.run_id} is complete but must be scored on {', '.join(item.stale)} (added or defined otherwise)"
-    if spec.backend == "cpu":
-        if not (run_dir / CPU_CHECKPOINT).is_file():
-            return [f"{what}: its final checkpoint {run_dir / CPU_CHECKPOINT} is gone; delete {run_dir} to retrain it"]
-        return []
     tracker = run_dir / TRACKER
     iteration = tracker.read_text(encoding="utf-8").strip() if tracker.is_file() else None
     if iteration != str(spec.plan.train_iters):

@@ -28,9 +28,11 @@ from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import write_json_atomic
 from synthscale.units import format_count
 
-BACKENDS = ("cpu", "bridge", "megatron")
-# Backends that train on TP x PP x DP ranks launched by torchrun: their runs carry a layout.
-LAYOUT_BACKENDS = ("bridge", "megatron")
+BACKENDS = ("bridge", "megatron")
+# Backends that train on TP x PP x DP ranks launched by torchrun: their runs carry a layout (all of
+# them since the transformers CPU trainer retired; megatron trains the tiny CPU shapes too).
+LAYOUT_BACKENDS = BACKENDS
+RETIRED_BACKENDS = {"cpu": "the transformers CPU trainer, retired for megatron-core on CPU (--backend megatron)"}
 RUN_SPEC_FILE = "run.json"
 RESULTS_FILE = "results.json"
 
@@ -131,6 +133,9 @@ class RunSpec:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.backend in RETIRED_BACKENDS:
+            raise SynthscaleError(f"run {self.run_id}: backend {self.backend!r} is {RETIRED_BACKENDS[self.backend]}; "
+                                  f"train it again with `recipes sweep` (a new run id)")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not self.eval_domains:

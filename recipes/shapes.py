@@ -53,7 +53,7 @@ class ModelShape:
     rope_theta: float = 500_000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
-    cpu: bool = field(default=False, compare=False)  # small enough for the CPU trainer
+    cpu: bool = field(default=False, compare=False)  # small enough to train on CPU (megatron-core over gloo)
 
     def __post_init__(self) -> None:
         for key in ("d_model", "num_layers", "num_heads", "head_dim"):
@@ -132,7 +132,7 @@ PAPER_SHAPES: dict[str, ModelShape] = {
     )
 }
 
-# Tiny shapes for the CPU trainer, the demo and the tests (head_dim 32 or 64).
+# Tiny shapes for CPU training, the demo and the tests (head_dim 32 or 64).
 TINY_SHAPES: dict[str, ModelShape] = {
     s.name: s
     for s in (

@@ -1,20 +1,20 @@
 """A sweep: the grid sizes x tokens x blends, one run folder each, checked before anything runs.
 
 `plan_sweep` builds every run's spec and refuses the whole sweep (one error listing each bad
-run) if any run cannot go: an unknown or non-CPU shape on the CPU backend, fewer than
-MIN_TRAIN_ITERS steps, a blend that would read a source more than its max_epochs, a
-parallel layout that cannot work (bridge and megatron: TP x PP x DP, recipes.parallelism).
+run) if any run cannot go: an unknown shape, fewer than MIN_TRAIN_ITERS steps, a blend that
+would read a source more than its max_epochs, a parallel layout that cannot work (TP x PP x DP,
+recipes.parallelism).
 `recipes.rerun.survey_runs` then reads the run folders and Slurm's queue and decides each run's
 status (complete, rescore, queued, pending), refusing the sweep, still with nothing written, for
 anything that would fail later. Only then does `execute_sweep` write: `prepare_run` writes the
 run folder (run.json, the Bridge YAMLs and, for local and docker, the launcher as NeMo-Run would
 run it). Complete runs are skipped; runs to score again (an added domain, another
---eval-max-tokens) are scored from their final checkpoint with no retraining (CPU: in this
-process; bridge and megatron: their entry is launched again); queued runs are left alone; the
-rest are launched: on Slurm as one job array per resource group (recipes.arrays), elsewhere one
-NeMo-Run launch per run (megatron: torchrun, one rank per process of the layout). CPU runs go
-`jobs` at a time, each in its own process with `threads` torch threads: the same losses as one at
-a time.
+--eval-max-tokens) are scored from their final checkpoint with no retraining (their entry runs again); queued
+runs are left alone; the rest are launched: on Slurm as one job array per resource group
+(recipes.arrays), elsewhere one NeMo-Run launch per run (torchrun, one process per rank of the
+layout). Local runs of one rank (megatron's CPU shapes at TP = PP = DP = 1) need no torchrun: they
+go `jobs` at a time, each in a worker process with `threads` torch threads
+(`recipes.megatron.entry.run_single_rank`), with the same losses as one at a time.
 
 A sweep given its resolved config (`config_text`, recipes.sweep_config) keeps it, once planning
 succeeded, as RUNS_DIR/_sweeps/<UTC time>-<hash>.yaml and as RUN/sweep.config.yaml in every run
@@ -42,8 +42,8 @@ from recipes.parallelism import ParallelismError, plan_layout
 from recipes.recipe import TrainingRecipe
 from recipes.rerun import survey_runs
 from recipes.results import is_complete, load_result, stale_domains
-from recipes.run_spec import LAYOUT_BACKENDS, RESULTS_FILE, RunRefused, RunSpec
-from recipes.shapes import get_shape
+from recipes.run_spec import RESULTS_FILE, RunRefused, RunSpec
+from recipes.shapes import SHAPES, get_shape
 from synthscale.cli import debug_enabled
 from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import write_text_atomic
@@ -67,8 +67,8 @@ class SweepRequest:
     pipeline_parallel: int | None = None
     micro_batch_size: int | None = None
     seeds: tuple[int, ...] = ()  # one run per seed (default: the recipe's own seed)
-    jobs: int = 1  # CPU runs at once
-    threads: int | None = None  # torch threads per CPU run (default: 1 with jobs > 1, else torch's)
+    jobs: int = 1  # local runs of one rank at once
+    threads: int | None = None  # torch threads per such run (default: 1 with jobs > 1, else torch's)
     config_text: str | None = None  # the resolved config, kept beside the runs (not part of any run id)
 
     def __post_init__(self) -> None:
@@ -79,14 +79,9 @@ class SweepRequest:
             raise SynthscaleError(f"sweep: --seeds repeats a seed: {list(self.seeds)}")
         if self.jobs < 1:
             raise SynthscaleError(f"sweep: --jobs must be at least 1, got {self.jobs}")
-        if self.backend == "cpu" and self.executor.kind == "local" and self.executor.num_nodes != 1:
-            raise SynthscaleError(f"the CPU backend runs on one machine, got --nodes {self.executor.num_nodes}")
-        if self.jobs > 1 and self.backend != "cpu":
-            raise SynthscaleError(f"--jobs applies to the cpu backend; {self.backend} runs launch one at a time "
-                                  f"(each on its TP x PP x DP ranks) or as Slurm arrays")
-        if self.backend not in LAYOUT_BACKENDS and (self.tensor_parallel or self.pipeline_parallel):
-            raise SynthscaleError(f"--tensor-parallel and --pipeline-parallel apply to the bridge and megatron "
-                                  f"backends, not {self.backend!r}")
+        if self.jobs > 1 and self.executor.kind != "local":
+            raise SynthscaleError(f"--jobs applies to local runs of one rank; {self.executor.kind} runs launch "
+                                  f"one at a time (each on its TP x PP x DP ranks) or as Slurm arrays")
 
 
 @dataclass
@@ -106,8 +101,8 @@ class PlannedRun:
 
     @property
     def launches(self) -> bool:
-        """Whether its entry is launched (trained, or scored again by a bridge/megatron entry)."""
-        return self.status == "pending" or (self.status == "rescore" and self.spec.backend != "cpu")
+        """Whether its entry is launched (trained, or scored again from its final checkpoint)."""
+        return self.status in ("pending", "rescore")
 
 
 def plan_sweep(request: SweepRequest) -> list[PlannedRun]:
@@ -122,10 +117,6 @@ def plan_sweep(request: SweepRequest) -> list[PlannedRun]:
             shape = get_shape(size)
         except ValueError as exc:
             problems.append(str(exc))
-            continue
-        if request.backend == "cpu" and not shape.cpu:
-            cpu_shapes = [s for s in _cpu_shape_names()]
-            problems.append(f"shape {size!r} is too large for the CPU backend; CPU shapes: {', '.join(cpu_shapes)}")
             continue
         recipes = [request.recipe.with_overrides(seed=seed) for seed in request.seeds] or [request.recipe]
         for tokens, blend, recipe in ((t, b, r) for t in request.tokens for b in blends for r in recipes):
@@ -154,11 +145,8 @@ def plan_sweep(request: SweepRequest) -> list[PlannedRun]:
     return planned
 
 
-def _layout(request: SweepRequest, shape, blend: BlendSpec) -> dict | None:
-    """The run's TP x PP x DP layout (bridge, megatron; the megatron backend also splits the
-    vocabulary by TP), None for the CPU trainer."""
-    if request.backend not in LAYOUT_BACKENDS:
-        return None
+def _layout(request: SweepRequest, shape, blend: BlendSpec) -> dict:
+    """The run's TP x PP x DP layout (the megatron backend also splits the vocabulary by TP)."""
     gpus_per_node = request.executor.gpus_per_node
     if gpus_per_node is None and request.backend == "bridge":
         gpus_per_node = 8
@@ -174,10 +162,26 @@ def _layout(request: SweepRequest, shape, blend: BlendSpec) -> dict | None:
     ).to_dict()
 
 
-def _cpu_shape_names() -> list[str]:
-    from recipes.shapes import SHAPES
+def check_local_gpus(planned: list[PlannedRun], settings: ExecutorSettings) -> None:
+    """Refuse, before anything is written, to launch here runs of shapes that need GPUs on a
+    machine with none (a dry run may plan them: its scripts are for another machine)."""
+    if settings.kind != "local":
+        return
+    sizes = list(dict.fromkeys(p.spec.shape.name for p in planned if not p.spec.shape.cpu))
+    if not sizes:
+        return
+    import torch
 
-    return [name for name, shape in SHAPES.items() if shape.cpu]
+    if not torch.cuda.is_available():
+        cpu_shapes = ", ".join(name for name, s in SHAPES.items() if s.cpu)
+        raise RunRefused(f"sweep refused, nothing was written: shape {', '.join(map(repr, sizes))} needs GPUs and "
+                         f"this machine has none; CPU shapes: {cpu_shapes} (or --executor slurm / docker, or "
+                         f"--dry-run to write the runs for another machine)")
+
+
+def runs_in_process(spec: RunSpec, settings: ExecutorSettings) -> bool:
+    """A local megatron run of one rank: trained in a worker process of the sweep, no torchrun."""
+    return settings.kind == "local" and spec.backend == "megatron" and int(spec.layout["world_size"]) == 1
 
 
 def prepare_run(planned: PlannedRun, settings: ExecutorSettings, config_text: str | None = None) -> str | None:
@@ -193,8 +197,8 @@ def prepare_run(planned: PlannedRun, settings: ExecutorSettings, config_text: st
         write_bridge_configs(planned.spec, planned.blend, run_dir)
     if settings.kind == "slurm":
         return None
-    if planned.spec.backend == "cpu" and settings.kind == "local":
-        text = f"# local, in process: recipes train {shlex.quote(str(run_dir))}\n"
+    if runs_in_process(planned.spec, settings):
+        text = f"# local, one rank in a worker process: recipes train {shlex.quote(str(run_dir))}\n"
     else:
         text = dry_run(planned.spec, run_dir, settings, planned.blend)
     write_text_atomic(run_dir / f"launcher.{settings.kind}.txt", text)
@@ -205,13 +209,16 @@ def execute_sweep(
     request: SweepRequest,
     dry_run_only: bool = False,
     echo: Callable[[str], None] = print,
-    run_cpu_fn: Callable | None = None,
+    train_fn: Callable | None = None,
     force: bool = False,
 ) -> tuple[list[PlannedRun], Path | None]:
     """Plan, check, write and run (or submit) the sweep: (its runs, the config record in
     RUNS_DIR/_sweeps). Nothing is written before every run passed its checks; `force` launches
-    incomplete runs again when squeue cannot say which are still queued (recipes.rerun)."""
+    incomplete runs again when squeue cannot say which are still queued (recipes.rerun); `train_fn`
+    replaces `run_single_rank` for local runs of one rank (tests)."""
     planned = plan_sweep(request)
+    if not dry_run_only:
+        check_local_gpus(planned, request.executor)
     survey_runs(planned, Path(request.output).resolve(), force=force, echo=echo)
     settings = request.executor
     record = keep_sweep_config(Path(request.output), request.config_text)
@@ -227,6 +234,11 @@ def execute_sweep(
             echo(f"queued {label}: {item.queued_as} is still in Slurm's queue; nothing written or submitted")
             continue
         if item.status == "rescore":
+            if runs_in_process(spec, settings) and not dry_run_only:
+                prepare_run(item, settings)  # run.json with the evaluation; training and layout kept
+                echo(f"score {label} on {', '.join(item.stale)} (completed; no retraining)")
+                in_process.append(item)
+                continue
             failures += rescore_run(item, label, settings, dry_run_only, echo)
             continue
         stopped = stopped_report(item.run_dir)
@@ -237,7 +249,7 @@ def execute_sweep(
             echo(f"{'would run' if dry_run_only else 'run  '}  {label}, {spec.plan.train_iters} steps (Slurm array)")
         elif dry_run_only:
             echo(f"would run  {label}, {spec.plan.train_iters} steps\n{text}")
-        elif spec.backend == "cpu" and settings.kind == "local":
+        elif runs_in_process(spec, settings):
             echo(f"run   {label}, {spec.plan.train_iters} steps")
             in_process.append(item)
         else:
@@ -249,7 +261,7 @@ def execute_sweep(
     if settings.kind == "slurm":
         submit_arrays(planned, settings, Path(request.output), dry_run_only, echo)
     if in_process:
-        run_cpu_runs(in_process, request.jobs, request.threads, echo, run_cpu_fn)
+        run_local_runs(in_process, request.jobs, request.threads, echo, train_fn)
     if failures:
         raise RunFailed("\n  - ".join([f"{len(failures)} runs did not finish as asked (rerun the sweep to "
                                         f"continue them):", *failures]))
@@ -258,18 +270,11 @@ def execute_sweep(
 
 def rescore_run(item: PlannedRun, label: str, settings: ExecutorSettings, dry_run_only: bool,
                 echo: Callable[[str], None]) -> list[str]:
-    """Score a complete run again on its stale domains, from its final checkpoint: CPU runs here,
-    bridge and megatron runs by their entry (launched here, or in a Slurm array by the caller),
-    after run.json (and Bridge's eval YAMLs) got the evaluation. Returns what a local launch left
-    unscored."""
+    """Score a complete run again on its stale domains, from its final checkpoint, by its entry
+    (launched here, or in a Slurm array by the caller), after run.json (and Bridge's eval YAMLs) got
+    the evaluation. Returns what a local launch left unscored."""
     spec = item.spec
     what = f"{label} on {', '.join(item.stale)} (completed; no retraining)"
-    if spec.backend == "cpu":
-        if dry_run_only:
-            echo(f"would score  {what}")
-        else:
-            rescore_cpu_run(item, echo)
-        return []
     prepare_run(item, settings)  # run.json with the evaluation, Bridge's eval YAMLs; training and layout kept
     echo(f"{'would score' if dry_run_only else 'score'}  {what}, by its {spec.backend} entry")
     if dry_run_only or settings.kind == "slurm":
@@ -318,23 +323,13 @@ def submit_arrays(planned: list[PlannedRun], settings: ExecutorSettings, runs_di
     return folders
 
 
-def rescore_cpu_run(item: PlannedRun, echo: Callable[[str], None]) -> None:
-    """Score a completed CPU run again on its stale domains (added, or defined otherwise: another
-    --eval-max-tokens), from its final checkpoint: run.json gets the evaluation first."""
-    from recipes.cpu_trainer import evaluate_added_domains
-
-    spec = item.spec
-    spec.save(item.run_dir)
-    record = evaluate_added_domains(item.run_dir, {d: spec.eval_domains[d] for d in item.stale})
-    scores = ", ".join(f"{d} {record['eval'][d]['loss']:.4f}" for d in item.stale)
-    echo(f"score {spec.run_id}: {scores} (completed run; no retraining)")
-
-
-def run_cpu_runs(items: list[PlannedRun], jobs: int, threads: int | None, echo: Callable[[str], None],
-                 run_cpu_fn: Callable | None = None) -> None:
-    """Train CPU runs in this process (jobs=1) or `jobs` worker processes; report every failure at the end."""
-    if run_cpu_fn is None:
-        from recipes.cpu_trainer import run_cpu as run_cpu_fn
+def run_local_runs(items: list[PlannedRun], jobs: int, threads: int | None, echo: Callable[[str], None],
+                   train_fn: Callable | None = None) -> None:
+    """Train (or score again) local runs of one rank in `jobs` worker processes, each a fresh
+    interpreter (megatron-core's process group and CPU shims stay out of this one); report every
+    failure at the end."""
+    if train_fn is None:
+        from recipes.megatron.entry import run_single_rank as train_fn
     threads = threads or (1 if jobs > 1 else None)
     failures: list[str] = []
     started, count = time.perf_counter(), 0
@@ -352,19 +347,12 @@ def run_cpu_runs(items: list[PlannedRun], jobs: int, threads: int | None, echo: 
             echo(f"done  {progress} {item.spec.run_id}: loss {record['loss']:.4f} "
                  f"({record['tokens_per_s']:.0f} tokens/s)")
 
-    if jobs == 1:
-        for item in items:
-            try:
-                finished(item, run_cpu_fn(item.run_dir, progress=None, threads=threads), None)
-            except Exception as exc:  # noqa: BLE001 -- one failed run must not stop the others
-                finished(item, None, exc)
-    else:
-        context = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {pool.submit(run_cpu_fn, item.run_dir, False, None, threads): item for item in items}
-            for future in cf.as_completed(futures):
-                error = future.exception()
-                finished(futures[future], None if error else future.result(), error)
+    context = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context) as pool:
+        futures = {pool.submit(train_fn, item.run_dir, threads): item for item in items}
+        for future in cf.as_completed(futures):
+            error = future.exception()
+            finished(futures[future], None if error else future.result(), error)
     if failures:
         raise RunFailed(f"{len(failures)} of {len(items)} runs failed (the others are complete; rerun the "
                         f"sweep to retry):\n  - " + "\n  - ".join(failures))

@@ -72,11 +72,11 @@ SLURM_TIME = SlurmTimeType()
 
 
 def default_recipe(backend: str, sizes) -> str:
-    """The recipe a sweep trains with when none is named: cpu-tiny for the cpu backend, and for
-    megatron when every size is a CPU shape; paper otherwise."""
+    """The recipe a sweep trains with when none is named: cpu-tiny for megatron when every size is
+    a CPU shape; paper otherwise (and always for bridge)."""
     from recipes.shapes import SHAPES
 
-    if backend == "cpu" or (backend == "megatron" and all(s in SHAPES and SHAPES[s].cpu for s in sizes)):
+    if backend == "megatron" and all(s in SHAPES and SHAPES[s].cpu for s in sizes):
         return "cpu-tiny"
     return "paper"
 

@@ -58,10 +58,10 @@ class StudyConfig:
     peak_lr: float = 2e-3  # tiny models learn in few steps at ~1e-3 (the paper's 3e-4 is for 100M+)
     max_epochs: float = 12.0  # tiny synthetic corpora: allow repeats the paper did not need (reported per blend)
     seed_repeats: tuple[int, ...] = (1, 2)  # extra seeds for the seed-spread configurations
-    backend: str = "cpu"  # cpu (this machine), megatron (megatron-core, torchrun ranks) or bridge (Megatron-Bridge in the NeMo container)
+    backend: str = "megatron"  # megatron (megatron-core: this machine's CPU, or a cluster's GPUs) or bridge (Megatron-Bridge in the NeMo container)
     executor: str = "local"  # local, slurm or docker (bridge)
     sweep_args: tuple[str, ...] = ()  # extra `recipes sweep` flags, e.g. --slurm-account ACC --gpus-per-node 8
-    jobs: int = 2  # CPU runs at once
+    jobs: int = 2  # local runs of one rank at once
     eval_tokens: str = "16K"  # held-out tokens each run is evaluated on, per domain
     # --- analysis -----------------------------------------------------------------------
     label: str = "tiny-scale demonstration"  # on the report and its summary
@@ -98,12 +98,12 @@ class StudyConfig:
                 bad(field, "must be at least 1")
         if not self.peak_lr > 0:
             bad("peak_lr", "must be positive")
-        if self.backend not in ("cpu", "bridge", "megatron"):
-            bad("backend", "must be cpu, bridge or megatron")
+        if self.backend == "cpu":
+            bad("backend", "'cpu' (the transformers CPU trainer) was retired: megatron trains on CPU too")
+        if self.backend not in ("bridge", "megatron"):
+            bad("backend", "must be megatron or bridge")
         if self.executor not in ("local", "slurm", "docker"):
             bad("executor", "must be local, slurm or docker")
-        if self.backend == "cpu" and self.executor != "local":
-            bad("executor", "the cpu backend runs locally; use backend: bridge for slurm or docker")
         if self.natural_corpus != DEMO and not self.eval_domains:
             bad("eval_domains", "your own natural corpus needs held-out NAME=JSONL domains")
         for item in self.eval_domains:

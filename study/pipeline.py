@@ -200,7 +200,7 @@ class Study:
                 "--micro-batch-size", cfg.global_batch_size, "--peak-lr", cfg.peak_lr,
                 "--eval-max-tokens", cfg.eval_tokens, "--backend", cfg.backend, "--executor", cfg.executor,
                 "--output", self.root / "runs", *extra, *cfg.sweep_args]
-        if cfg.backend == "cpu":
+        if cfg.executor == "local":  # runs of one rank go `jobs` at a time, a torch thread each
             args += ["--jobs", cfg.jobs, "--threads", 1]
         for blend in blends:
             args += ["--blends", blend]

@@ -82,7 +82,7 @@ def test_results_table_carries_what_each_mixture_is(study):
     assert len(rows) == 27  # 3 blends x 3 sizes x 3 budgets
     by_mixture = {r["mixture"]: (r["family"], r["generator"], float(r["synthetic_fraction"])) for r in rows}
     assert by_mixture == {"web": ("", "", 0.0), "hq-50pct": ("hq", GENERATOR, 0.5), "qa-50pct": ("qa", GENERATOR, 0.5)}
-    assert {r["backend"] for r in rows} == {"cpu"} and len({r["recipe_hash"] for r in rows}) == 1
+    assert {r["backend"] for r in rows} == {"megatron"} and len({r["recipe_hash"] for r in rows}) == 1
 
 
 def test_report_has_one_best_ratio_curve_per_family(study):

@@ -137,9 +137,31 @@ def run_megatron(run_dir: str | Path, deadline: Deadline | None = None, train_mi
         torch.set_num_threads(int(os.environ["SYNTHSCALE_TORCH_THREADS"]))
     init_distributed(*frozen_layout(spec))
     shield_checkpoint_writer()
-    extra = {"precision": spec.recipe.precision, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    extra = {"precision": spec.recipe.precision, "device": "cuda" if torch.cuda.is_available() else "cpu",
+             "torch_threads": torch.get_num_threads()}
     return run_stages(run_dir, spec, MegatronStages(run_dir, spec, train_minutes), StageFiles(run_dir / STAGE_DIR),
                       deadline or Deadline(None), World.current(), extra=extra, stop=stop)
+
+
+def run_single_rank(run_dir: str | Path, threads: int | None = None, stop=None) -> dict:
+    """Train (or resume) and evaluate a run of one rank (TP = PP = DP = 1) in this process, with no
+    torchrun: what `recipes sweep --executor local` runs in its worker processes (`--jobs N` of
+    them) and `recipes train RUN_DIR` runs. Returns the run's record (results.json)."""
+    from recipes.results import load_result
+    from recipes.run_spec import RESULTS_FILE
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    run_dir = Path(run_dir).resolve()
+    record = run_megatron(run_dir, stop=stop)
+    if record is None:  # nothing was left to do (complete and scored), or a stop signal came first
+        if not (run_dir / RESULTS_FILE).is_file():
+            raise SynthscaleError(f"run {run_dir.name} stopped before it finished (its checkpoint is kept); "
+                                  f"run it again to continue")
+        record = load_result(run_dir / RESULTS_FILE)
+    return record
 
 
 @stage_command()

@@ -91,7 +91,7 @@ def transformer_config(shape: ModelShape, precision: str = "fp32") -> Transforme
         bf16=precision == "bf16",
         params_dtype=dtype,
         pipeline_dtype=dtype,
-        # the loss is the mean over every token of the global batch, as the CPU trainer's
+        # the loss is the mean over every token of the global batch
         calculate_per_token_loss=True,
         # weights drawn whole from the CPU RNG and sliced per rank (layout-independent init)
         use_cpu_initialization=True,

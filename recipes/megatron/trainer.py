@@ -9,12 +9,11 @@ Call `parallel.init_distributed(tp, pp)` first (every rank), then `train(run_dir
   decay on matrices only, clipping) and `OptimizerParamScheduler` (linear warmup over the plan's
   warmup steps, cosine to min_lr at the last step; scheduler step k = k optimizer steps done,
   what `recipes.recipe.learning_rate` gives).
-- Data: the blend through megatron-core's BlendedMegatronDatasetBuilder / GPTDataset exactly as
-  the CPU trainer reads it (`data_prep.megatron_blend.build_gpt_dataset`, index caches in
+- Data: the blend through megatron-core's BlendedMegatronDatasetBuilder / GPTDataset (`data_prep.megatron_blend.build_gpt_dataset`, index caches in
   RUN/dataset_cache). Step s uses samples s*G .. s*G + G - 1; micro batch m of data-parallel rank
   r takes samples s*G + m*b*DP + r*b .. + b - 1 (megatron's pretraining sampler order).
 - Loss: mean cross-entropy over every token of the global batch (`calculate_per_token_loss`),
-  as the CPU trainer's; computed on the last pipeline stage and broadcast, so every rank returns
+  as the paper's recipe takes it; computed on the last pipeline stage and broadcast, so every rank returns
   the same curve.
 - Checkpoints: `recipes.megatron.checkpoint` (megatron dist_checkpointing) every
   checkpoint_interval steps, at the end, and when asked to stop (time budget, SIGTERM, SIGUSR1).
@@ -273,7 +272,7 @@ def train(run_dir: Path, spec: RunSpec, stop_after_minutes: float | None = None)
         interval = min(spec.recipe.checkpoint_interval, total)
         logs = dist.get_rank() == 0  # every rank has the loss; one writes the job's log lines
         show = logs and sys.stderr.isatty()
-        if logs and run.step:  # when a requeued or restarted run went on (the CPU trainer's line)
+        if logs and run.step:  # when a requeued or restarted run went on (a line the requeue tests read)
             _log(f"{spec.run_id}: resuming at step {run.step} of {total} at {_utc_now()}")
         with _StopRequest() as stop:
             while run.step < total:

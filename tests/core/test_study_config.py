@@ -45,10 +45,10 @@ def test_dotted_overrides_and_flags_reach_the_study_config():
 
 def test_bad_values_are_named_in_one_line(tmp_path):
     mine = tmp_path / "mine.yaml"
-    mine.write_text(DEMO_CONFIG.read_text().replace("executor: local ", "executor: slurm "))
+    mine.write_text(DEMO_CONFIG.read_text().replace("backend: megatron ", "backend: cpu "))
     result = CliRunner().invoke(main, ["--config", str(mine), "--print-config"])
     assert result.exit_code == 1
-    assert "executor: the cpu backend runs locally" in result.output
+    assert "backend: 'cpu' (the transformers CPU trainer) was retired" in result.output
     result = CliRunner().invoke(main, ["--config", str(DEMO_CONFIG), "--set", "data.natural_corpus=web/*.jsonl",
                                        "--print-config"])
     assert result.exit_code == 1 and "eval_domains: your own natural corpus needs" in result.output

@@ -142,22 +142,27 @@ def test_paper_example_dry_run_on_tiny_blends_keeps_its_config_and_the_run_ids(w
     assert other.parent.name in {d.name for d in run_dirs}
 
 
+def broken_trainer(run_dir, threads=None):
+    """A trainer with a bug (module level: the sweep's worker processes import it)."""
+    raise KeyError("an internal bug")
+
+
 def test_a_failed_run_is_one_line_but_a_bug_in_it_keeps_its_traceback(workspace, tmp_path):
+    from recipes.launchers import ExecutorSettings
     from recipes.recipe import get_recipe
     from recipes.run_spec import parse_eval_domains
     from recipes.sweep import RunFailed, SweepRequest, execute_sweep
 
-    def broken_trainer(run_dir, progress=None, threads=None):
-        raise KeyError("an internal bug")
-
-    request = SweepRequest(sizes=("tiny-xs",), tokens=(12800,), blends=(str(workspace.blend),), backend="cpu",
+    request = SweepRequest(sizes=("tiny-xs",), tokens=(12800,), blends=(str(workspace.blend),), backend="megatron",
                            recipe=get_recipe("cpu-tiny").with_overrides(seq_length=64, global_batch_size=4,
                                                                          micro_batch_size=4),
                            eval_domains=parse_eval_domains([f"wiki={workspace.prefixes['eval_wiki']}"]),
-                           output=str(tmp_path / "runs"), config_text="grid: {}\n")
+                           output=str(tmp_path / "runs"), executor=ExecutorSettings(gpus_per_node=None),
+                           config_text="grid: {}\n")
     log: list[str] = []
     with pytest.raises(RunFailed, match=r"(?s)1 of 1 runs failed .*KeyError: 'an internal bug'"):
-        execute_sweep(request, echo=log.append, run_cpu_fn=broken_trainer)
-    assert any(line.startswith("Traceback") and "broken_trainer" in line for line in log)
+        execute_sweep(request, echo=log.append, train_fn=broken_trainer)
+    # the worker's traceback, down to the trainer's line (concurrent.futures carries it across processes)
+    assert any("Traceback (most recent call last)" in line and "broken_trainer" in line for line in log)
     (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/run.json")]
     assert (run_dir / "sweep.config.yaml").read_text() == "grid: {}\n"

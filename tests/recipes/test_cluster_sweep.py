@@ -1,7 +1,8 @@
 """`recipes sweep --executor slurm` on the local Slurm cluster, through NeMo-Run, with no container:
 the tasks run in this Python environment (tests/conftest.py `slurm_cluster`).
 
-  - a two-run CPU sweep is one job array; it completes and `recipes results` tabulates it;
+  - a two-run sweep of megatron's tiny CPU shapes (one rank each) is one job array; it completes
+    and `recipes results` tabulates it;
   - a task signalled with SIGTERM (what Slurm sends before the time limit and on preemption)
     saves at the step it is in, requeues itself, resumes, and ends with the losses of the same
     run trained in one go by `--executor local`;
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.recipes.helpers import invoke, sweep_args
 
@@ -52,21 +53,24 @@ def test_a_sweep_runs_as_an_array_and_a_signalled_task_resumes_to_the_same_losse
     array_id = next(iter(slurm_cluster.job_ids(name))).split("_")[0]
     task = f"{array_id}_1"  # the 80-step run: task i runs line i + 1 of runs.txt
 
-    checkpoint = long / "checkpoints" / "latest.pt"
-    _wait_until(checkpoint.is_file, 600, f"{long.name}'s first checkpoint")  # training is under way
+    tracker = long / "checkpoints" / "latest_checkpointed_iteration.txt"  # megatron's
+    _wait_until(tracker.is_file, 600, f"{long.name}'s first checkpoint")  # training is under way
     slurm_cluster.run("scancel", "--signal=TERM", task)  # to the task's steps, as Slurm's --signal=TERM@N
     _wait_until(lambda: slurm_cluster.restarts(task) >= 1, 120, f"task {task} requeued")
-    stopped = torch.load(checkpoint, weights_only=False)  # between the two jobs: the segment saved at the stop
 
     states = slurm_cluster.wait_for_name(name, timeout=900)
     assert states == {f"{array_id}_0": "COMPLETED", task: "COMPLETED"}
     assert slurm_cluster.restarts(task) == 1 and slurm_cluster.restarts(f"{array_id}_0") == 0
     logs = "".join(p.read_text() for p in (runs / "_arrays").rglob("log-*_*_0.out"))
-    assert f"SIGTERM at step {stopped['step']} of 80; checkpoint saved" in logs  # stopped cleanly, no step lost
-    assert 0 < stopped["step"] < 80
+    stopped = re.findall(r"stopped by a stop signal at step (\d+) of 80; checkpoint saved", logs)
+    assert len(stopped) == 1 and 0 < int(stopped[0]) < 80  # stopped cleanly once, no step lost
 
     record = json.loads((long / "results.json").read_text())
-    assert record["train_time_s"] > stopped["train_time_s"] > 0  # both segments counted
+    segments = json.loads((long / "megatron" / "train_segments.json").read_text())["segments"]
+    assert [s["steps_done"] for s in segments] == [int(stopped[0]), 80]  # the step each segment reached
+    assert record["train_segments"] == 2  # both segments counted in the train time
+    assert record["train_time_s"] == pytest.approx(sum(s["train_time_s"] for s in segments))
+    assert record["train_time_s"] > segments[0]["train_time_s"] > 0
     local = tmp_path / "local"
     _sweep(workspace, local, "20480", "--checkpoint-interval", "10")  # the same run, in one go, here
     (alone,) = (p for p in local.iterdir() if p.name == long.name)

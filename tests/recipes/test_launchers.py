@@ -83,15 +83,20 @@ def test_docker_dry_run(workspace, paper_blend_file, tmp_path):
     assert command[-4:] == ["-m", "recipes.bridge_entry", "--run-dir", str(run_dir)]
 
 
-def test_cpu_backend_on_docker_runs_the_cpu_trainer(workspace, tmp_path):
+def test_a_tiny_run_on_docker_is_the_megatron_entry_under_torchrun_on_cpu(workspace, tmp_path):
+    """Only a local run of one rank skips torchrun (the sweep's worker processes); in a container
+    the same run is megatron's entry under torchrun, one CPU rank, no GPU asked for."""
     from tests.recipes.helpers import sweep_args
 
     result = invoke(sweep_args(workspace, tmp_path / "runs", "tiny-xs", "20480", "--executor", "docker", "--dry-run"))
     assert result.exit_code == 0, result.output
     (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/run.json")]
     request = yaml.safe_load((run_dir / "launcher.docker.txt").read_text().split("\n", 1)[1])
-    command = request["containers"][0]["command"]
-    assert command[-4:] == ["-m", "recipes.cli", "train", str(run_dir)] and "torchrun" not in command
+    container = request["containers"][0]
+    command = container["command"]
+    assert command[0] == "torchrun" and command[command.index("--nproc-per-node") + 1] == "1"
+    assert command[-4:] == ["-m", "recipes.megatron.entry", "--run-dir", str(run_dir)]
+    assert "nvidia" not in json.dumps(request)
 
 
 def test_slurm_without_account_is_refused(workspace, paper_blend_file, tmp_path):
@@ -145,12 +150,13 @@ def test_megatron_local_dry_run_is_torchrun_over_the_layouts_ranks(workspace, tm
     output = _megatron_sweep(workspace, tmp_path / "bad", "--tensor-parallel", "2", "--gpus-per-node", "4",
                              "--dry-run", exit_code=1)
     assert "global_batch_size=4 must be divisible by micro_batch_size x data_parallel = 4 x 2" in output
-    output = _megatron_sweep(workspace, tmp_path / "bad", "--jobs", "2", "--dry-run", exit_code=1)
-    assert "--jobs applies to the cpu backend; megatron runs launch one at a time" in output
-    cpu = invoke(["sweep", "--sizes", "tiny-xs", "--tokens", "12800", "--blends", str(workspace.blend), "--eval",
-                  f"wiki={workspace.prefixes['eval_wiki']}", "--tensor-parallel", "2", "--output", str(tmp_path / "bad"),
-                  "--dry-run"])
-    assert cpu.exit_code == 1 and "apply to the bridge and megatron backends, not 'cpu'" in cpu.output
+    output = _megatron_sweep(workspace, tmp_path / "bad", "--jobs", "2", "--executor", "docker", "--dry-run",
+                             exit_code=1)
+    assert "--jobs applies to local runs of one rank; docker runs launch one at a time" in output
+    retired = invoke(["sweep", "--sizes", "tiny-xs", "--tokens", "12800", "--blends", str(workspace.blend), "--eval",
+                      f"wiki={workspace.prefixes['eval_wiki']}", "--backend", "cpu", "--output", str(tmp_path / "bad"),
+                      "--dry-run"])
+    assert retired.exit_code == 2 and "'cpu' is not one of 'megatron', 'bridge'" in retired.output
 
 
 def test_megatron_slurm_array_runs_srun_and_torchrun_on_cpu_ranks(workspace, tmp_path):
@@ -198,7 +204,7 @@ def test_megatron_tp2_run_through_nemo_run_locally(workspace, tmp_path):
 def test_a_failed_local_launch_fails_the_sweep(workspace, tmp_path, monkeypatch):
     """NeMo-Run reports a failed local run without raising: the sweep checks for results.json."""
     monkeypatch.setenv("SYNTHSCALE_TORCH_THREADS", "zero")  # the entry's ranks inherit it and fail at start-up
-    output = _megatron_sweep(workspace, tmp_path / "runs", exit_code=1)
+    output = _megatron_sweep(workspace, tmp_path / "runs", "--tensor-parallel", "2", exit_code=1)  # torchrun
     (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/run.json")]
     assert f"{run_dir.name}: its megatron launch ended without results.json" in output
     assert "1 runs did not finish as asked" in output and not (run_dir / "results.json").exists()

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from recipes.cpu_model import llama_config, non_embedding_parameter_count
 from recipes.recipe import MIN_TRAIN_ITERS, PAPER, TrainingRecipe, learning_rate, plan_training
 from recipes.shapes import PAPER_SHAPES, SHAPES, TINY_SHAPES, ModelShape, get_shape, llama3_ffn_hidden_size
 
@@ -31,14 +30,20 @@ def test_paper_shapes_are_table_1():
 
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_non_embedding_params_match_the_transformers_llama(name):
-    """N from the shape arithmetic == parameters of the real LlamaForCausalLM minus both embeddings."""
-    from transformers import LlamaForCausalLM
+    """N from the shape arithmetic == parameters of transformers' reference Llama, built here from
+    the shape's dimensions, minus both embeddings."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     shape = get_shape(name)
     vocab = 128_256
+    config = LlamaConfig(vocab_size=vocab, hidden_size=shape.d_model, intermediate_size=shape.ffn,
+                         num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
+                         num_key_value_heads=shape.query_groups, head_dim=shape.head_dim, tie_word_embeddings=False,
+                         attention_bias=False, mlp_bias=False)
     with torch.device("meta"):
-        model = LlamaForCausalLM(llama_config(shape, vocab, 4096))
-    assert non_embedding_parameter_count(model) == shape.non_embedding_params
+        model = LlamaForCausalLM(config)
+    embeddings = {"model.embed_tokens.weight", "lm_head.weight"}
+    assert sum(p.numel() for n, p in model.named_parameters() if n not in embeddings) == shape.non_embedding_params
     total = sum(p.numel() for p in model.parameters())
     assert total == shape.non_embedding_params + shape.embedding_params(vocab)  # untied embeddings
     assert not any(n.endswith("bias") for n, _ in model.named_parameters())
@@ -147,6 +152,6 @@ def test_run_id_is_deterministic_and_ignores_how_a_run_executes():
         make_run_id(shape, 6 * 10**9, "a" * 64, PAPER, "bridge"),
         make_run_id(shape, 5 * 10**9, "b" * 64, PAPER, "bridge"),
         make_run_id(shape, 5 * 10**9, "a" * 64, PAPER.with_overrides(peak_lr=1e-3), "bridge"),
-        make_run_id(shape, 5 * 10**9, "a" * 64, PAPER, "cpu"),
+        make_run_id(shape, 5 * 10**9, "a" * 64, PAPER, "megatron"),
     ):
         assert changed != base

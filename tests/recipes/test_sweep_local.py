@@ -1,5 +1,6 @@
-"""The CPU backend on a real blend: the loss falls, results.json and the table, skips, refusals,
-and resume after a real kill (SIGKILL) to the same result as an uninterrupted run."""
+"""Local runs of one rank (megatron-core on CPU, in the sweep's worker processes) on a real blend:
+the loss falls, results.json and the table, skips, refusals, and `recipes train` resumed after a
+real kill (SIGKILL) to the same result as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import pytest
 import torch
 
 from tests.recipes.helpers import invoke, sweep_args
-from recipes.cpu_trainer import CHECKPOINT, run_cpu
 from recipes.results import REQUIRED_KEYS, TABLE_COLUMNS
 from recipes.shapes import get_shape
 
@@ -26,8 +26,8 @@ from recipes.shapes import get_shape
 @pytest.fixture(scope="module")
 def runs(workspace, tmp_path_factory):
     """Two completed tiny-xs runs (80 and 50 steps of 4 x 64 tokens) on the 33%-synthetic blend."""
-    output = tmp_path_factory.mktemp("cpu_runs") / "runs"
-    result = invoke(sweep_args(workspace, output, "tiny-xs", "20480,12800"))
+    output = tmp_path_factory.mktemp("local_runs") / "runs"
+    result = invoke(sweep_args(workspace, output, "tiny-xs", "20480,12800", "--jobs", "2"))
     assert result.exit_code == 0, result.output
     assert result.output.count("done  ") == 2
     return output
@@ -65,13 +65,14 @@ def test_results_json_schema(runs, workspace):
         # what the mixture is, from the blend's sources (never from its name)
         assert record["family"] == "synth" and record["generator"] is None  # a corpus no generator wrote
         assert record["blend"]["sources"]["natural"]["role"] == "natural"
-        assert record["backend"] == "cpu" and record["seed"] == 1234 and len(record["recipe_hash"]) == 10
+        assert record["backend"] == "megatron" and record["seed"] == 1234 and len(record["recipe_hash"]) == 10
         assert record["eval_domains"] == ["news", "wiki"]
         total = sum(d["tokens"] for d in record["eval"].values())
         mean = sum(d["loss"] * d["tokens"] for d in record["eval"].values()) / total
         assert math.isclose(record["loss"], mean)
         assert record["tokens_per_s"] > 0 and record["wall_time_s"] >= record["train_time_s"] > 0
-        assert {"torch", "transformers", "megatron-core"} <= set(record["versions"])
+        assert {"torch", "megatron-core"} <= set(record["versions"])
+        assert record["layout"]["world_size"] == 1 and record["device"] == "cpu"
         assert record["recipe"]["adam_beta2"] == 0.95 and record["recipe"]["seq_length"] == 64
 
 
@@ -112,55 +113,71 @@ def test_refusals_write_nothing(workspace, tmp_path):
     repeat = invoke(sweep_args(workspace, output, "tiny-xs", "400000"))
     assert repeat.exit_code == 1
     assert "source 'natural', which has 217449" in repeat.output and "max_epochs=1" in repeat.output
-    big = invoke(sweep_args(workspace, output, "1B", "20480"))
-    assert big.exit_code == 1 and "too large for the CPU backend" in big.output
+    big = invoke(sweep_args(workspace, output, "1B", "20480", "--recipe", "cpu-tiny"))
+    assert big.exit_code == 1 and "shape '1B' needs GPUs and this machine has none" in big.output
     default_seq = [a for a in sweep_args(workspace, output, "tiny-xs", "25600") if a not in ("--seq-length", "64")]
     long_seq = invoke(default_seq)
     assert long_seq.exit_code == 1 and "seq_length=64 but recipe 'cpu-tiny' trains at seq_length=128" in long_seq.output
     assert not output.exists()
 
 
-def _train_in_subprocess(run_dir: Path) -> subprocess.Popen:
+TRACKER = Path("checkpoints") / "latest_checkpointed_iteration.txt"  # megatron's
+
+
+def _train(run_dir: Path, wait: bool = True):
+    """`recipes train RUN` in its own process, as a user resumes a run (one torch thread)."""
     env = dict(os.environ, SYNTHSCALE_TORCH_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    return subprocess.Popen(
-        [sys.executable, "-m", "recipes.cli", "train", str(run_dir), "--checkpoint-interval", "5", "--no-progress"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    command = [sys.executable, "-m", "recipes.cli", "train", str(run_dir), "--json"]
+    if not wait:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
 
 
 def test_resume_after_kill_reaches_the_uninterrupted_result(workspace, tmp_path):
-    planned = invoke(sweep_args(workspace, tmp_path / "plan", "tiny-xs", "15360", "--dry-run"))
+    planned = invoke(sweep_args(workspace, tmp_path / "plan", "tiny-xs", "15360", "--checkpoint-interval", "5",
+                                "--dry-run"))
     assert planned.exit_code == 0, planned.output
     (run_dir,) = [p.parent for p in (tmp_path / "plan").glob("*/run.json")]
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     shutil.copytree(run_dir, killed)
     shutil.copytree(run_dir, straight)
 
-    process = _train_in_subprocess(killed)
-    checkpoint = killed / CHECKPOINT
-    deadline = time.monotonic() + 240
-    while not checkpoint.exists():
+    process = _train(killed, wait=False)
+    tracker = killed / TRACKER
+    deadline = time.monotonic() + 300
+    while not tracker.exists():
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    saved = torch.load(checkpoint, weights_only=False)
-    assert 5 <= saved["step"] < 60 and saved["step"] % 5 == 0
+    step = int(tracker.read_text())
+    assert 5 <= step < 60 and step % 5 == 0
     assert not (killed / "results.json").exists()
 
-    resumed = run_cpu(killed, progress=False, checkpoint_interval=5)
-    uninterrupted = run_cpu(straight, progress=False, checkpoint_interval=5)
+    resumed = _train(killed)
+    uninterrupted = _train(straight)
     assert [s for s, _ in resumed["train_loss_curve"]] == list(range(1, 61))
     for (_, a), (_, b) in zip(resumed["train_loss_curve"], uninterrupted["train_loss_curve"]):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
     for domain in ("wiki", "news"):
         assert resumed["eval"][domain]["loss"] == pytest.approx(uninterrupted["eval"][domain]["loss"], rel=1e-5)
-    weights_a = torch.load(killed / CHECKPOINT, weights_only=False)["model"]
-    weights_b = torch.load(straight / CHECKPOINT, weights_only=False)["model"]
+    assert int((killed / TRACKER).read_text()) == int((straight / TRACKER).read_text()) == 60
+    weights_a, weights_b = _final_weights(killed, tmp_path / "a.pt"), _final_weights(straight, tmp_path / "b.pt")
+    assert weights_a.keys() == weights_b.keys() and any(k.startswith("decoder.layers") for k in weights_a)
     for name, tensor in weights_a.items():
-        torch.testing.assert_close(tensor, weights_b[name], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(tensor, weights_b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _final_weights(run_dir: Path, out: Path) -> dict:
+    """The tensors of megatron's final distributed checkpoint (PyTorch DCP), read by torch itself."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(run_dir / "checkpoints" / "iter_0000060", out)
+    return {k: v for k, v in torch.load(out, weights_only=False).items() if isinstance(v, torch.Tensor)}
 
 
 def test_peak_lr_override_reaches_the_run_and_its_id(workspace, tmp_path):
