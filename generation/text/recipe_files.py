@@ -13,7 +13,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Iterable
 
 from synthscale.errors import SynthscaleError
 
@@ -46,10 +46,16 @@ class PromptSetError(SynthscaleError):
     """A prompt set file that cannot be used; the message names the file and the field."""
 
 
+def _check_keys(where: str, keys: Iterable, known: Collection) -> None:
+    """Refuse the first of `keys` that is not one of `known`, naming where it is and what is known."""
+    for key in keys:
+        if key not in known:
+            raise PromptSetError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+
+
 def _check_types(where: str, mapping: dict, allowed: dict) -> None:
     for key, value in mapping.items():
-        if key not in allowed:
-            raise PromptSetError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+        _check_keys(where, (key,), allowed)
         if not isinstance(value, allowed[key]) or (isinstance(value, bool) and bool not in allowed[key]):
             raise PromptSetError(f"{where}.{key}: wrong type {type(value).__name__}")
 
@@ -73,9 +79,7 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
         if key not in data:
             raise PromptSetError(f"{where}: missing required key {key!r}")
     known = {"kind", "format", "name", "version", "source", "system", "sampling", "filters", "recipes", "description"}
-    for key in data:
-        if key not in known:
-            raise PromptSetError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+    _check_keys(where, data, known)
     name, version = str(data["name"]), str(data["version"])
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
         raise PromptSetError(f"{where}: name {name!r} may use letters, digits, '.', '_' and '-' only")
@@ -97,9 +101,7 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
             raise PromptSetError(f"{rwhere}: a recipe is a mapping with 'steps'")
         rknown = {"description", "audiences", "steps", "sampling", "filters", "system", "sources", "output",
                   "diversity"}
-        for key in rdata:
-            if key not in rknown:
-                raise PromptSetError(f"{rwhere}: unknown key {key!r} (known: {', '.join(sorted(rknown))})")
+        _check_keys(rwhere, rdata, rknown)
         sources = rdata.get("sources", "documents")
         if sources not in SOURCES:
             raise PromptSetError(f"{rwhere}.sources: one of {', '.join(SOURCES)}, got {sources!r}")
@@ -132,9 +134,7 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
                 raise PromptSetError(f"{swhere}: a step is a mapping with 'name' and 'user'")
             sknown = {"name", "user", "system", "max_new_tokens", "repeat", "target", "filters", "parse",
                       "user_one_document"}
-            for key in sdata:
-                if key not in sknown:
-                    raise PromptSetError(f"{swhere}: unknown key {key!r} (known: {', '.join(sorted(sknown))})")
+            _check_keys(swhere, sdata, sknown)
             sname = sdata.get("name")
             if not isinstance(sname, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sname):
                 raise PromptSetError(f"{swhere}.name: an identifier (it becomes the placeholder {{NAME}})")
