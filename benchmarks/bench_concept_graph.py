@@ -11,7 +11,7 @@ subtracted, so the figure is what the build itself adds.
     python benchmarks/bench_concept_graph.py [--docs 10000,100000] [--shards 4] [--min-docs 2]
 
 `--reduce-only` times the pair count alone (the reduce issue 16 is about) on the same concept
-lists, for the range-partitioned counter (generation/concept_graph.py `_PairCounter`) and, side by side,
+lists, for the range-partitioned counter (generation/synthllm/pair_counts.py `PairCounter`) and, side by side,
 the counter it replaced (kept below as `ResortingCounter`: it merged every buffer into the whole
 table counted so far, re-sorting it). Each in a fresh child process, with its peak memory.
 
@@ -68,7 +68,7 @@ def child(folder: str, output: str, min_docs: int, max_doc_fraction: float) -> N
     import numpy  # noqa: F401  (the baseline: what any build imports)
     import pyarrow.parquet  # noqa: F401
 
-    from generation.concept_graph import build_graph
+    from generation.synthllm.graph_build import build_graph
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     files = sorted(str(p) for p in Path(folder).glob("part-*.jsonl"))
@@ -136,12 +136,12 @@ class ResortingCounter:
 def reduce_child(docs: int, method: str, folder: str) -> None:
     import pyarrow  # noqa: F401  (imported by any build before it counts pairs)
 
-    from generation.concept_graph import _PairCounter
+    from generation.synthllm.pair_counts import PairCounter
 
     lists = concept_lists(docs)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    counter = _PairCounter(Path(folder) / "pairs") if method == "ranges" else ResortingCounter()
+    counter = PairCounter(Path(folder) / "pairs") if method == "ranges" else ResortingCounter()
     for ids in lists:
         counter.add(ids)
     counter.flush()

@@ -69,7 +69,7 @@ def _sources(args) -> tuple[list[str], str]:
 
 
 def _smollm2(args, work: Path) -> tuple[Path, float | None]:
-    from generation.gguf_convert import convert_gguf
+    from generation.models.gguf_convert import convert_gguf
 
     cache = Path(args.model_cache or os.environ.get("SYNTHSCALE_MODEL_CACHE") or work / "models")
     started = time.perf_counter()
@@ -105,14 +105,15 @@ def main() -> int:
     args.repeats = args.repeats or (2 if big else 5)
     _environment(args.threads)
 
-    from generation.backend_vllm import VLLMBackend
-    from generation.chat import ChatRenderer
-    from generation.kv_cache import plan_for_engine
-    from generation.pipeline import run
-    from generation.prompts import build_messages, get_recipe
-    from generation.run_config import RunConfig
+    from generation.engine.vllm_engine import VLLMBackend
+    from generation.text.chat import ChatRenderer
+    from generation.engine.kv_cache import plan_for_engine
+    from generation.run.loop import run
+    from generation.text.recipe_files import get_recipe
+    from generation.text.recipes import build_messages
+    from generation.run.config import RunConfig
     from study.tiny_llama import build_tiny_model
-    from generation.work_plan import request_seed
+    from generation.run.work_plan import request_seed
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-generation-work-"))
     work.mkdir(parents=True, exist_ok=True)

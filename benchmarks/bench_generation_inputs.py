@@ -55,7 +55,7 @@ def every_record_reader(path: Path, index: int, count: int):
 
 
 def child(path: str, index: int, count: int, method: str) -> None:
-    from generation.inputs import iter_documents, scan_slices
+    from generation.corpus.documents import iter_documents, scan_slices
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

@@ -16,8 +16,8 @@ from synthscale.cli import (COUNT, emit_json, json_options, named_values_callbac
                             parse_named_values, stage_group)
 from synthscale.units import parse_count
 
-from generation.backend import backend_problem
-from generation.inputs import parse_shard
+from generation.corpus.documents import parse_shard
+from generation.engine import backend_problem
 
 OUTPUT_EPILOG = """\b
 Output (DIR):
@@ -74,7 +74,7 @@ GRAPH_OPTIONS = ("graph", "combinations", "subsets_per_document", "combination_s
 
 
 def _parse_sizes(spec: str) -> tuple[int, int]:
-    from generation.concept_sampling import parse_sizes  # numpy: not for --help
+    from generation.synthllm.concept_sampling import parse_sizes  # numpy: not for --help
 
     return parse_sizes(spec)
 
@@ -196,8 +196,8 @@ def run_command(**kw) -> None:
         "drop_refusals": kw["drop_refusals"],
         "drop_repetitive": None if kw["keep_repetitive"] is None else not kw["keep_repetitive"],
     }
-    from generation.pipeline import run
-    from generation.run_config import RunConfig
+    from generation.run.loop import run
+    from generation.run.config import RunConfig
 
     config = RunConfig(
         recipe=kw["recipe"], inputs=list(kw["inputs"]), output=kw["output"], model=kw["model"],
@@ -240,7 +240,7 @@ def merge_command(sources: tuple[str, ...], output: str | None, copy: bool, no_i
       generation merge synth/hq
       generation merge synth/hq-worker0 synth/hq-worker1 --output synth/hq
     """
-    from generation.merge import merge
+    from generation.run.merge import merge
 
     merged = merge(list(sources), output, link=not copy, check_ids=not no_id_check)
     emit_json(merged, as_json, json_file)
@@ -277,7 +277,7 @@ def convert_gguf_command(gguf_file: str, output: str, dtype: str, name: str | No
       generation convert-gguf smollm2 --output models/SmolLM2-135M-Instruct
       generation run --recipe hq --model models/SmolLM2-135M-Instruct --input 'docs/*.jsonl' --output synth/hq
     """
-    from generation.gguf_convert import convert_gguf
+    from generation.models.gguf_convert import convert_gguf
 
     manifest, _written = convert_gguf(gguf_file, output, dtype=dtype, name=name,
                                       log=lambda line: click.echo(line, err=True))
@@ -311,7 +311,7 @@ def recipes_command(prompt_sets: tuple[str, ...], show: str | None, as_json: boo
               max_new_tokens: 1024
               target: {per_source_token: 1.0, min: 128}
               user: "Explain this to a five-year-old: {document}"
-    See generation/prompt_sets/paper.yaml for every key (audiences, repeated steps, filters).
+    See generation/text/prompt_sets/paper.yaml for every key (audiences, repeated steps, filters).
 
     \b
     Example:
@@ -319,7 +319,7 @@ def recipes_command(prompt_sets: tuple[str, ...], show: str | None, as_json: boo
       generation recipes --prompts my_styles.yaml
       generation run --prompts my_styles.yaml --recipe eli5 --model MODEL --input 'docs/*.jsonl' --output synth/eli5
     """
-    from generation.prompts import get_recipe, load_recipes
+    from generation.text.recipe_files import get_recipe, load_recipes
 
     if show:
         recipe = get_recipe(show, list(prompt_sets))
@@ -351,7 +351,7 @@ from generation.cli_synthllm import register  # noqa: E402  (SynthLLM: concepts,
 
 register(main, run_command, GRAPH_OPTIONS, OUTPUT_EPILOG)
 
-from generation.cluster import submit_command  # noqa: E402  (`generation submit`: a Slurm job array)
+from generation.run.cluster import submit_command  # noqa: E402  (`generation submit`: a Slurm job array)
 
 main.add_command(submit_command)
 

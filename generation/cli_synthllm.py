@@ -92,7 +92,7 @@ def concept_graph_command(sources, output, min_docs, max_docs, max_doc_fraction,
       generation concept-graph synth/concepts --output synth/graph --min-docs 2 --max-doc-fraction 0.05
       generation run --recipe synthllm-l3 --graph synth/graph --combinations 100K --model MODEL --output synth/l3
     """
-    from generation.concept_graph import build_graph
+    from generation.synthllm.graph_build import build_graph
 
     manifest = build_graph(list(sources), output, min_docs=min_docs, max_docs=max_docs,
                            max_doc_fraction=None if max_doc_fraction >= 1 else max_doc_fraction,
@@ -140,7 +140,7 @@ def diversity_command(corpora, level3, max_tokens, output, as_json) -> None:
     """
     from synthscale.provenance import provenance
 
-    from generation.diversity import compare
+    from generation.synthllm.diversity import compare
 
     labelled: dict[str, list[Path]] = {}
     for source in corpora:

@@ -12,7 +12,7 @@ from analysis.data.corpora import read_corpus
 
 
 def _manifest(folder, generator: str, recall: float, passed: float) -> None:
-    """The keys `generation run` writes (generation/manifest.py) that the report reads."""
+    """The keys `generation run` writes (generation/run/manifest.py) that the report reads."""
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({
         "kind": "synthscale.synthetic", "version": 2, "complete": False, "limit": 10, "recipe": "hq",

@@ -8,10 +8,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from generation.backend_vllm import VLLMBackend
-from generation.merge import merge
-from generation.pipeline import run
-from generation.run_config import RunConfig
+from generation.engine.vllm_engine import VLLMBackend
+from generation.run.config import RunConfig
+from generation.run.loop import run
+from generation.run.merge import merge
 from study.tiny_llama import sample_text
 
 from genhelpers import read_jsonl, read_outputs, write_jsonl

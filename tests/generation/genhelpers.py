@@ -129,7 +129,7 @@ class EchoBackend:
         self._queue.append(request)
 
     def poll(self):
-        from generation.backend import Result
+        from generation.engine import Result
 
         self.polls += 1
         if self.crash_after_polls is not None and self.polls > self.crash_after_polls:

@@ -8,7 +8,7 @@ import re
 
 from genhelpers import EchoBackend
 
-from generation.run_config import RunConfig
+from generation.run.config import RunConfig
 from study.tiny_llama import sample_text
 
 # The pool: document id -> the concepts its extraction answer lists (as a model might write them).
@@ -40,7 +40,7 @@ class ConceptBackend(EchoBackend):
         self.concept_finish = finish_reason
 
     def poll(self):
-        from generation.backend import Result
+        from generation.engine import Result
 
         concept_requests = [r for r in self._queue if json.loads(r.key)[3] == "concepts"]
         self._queue = [r for r in self._queue if json.loads(r.key)[3] != "concepts"]

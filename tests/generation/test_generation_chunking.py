@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from generation.chunking import split_into_chunks
+from generation.run.chunking import split_into_chunks
 from study.tiny_llama import sample_text
 
 

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from generation.cli import main
-from generation.pipeline import run
-from generation.run_config import RunConfig
+from generation.run.config import RunConfig
+from generation.run.loop import run
 from study.tiny_llama import sample_text
 
 from genhelpers import PYTHON, EchoBackend, free_port, read_outputs, subprocess_env, write_jsonl
@@ -25,8 +25,8 @@ def test_help_imports_no_engine():
             "assert not any(m.split('.')[0] in ('vllm', 'torch', 'transformers', 'httpx', 'numpy', 'yaml') "
             "for m in sys.modules), sorted(m for m in sys.modules if m.split('.')[0] in "
             "('vllm', 'torch', 'transformers', 'httpx', 'numpy', 'yaml'));"
-            "import generation.pipeline, generation.run_config, generation.work_plan, generation.manifest, "
-            "generation.backend, generation.backend_vllm, generation.backend_openai, generation.merge; "
+            "import generation.run.loop, generation.run.config, generation.run.work_plan, generation.run.manifest, "
+            "generation.engine, generation.engine.vllm_engine, generation.engine.openai_client, generation.run.merge; "
             "assert 'vllm' not in sys.modules and 'torch' not in sys.modules and 'transformers' not in sys.modules"
             " and 'httpx' not in sys.modules, sorted(m for m in sys.modules if m.split('.')[0] in "
             "('vllm', 'torch', 'transformers', 'httpx'));"

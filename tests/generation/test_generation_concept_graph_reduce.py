@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 
-import generation.concept_graph as concept_graph
+import generation.synthllm.pair_counts as pair_counts
 
 
 def _documents(n_docs: int, vocab: int, seed: int = 0) -> list[np.ndarray]:
@@ -19,7 +19,7 @@ def _documents(n_docs: int, vocab: int, seed: int = 0) -> list[np.ndarray]:
 def test_bucketed_counts_equal_a_plain_count(tmp_path):
     docs = _documents(3000, vocab=400)
     expected = Counter((int(a), int(b)) for ids in docs for i, a in enumerate(ids) for b in ids[i + 1:])
-    pairs = concept_graph._PairCounter(tmp_path / "pairs", buffer=500, buckets=8)
+    pairs = pair_counts.PairCounter(tmp_path / "pairs", buffer=500, buckets=8)
     for ids in docs:
         pairs.add(ids)
     assert len(list((tmp_path / "pairs").glob("bucket-*.keys"))) == 8  # spilled to every range
@@ -43,14 +43,14 @@ def test_counting_never_sorts_more_than_a_buffer(tmp_path, monkeypatch):
         sizes.append(len(values))
         return real_argsort(values, *args, **kwargs)
 
-    monkeypatch.setattr(concept_graph.np, "unique", unique)
-    monkeypatch.setattr(concept_graph.np, "argsort", argsort)
-    pairs = concept_graph._PairCounter(tmp_path / "pairs", buffer=1000, buckets=4) \
-        if "folder" in concept_graph._PairCounter.__init__.__code__.co_varnames else concept_graph._PairCounter(1000)
+    monkeypatch.setattr(pair_counts.np, "unique", unique)
+    monkeypatch.setattr(pair_counts.np, "argsort", argsort)
+    pairs = pair_counts.PairCounter(tmp_path / "pairs", buffer=1000, buckets=4) \
+        if "folder" in pair_counts.PairCounter.__init__.__code__.co_varnames else pair_counts.PairCounter(1000)
     for ids in _documents(6000, vocab=5000, seed=1):
         pairs.add(ids)
     assert sizes and max(sizes) <= 1000 + 28  # a buffer, plus the last document's pairs
-    monkeypatch.setattr(concept_graph.np, "unique", real_unique)
-    monkeypatch.setattr(concept_graph.np, "argsort", real_argsort)
+    monkeypatch.setattr(pair_counts.np, "unique", real_unique)
+    monkeypatch.setattr(pair_counts.np, "argsort", real_argsort)
     pairs.flush()
     assert len(pairs.keys) > 10_000  # far more distinct pairs than one buffer

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from generation.cli import main
-from generation.fidelity import content_words, word_recall
-from generation.gguf_convert import convert_gguf
-from generation.kv_cache import CPU_SHARE
+from generation.engine.kv_cache import CPU_SHARE
+from generation.models.gguf_convert import convert_gguf
+from generation.text.fidelity import content_words, word_recall
 from study.tiny_llama import sample_text
 
 from genhelpers import PYTHON, have, needs_vllm, read_outputs, subprocess_env, write_jsonl

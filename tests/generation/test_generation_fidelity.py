@@ -9,10 +9,10 @@ from collections import Counter
 
 import pytest
 
-from generation.fidelity import STOP_WORDS, Tally, content_words, merge_totals, summarise, word_recall
-from generation.merge import merge
-from generation.pipeline import run
-from generation.run_config import RunConfig
+from generation.run.config import RunConfig
+from generation.run.loop import run
+from generation.run.merge import merge
+from generation.text.fidelity import STOP_WORDS, Tally, content_words, merge_totals, summarise, word_recall
 from study.tiny_llama import sample_text
 
 from genhelpers import EchoBackend, read_outputs, write_jsonl

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from generation.filters import FilterConfig, apply_filters
-from generation.pipeline import run as generation_run
-from generation.prompts import get_recipe
-from generation.repetition import GOPHER, GOPHER_THRESHOLDS, RULES, GopherRepetition
-from generation.run_config import RunConfig
+from generation.run.config import RunConfig
+from generation.run.loop import run as generation_run
+from generation.text.filters import FilterConfig, apply_filters
+from generation.text.recipe_files import get_recipe
+from generation.text.repetition import GOPHER, GOPHER_THRESHOLDS, RULES, GopherRepetition
 from study.tiny_llama import sample_text
 
 from genhelpers import EchoBackend, read_jsonl, read_outputs, write_jsonl
@@ -205,7 +205,6 @@ def test_repetitive_outputs_are_counted_per_rule_and_kept_in_failures(tmp_path, 
                               LoopBackend(tiny_tokenizer, words=80))
     assert len(read_outputs(tmp_path / "off")) == 7 and manifest["filters"]["dropped"] == {}
     assert manifest["fidelity"]["degenerate_share"] == manifest["fidelity"]["degenerate_share_kept"] == round(3 / 7, 4)
-
 
 
 def test_shares_count_overlapping_occurrences_once():

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from generation.cli import main
-from generation.gguf_convert import GGUFConvertError, SHIPPED, convert_gguf, read_gguf_header, shipped_gguf
-from generation.identity import CONVERT_MANIFEST, generator_identity, model_sha256
+from generation.models.gguf_convert import GGUFConvertError, SHIPPED, convert_gguf, read_gguf_header, shipped_gguf
+from generation.models.identity import CONVERT_MANIFEST, generator_identity, model_sha256
 from study.tiny_llama import sample_text
 from synthscale.files import sha256_file
 
@@ -143,7 +143,7 @@ def test_sigkill_leaves_nothing_complete_looking_and_the_rerun_finishes(tiny_ggu
     # killed for real once every file but the manifest is written: the worst moment
     code = (
         "import os, signal, sys\n"
-        "import generation.gguf_convert as g\n"
+        "import generation.models.gguf_convert as g\n"
         "write = g._write_hf_folder\n"
         "def killed(*args):\n"
         "    write(*args)\n"
@@ -208,8 +208,8 @@ def test_llama3_rope_freqs_map_to_llama3_rope(tiny_model, tmp_path):
     """Llama 3.x GGUFs carry their RoPE as a rope_freqs.weight tensor, which the loader ignored."""
     import torch
 
-    from generation.gguf_rope import LLAMA3_ROPE, _llama3_factors
-    from generation.gguf_convert import read_gguf_header
+    from generation.models.gguf_rope import LLAMA3_ROPE, _llama3_factors
+    from generation.models.gguf_convert import read_gguf_header
 
     plain = read_gguf_header(write_llama_gguf(tiny_model, tmp_path / "plain.gguf"))["metadata"]
     factors = _llama3_factors(plain, 8.0)
@@ -229,7 +229,7 @@ def test_llama3_rope_freqs_map_to_llama3_rope(tiny_model, tmp_path):
 def test_rope_settings_that_cannot_be_mapped_are_refused_by_name(tiny_model, tmp_path, scaling, freqs, key):
     import numpy as np
 
-    from generation.gguf_rope import GGUFRopeError
+    from generation.models.gguf_rope import GGUFRopeError
 
     odd = np.linspace(1.0, 3.0, 16) if freqs == "odd" else None
     gguf_file = write_llama_gguf(tiny_model, tmp_path / "odd.gguf", rope_scaling=scaling, rope_freqs=odd)

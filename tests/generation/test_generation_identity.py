@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from generation.identity import CONVERT_MANIFEST, generator_identity, model_sha256
-from generation.pipeline import run
-from generation.run_config import ConfigMismatchError, RunConfig
+from generation.models.identity import CONVERT_MANIFEST, generator_identity, model_sha256
+from generation.run.config import ConfigMismatchError, RunConfig
+from generation.run.loop import run
 from study.tiny_llama import sample_text
 from synthscale.files import sha256_file
 
@@ -57,7 +57,7 @@ def test_model_hash_covers_the_tokenizer_template_and_generation_config(tiny_mod
 
 
 def test_convert_manifest_hash_is_used_only_while_its_files_are_intact(tiny_model, tmp_path):
-    from generation.identity import model_files
+    from generation.models.identity import model_files
 
     model = tmp_path / "converted"
     shutil.copytree(tiny_model, model)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from generation.inputs import iter_documents, parse_shard, plan_slices, stable_index
+from generation.corpus.documents import iter_documents, parse_shard, plan_slices, stable_index
 
 from genhelpers import write_jsonl
 
@@ -41,7 +41,7 @@ def test_fallback_ids_are_relative_to_the_inputs_common_root(tmp_path):
 
 def test_a_shard_parses_only_its_own_slice(tmp_path, monkeypatch):
     """Every worker JSON-parsed the whole input (and kept every id): I/O and memory x shards."""
-    import generation.inputs as inputs
+    import generation.corpus.documents as inputs
 
     path = write_jsonl(tmp_path / "big.jsonl", [{"id": f"d{i}", "text": "word " * (i % 7 + 1)} for i in range(4000)])
     parsed = []

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from generation.kv_cache import (CPU_SHARE, FLOOR_SHARE, MARGIN, KVCacheError, bytes_per_token, dtype_bytes, plan,
+from generation.engine.kv_cache import (CPU_SHARE, FLOOR_SHARE, MARGIN, KVCacheError, bytes_per_token, dtype_bytes, plan,
                                  plan_for_engine)
 
 GIB = 2**30
@@ -89,7 +89,7 @@ def _cgroup(tmp_path, lines, files):
 
 def test_a_cgroup_memory_limit_bounds_the_memory_available(tmp_path, monkeypatch):
     """The host's available memory ignored a Slurm job's or a container's limit (memory.max)."""
-    import generation.kv_cache as kv
+    import generation.engine.kv_cache as kv
 
     # cgroup v2: a Slurm job (8 GiB, 3 used) whose step has no limit of its own
     proc, root = _cgroup(tmp_path / "v2", ["0::/slurm/job_7/step_0"], {

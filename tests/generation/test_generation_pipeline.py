@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from generation.merge import MergeError, merge
-from generation.pipeline import run
-from generation.run_config import RunConfig
+from generation.run.config import RunConfig
+from generation.run.loop import run
+from generation.run.merge import MergeError, merge
 from study.tiny_llama import sample_text
-from generation.work_plan import request_seed
+from generation.run.work_plan import request_seed
 
 from genhelpers import EchoBackend, read_jsonl, read_outputs, write_jsonl
 
@@ -80,8 +80,8 @@ def test_textbook_has_ten_chapters_per_outline_linked_to_the_book(tmp_path, tiny
     for book in books:
         assert sorted(r["chapter"] for r in out if r["book_id"] == book) == list(range(1, 11))
     # each book's audience is picked from its source id, so every shard picks the same one
-    from generation.inputs import stable_index
-    from generation.prompts import get_recipe
+    from generation.corpus.documents import stable_index
+    from generation.text.recipe_files import get_recipe
 
     textbook = get_recipe("textbook")
     assert all(r["audience"] == textbook.audience_for(stable_index(r["source_id"])) for r in out)
@@ -176,7 +176,7 @@ def test_filter_counts_reach_the_manifest(tmp_path, tiny_tokenizer):
 
 
 def test_a_changed_setting_is_refused_on_resume(tmp_path, tiny_tokenizer):
-    from generation.run_config import ConfigMismatchError
+    from generation.run.config import ConfigMismatchError
 
     write_jsonl(tmp_path / "in.jsonl", docs(2))
     run(config(tmp_path), EchoBackend(tiny_tokenizer))
@@ -229,7 +229,7 @@ def test_merge_refuses_missing_incomplete_or_mismatched_shards(tmp_path, tiny_to
 
 
 def test_a_lost_data_file_is_refused_then_repaired_key_for_key(tmp_path, tiny_tokenizer):
-    from generation.store import StoreDamagedError
+    from generation.run.store import StoreDamagedError
 
     write_jsonl(tmp_path / "in.jsonl", docs(8))
     run(config(tmp_path, docs_per_file=3), EchoBackend(tiny_tokenizer))

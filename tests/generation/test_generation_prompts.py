@@ -6,16 +6,9 @@ import json
 
 import pytest
 
-from generation.chat import ChatRenderer
-from generation.prompts import (
-    PromptSetError,
-    build_messages,
-    get_recipe,
-    load_prompt_set,
-    load_recipes,
-    merge_system_into_user,
-    render,
-)
+from generation.text.chat import ChatRenderer
+from generation.text.recipe_files import PromptSetError, get_recipe, load_prompt_set, load_recipes
+from generation.text.recipes import build_messages, merge_system_into_user, render
 
 SYSTEM = "Provide direct and detailed response to the instructions without adding additional notes."
 HQ = (
@@ -175,7 +168,7 @@ def test_templates_without_a_system_role_get_it_in_the_user_turn(tiny_tokenizer)
 def test_a_tokenizer_without_chat_template_is_refused(tiny_tokenizer):
     import copy
 
-    from generation.chat import ChatTemplateError
+    from generation.text.chat import ChatTemplateError
 
     tok = copy.deepcopy(tiny_tokenizer)
     tok.chat_template = None
@@ -186,8 +179,8 @@ def test_a_tokenizer_without_chat_template_is_refused(tiny_tokenizer):
 def test_penalties_from_a_recipe_or_the_command_reach_requests_and_the_manifest(tmp_path, tiny_tokenizer):
     """repetition_penalty / frequency_penalty: a recipe's sampling (the paper's recipes set none),
     overridden by the command; sent with every request, recorded in the manifest and each record."""
-    from generation.pipeline import run
-    from generation.run_config import RunConfig
+    from generation.run.loop import run
+    from generation.run.config import RunConfig
     from study.tiny_llama import sample_text
 
     from genhelpers import EchoBackend, read_outputs, write_jsonl

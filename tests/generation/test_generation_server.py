@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from generation.pipeline import run
-from generation.run_config import RunConfig
+from generation.run.config import RunConfig
+from generation.run.loop import run
 from study.tiny_llama import sample_text
 
 from genhelpers import PYTHON, SERVER_ARGS, free_port, needs_vllm, read_jsonl, read_outputs, subprocess_env, write_jsonl

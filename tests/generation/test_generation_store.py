@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from generation.store import RunLockedError, ShardStore, StoreDamagedError
-from generation.work_plan import document_id, work_key
+from generation.run.store import RunLockedError, ShardStore, StoreDamagedError
+from generation.run.work_plan import document_id, work_key
 
 
 def lines(path):
@@ -220,11 +220,11 @@ def test_a_corrupt_line_inside_the_log_is_refused(tmp_path):
 
 
 def test_new_files_are_fsynced_in_their_directory_before_a_commit_names_them(tmp_path, monkeypatch):
-    import generation.store as store_module
+    import generation.run.store as store_module
 
     events = []
-    real = store_module._fsync_dir
-    monkeypatch.setattr(store_module, "_fsync_dir", lambda path: (events.append(("dir", Path(path))), real(path)))
+    real = store_module.fsync_dir
+    monkeypatch.setattr(store_module, "fsync_dir", lambda path: (events.append(("dir", Path(path))), real(path)))
     store = ShardStore(tmp_path, 0, 1, docs_per_file=1)
     store.open()
     store.write_document({"id": "a", "text": "A"})

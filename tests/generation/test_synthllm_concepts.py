@@ -1,4 +1,4 @@
-"""Concept parsing (generation/concepts.py) on answers shaped like real models' and on malformed
+"""Concept parsing (generation/synthllm/concepts.py) on answers shaped like real models' and on malformed
 ones: surface text kept, explanations cut, abbreviations as aliases, truncated answers parsed
 without their last line; and the extraction step of the pipeline: the lists in the records (the
 model's, the raw items, YAKE's phrases), unparseable answers counted and kept in failures/."""
@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from generation.concepts import (ConceptLimits, ConceptParseError, extraction_fields, normalise_concept,
+from generation.synthllm.concepts import (ConceptLimits, ConceptParseError, extraction_fields, normalise_concept,
                                  parse_concepts, parse_list, split_item, text_concepts)
-from generation.pipeline import run
+from generation.run.loop import run
 
 from genhelpers import read_jsonl, read_outputs, write_jsonl
 from synthllm_helpers import POOL, ConceptBackend, pool_documents, synth_config

@@ -1,4 +1,4 @@
-"""The concept graph (generation/concept_graph.py) built from extraction outputs the pipeline writes
+"""The concept graph (generation/synthllm/graph_build.py) built from extraction outputs the pipeline writes
 for a pool whose concepts are known: nodes, document counts, edges and weights by construction;
 pruning with counts; shards; the manifest's hashes; and errors that name the problem. Then what
 makes level 3 work on real text: canonical keys, grounding, the text's own concepts, a walk start
@@ -14,13 +14,13 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from generation.concept_graph import ConceptGraphError, build_graph, common_limit
-from generation.concept_graph_reader import ConceptGraph
-from generation.pipeline import run
+from generation.run.loop import run
+from generation.synthllm.graph_build import ConceptGraphError, build_graph, common_limit
+from generation.synthllm.graph_reader import ConceptGraph
 from synthscale.files import sha256_file
 
-from generation.concept_sampling import walk_combination
-from generation.concepts import text_concepts
+from generation.synthllm.concept_sampling import walk_combination
+from generation.synthllm.concepts import text_concepts
 
 from genhelpers import write_jsonl
 from synthllm_helpers import POOL, ConceptBackend, pool_documents, synth_config

@@ -1,4 +1,4 @@
-"""Canonical concept keys (generation/concept_keys.py): the surface forms a small model writes for
+"""Canonical concept keys (generation/synthllm/concept_keys.py): the surface forms a small model writes for
 one concept fold into one key; a model concept is kept for a document only when grounded in its
 text, with the offset of its mention; YAKE's phrases join the model's, one mention per key."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation.concept_keys import DocumentText, concept_key, describe, document_mentions
+from generation.synthllm.concept_keys import DocumentText, concept_key, describe, document_mentions
 
 
 @pytest.mark.parametrize("forms, key", [

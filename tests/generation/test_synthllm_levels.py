@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from generation.cli import main
-from generation.concept_graph import build_graph
-from generation.concept_graph_reader import ConceptGraph
-from generation.concept_sampling import combination_id, walk_combination
-from generation.diversity import measure
-from generation.merge import merge
-from generation.pipeline import run
+from generation.run.loop import run
+from generation.run.merge import merge
+from generation.synthllm.concept_sampling import combination_id, walk_combination
+from generation.synthllm.diversity import measure
+from generation.synthllm.graph_build import build_graph
+from generation.synthllm.graph_reader import ConceptGraph
 
 from genhelpers import EchoBackend, read_outputs, write_jsonl
 from synthllm_helpers import ConceptBackend, pool_documents, synth_config
@@ -201,7 +201,7 @@ def test_level3_prompts_ask_for_several_references_only_across_documents(tmp_pat
 def test_reference_excerpts_are_centred_on_the_concepts_mention(tmp_path, tiny_tokenizer):
     """A concept mentioned late in a long document: its reference excerpt shows the mention (the
     first --reference-chars characters would not)."""
-    from generation.concept_sources import SamplingOptions, iter_walk_sources
+    from generation.synthllm.concept_sources import SamplingOptions, iter_walk_sources
     from study.tiny_llama import sample_text
 
     filler = sample_text(600, seed=5).replace("\n", " ")

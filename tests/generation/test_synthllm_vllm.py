@@ -24,7 +24,7 @@ def generation(*args, timeout=600):
 
 
 def test_level3_end_to_end_on_vllm(tmp_path, tiny_model, tiny_tokenizer):
-    from generation.pipeline import run
+    from generation.run.loop import run
 
     write_jsonl(tmp_path / "in.jsonl", pool_documents())
     # 1. extraction on the real engine: the random model's answers are parsed or counted as failures

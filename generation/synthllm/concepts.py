@@ -22,7 +22,7 @@ and at most `max_concepts` are kept. An output cut at the token limit (`truncate
 without its last line, the one the limit cut.
 
 Matching concepts across documents (case, plurals, articles) is NOT done here: `generation
-concept-graph` canonicalises (generation/concept_keys.py), so improving it never means running the
+concept-graph` canonicalises (generation/synthllm/concept_keys.py), so improving it never means running the
 model again. `extraction_fields` gives what an extraction record stores: `concepts` (surface text),
 `concept_aliases`, `concepts_raw` (the items as the model wrote them) and `text_concepts` (the
 document's top key phrases by YAKE, a deterministic extractor: the graph's second source).

@@ -100,7 +100,7 @@ def measure(paths: list[Path], max_tokens: int = MAX_TOKENS, tokens: int | None 
         "mean_source_documents": share(source_total, n_records),
         "corpus_tokens": total_tokens,
         "distinct_n": distinct,
-        "definition": "generation/diversity.py",
+        "definition": "generation/synthllm/diversity.py",
     }
 
 

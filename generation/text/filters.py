@@ -1,6 +1,6 @@
 """Post-filters on generated text: strip a bare preamble, drop refusals, too short, far too
 long for the step's target, outputs cut off at the token limit, and repetitive outputs (the
-Gopher repetition rules, generation/repetition.py). Each drop has a reason, and the manifest
+Gopher repetition rules, generation/text/repetition.py). Each drop has a reason, and the manifest
 counts them; a repetitive output's reason names the rule it failed (`repetitive.top_3gram`)."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Callable
+
+from generation.text.repetition import GOPHER
 
 DEFAULT_FILTERS = {
     "min_tokens": 50,
@@ -22,7 +24,7 @@ DEFAULT_FILTERS = {
 
 # Reasons a document is dropped (manifest `filters.dropped`) and ways it is changed (`modified`).
 REASONS = ("empty", "refusal", "bare_preamble", "truncated", "too_short", "too_long", "repetitive")
-REPETITIVE = "repetitive"  # dropped as `repetitive.RULE`, RULE one of generation.repetition.RULES
+REPETITIVE = "repetitive"  # dropped as `repetitive.RULE`, RULE one of generation.text.repetition.RULES
 
 
 @dataclass
@@ -142,8 +144,6 @@ def apply_filters(
         result.dropped = "too_long"
         return result
     if config.drop_repetitive:
-        from generation.repetition import GOPHER
-
         rule = GOPHER.check(result.text)
         if rule is not None:
             result.dropped = f"{REPETITIVE}.{rule}"

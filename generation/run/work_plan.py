@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-from generation.chunking import split_with_counts
-from generation.inputs import SourceDoc
-from generation.prompts import Recipe
+from generation.corpus.documents import SourceDoc
+from generation.run.chunking import split_with_counts
+from generation.text.recipes import Recipe
 
 INPUT_STEP = "input"  # the step name recorded for a source that could not be read
 

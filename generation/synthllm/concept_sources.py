@@ -22,9 +22,9 @@ from typing import Iterator
 
 from synthscale.errors import SynthscaleError
 
-from generation.concept_graph_reader import ConceptGraph
-from generation.concept_sampling import combination_id, document_subset, walk_combination
-from generation.inputs import SourceDoc
+from generation.corpus.documents import SourceDoc
+from generation.synthllm.concept_sampling import combination_id, document_subset, walk_combination
+from generation.synthllm.graph_reader import ConceptGraph
 
 
 @dataclass(frozen=True)

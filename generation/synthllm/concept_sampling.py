@@ -32,7 +32,7 @@ import numpy as np
 
 from synthscale.errors import SynthscaleError
 
-from generation.concept_graph_reader import ConceptGraph
+from generation.synthllm.graph_reader import ConceptGraph
 
 
 def sample_seed(graph_sha256: str, run_seed: int, *parts) -> int:

@@ -20,12 +20,11 @@ from synthscale import __version__
 from synthscale.files import sha256_file
 from synthscale.provenance import provenance
 
-from generation.fidelity import summarise, totals_from_counters
-from generation.run_config import RunSettings, jsonable_config
-from generation.store import ShardStore
-
-MANIFEST_KIND = "synthscale.synthetic"
-MANIFEST_VERSION = 1
+from generation.corpus.outputs import MANIFEST_KIND, MANIFEST_VERSION
+from generation.run.config import RunSettings, jsonable_config
+from generation.run.store import ShardStore
+from generation.synthllm.diversity import measure
+from generation.text.fidelity import summarise, totals_from_counters
 
 
 def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict, fingerprint: dict,
@@ -139,9 +138,7 @@ def build_manifest(settings: RunSettings, store: ShardStore, backend_info: dict,
 
 
 def _diversity(output: Path, files: list[dict]) -> dict:
-    """SynthLLM's diversity figures, measured on this worker's documents (generation/diversity.py)."""
-    from generation.diversity import measure
-
+    """SynthLLM's diversity figures, measured on this worker's documents (generation/synthllm/diversity.py)."""
     return measure([output / f["path"] for f in files])
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from synthscale.errors import SynthscaleError
 
-from generation.prompts import merge_system_into_user
+from generation.text.recipes import merge_system_into_user
 
 
 class ChatTemplateError(SynthscaleError):

@@ -5,7 +5,7 @@ Nodes are concepts; an edge joins two shared concepts (in --min-docs documents o
 in the same document, weighted by the number of documents they share. One "document" is one
 extraction record: a source chunk. A document's concepts are the model's (each kept only when it
 is grounded in the text) and the text's own key phrases (YAKE), one per canonical key
-(generation/concept_keys.py: canonicalised here, not at extraction, so improving the keys never
+(generation/synthllm/concept_keys.py: canonicalised here, not at extraction, so improving the keys never
 means running the model again). Level 3 walks concept -> document -> concept on this incidence,
 so one concept that two documents share is enough to combine them.
 
@@ -20,9 +20,9 @@ edges), never by the corpus:
          the order of its inputs; a graph without one shared concept left (no walk start) is refused;
   pass 2 reads the temporary table in batches, writes `documents.parquet` with the final ids, and
          counts the pairs of kept concepts per document as int64 keys: each buffer of keys is
-         pre-reduced (`np.unique`) and cut into PAIR_BUCKETS key ranges on disk, and each range
-         is reduced once at the end, so build time grows linearly with the documents; memory
-         ~ 16 bytes per distinct kept edge (the output) plus one range.
+         pre-reduced (`np.unique`) and cut into key ranges on disk, and each range is reduced once
+         at the end (generation/synthllm/pair_counts.py), so build time grows linearly with the
+         documents; memory ~ 16 bytes per distinct kept edge (the output) plus one range.
 
 Output (OUTPUT/):
   nodes.parquet      concept_id int32, concept string (the most frequent surface form), key string, documents
@@ -56,12 +56,14 @@ from synthscale.errors import SynthscaleError
 from synthscale.files import sha256_file, write_json_atomic
 from synthscale.provenance import provenance
 
+from generation.corpus.outputs import OutputError, find_manifests
+from generation.synthllm import concept_keys
+from generation.synthllm.pair_counts import PairCounter
+
 GRAPH_KIND = "synthscale.concept_graph"
 GRAPH_VERSION = 2
 GRAPH_FILES = ("nodes.parquet", "edges.parquet", "documents.parquet", "texts.bin")
 BATCH_ROWS = 20_000
-PAIR_BUFFER = 4_000_000  # pair keys buffered before they are pre-reduced and spilled to bucket files
-PAIR_BUCKETS = 64  # key ranges of the pair keys on disk, each reduced once at the end
 
 
 class ConceptGraphError(SynthscaleError):
@@ -71,8 +73,6 @@ class ConceptGraphError(SynthscaleError):
 def concept_files(sources: list[str]) -> list[Path]:
     """The data files of concept-extraction outputs: directories (read through their manifests:
     every shard present and complete) or JSONL files given directly."""
-    from generation.merge import MergeError, find_manifests
-
     files: list[Path] = []
     for source in sources:
         path = Path(source)
@@ -81,7 +81,7 @@ def concept_files(sources: list[str]) -> list[Path]:
             continue
         try:
             manifests = find_manifests([source])
-        except MergeError as exc:
+        except OutputError as exc:
             raise ConceptGraphError(str(exc)) from None
         counts = {m["shard"]["count"] for _, m in manifests if "shard" in m}
         indices = sorted(m["shard"]["index"] for _, m in manifests if "shard" in m)
@@ -124,88 +124,6 @@ def _records(paths: list[Path], hashes: dict) -> Iterator[tuple[Path, int, dict]
                              "documents": n}
 
 
-class _PairCounter:
-    """Counts (a, b) pairs, a < b, as int64 keys a << 32 | b, in time linear in the pairs.
-
-    A full buffer is pre-reduced (`np.unique`: its distinct keys, sorted, with counts) and cut
-    into PAIR_BUCKETS key ranges, whose bounds are quantiles of the first buffer's keys; each
-    range is appended to its own pair of files under `folder`. `flush()` reduces each range once
-    (a stable sort, which merges the sorted runs the spills left, then a sum per key), so the
-    ranges come back in order: `keys` (sorted, distinct) and `counts` hold the result. Nothing
-    counted earlier is ever sorted again, unlike a merge of each buffer into the whole table."""
-
-    def __init__(self, folder: Path, buffer: int = PAIR_BUFFER, buckets: int = PAIR_BUCKETS):
-        self.keys = np.zeros(0, np.int64)
-        self.counts = np.zeros(0, np.int64)
-        self._folder = Path(folder)
-        self._pending: list[np.ndarray] = []
-        self._n = 0
-        self._buffer = buffer
-        self._buckets = buckets
-        self._splitters: np.ndarray | None = None  # the ranges' inner bounds
-        self._triu: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def add(self, ids: np.ndarray) -> None:
-        n = len(ids)
-        if n < 2:
-            return
-        if n not in self._triu:
-            self._triu[n] = np.triu_indices(n, 1)
-        i, j = self._triu[n]
-        self._pending.append((ids[i].astype(np.int64) << 32) | ids[j].astype(np.int64))
-        self._n += len(i)
-        if self._n >= self._buffer:
-            self._spill()
-
-    def _bucket_files(self, b: int) -> tuple[Path, Path]:
-        return self._folder / f"bucket-{b:03d}.keys", self._folder / f"bucket-{b:03d}.counts"
-
-    def _spill(self) -> None:
-        """Pre-reduce the buffer and append each key range to its bucket's files."""
-        if not self._pending:
-            return
-        keys, counts = np.unique(np.concatenate(self._pending), return_counts=True)
-        self._pending, self._n = [], 0
-        if self._splitters is None:
-            self._folder.mkdir(parents=True, exist_ok=True)
-            picks = np.linspace(0, len(keys) - 1, self._buckets + 1)[1:-1].astype(np.int64)
-            self._splitters = keys[picks]
-        bounds = np.concatenate(([0], np.searchsorted(keys, self._splitters, side="right"), [len(keys)]))
-        for b in range(self._buckets):
-            if bounds[b] == bounds[b + 1]:
-                continue
-            key_file, count_file = self._bucket_files(b)
-            with open(key_file, "ab") as handle:
-                handle.write(keys[bounds[b]:bounds[b + 1]].tobytes())
-            with open(count_file, "ab") as handle:
-                handle.write(counts[bounds[b]:bounds[b + 1]].astype(np.int64).tobytes())
-
-    def flush(self) -> None:
-        """Reduce every range once; `keys` (sorted) and `counts` hold the result."""
-        if self._splitters is None:  # never spilled: one buffer, reduced in memory
-            if self._pending:
-                self.keys, counts = np.unique(np.concatenate(self._pending), return_counts=True)
-                self.counts = counts.astype(np.int64)
-                self._pending, self._n = [], 0
-            return
-        self._spill()
-        keys_out, counts_out = [], []
-        for b in range(self._buckets):
-            key_file, count_file = self._bucket_files(b)
-            if not key_file.exists():
-                continue
-            keys, counts = np.fromfile(key_file, np.int64), np.fromfile(count_file, np.int64)
-            key_file.unlink()
-            count_file.unlink()
-            order = np.argsort(keys, kind="stable")  # timsort: merges the spills' sorted runs
-            keys, counts = keys[order], counts[order]
-            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-            keys_out.append(keys[starts])
-            counts_out.append(np.add.reduceat(counts, starts))
-        self.keys, self.counts = np.concatenate(keys_out), np.concatenate(counts_out)
-        self._splitters = None
-
-
 def _progress(enabled: bool | None, total: int | None, desc: str):
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -234,8 +152,6 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
     `concept_sources`: the model's concepts ("llm"), the text's key phrases ("text"), or both."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from generation import concept_keys
 
     if min_docs < 1:
         raise ConceptGraphError(f"--min-docs must be at least 1, got {min_docs}")
@@ -342,7 +258,7 @@ def build_graph(sources: list[str], output: str | os.PathLike, min_docs: int = 2
 
     # ---- pass 2: final documents table, pairs of kept shared concepts
     edged = kept & shared
-    pairs = _PairCounter(work / "pairs")
+    pairs = PairCounter(work / "pairs")
     doc_schema = pa.schema([("doc_id", pa.int64())] + list(schema))
     writer = pq.ParquetWriter(work / "documents.parquet", doc_schema)
     doc_id = 0

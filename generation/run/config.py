@@ -18,11 +18,15 @@ from pathlib import Path
 from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import expand_inputs, write_json_atomic
 
-from generation.filters import FilterConfig
-from generation.identity import generator_identity
-from generation.inputs import SLICING, describe_inputs, scan_slices
-from generation.prompts import PENALTIES, Recipe, get_recipe
-from generation.store import ShardStore
+from generation.corpus.documents import SLICING, describe_inputs, scan_slices
+from generation.engine.kv_cache import PROMPT_ALLOWANCE
+from generation.models.identity import generator_identity
+from generation.run.store import ShardStore
+from generation.synthllm.concept_sources import SamplingOptions
+from generation.synthllm.graph_reader import ConceptGraph
+from generation.text.filters import FilterConfig
+from generation.text.recipe_files import PENALTIES, get_recipe
+from generation.text.recipes import Recipe
 
 
 class ConfigMismatchError(SynthscaleError):
@@ -69,7 +73,7 @@ class RunConfig:
     commit_every: int = 1000
     commit_seconds: float = 30.0
     docs_per_file: int = 100_000
-    # SynthLLM levels 2 and 3: a concept graph instead of --input (generation/concept_sources.py)
+    # SynthLLM levels 2 and 3: a concept graph instead of --input (generation/synthllm/concept_sources.py)
     graph: str | None = None
     combinations: int | None = None  # level 3: combinations of the whole job
     subsets_per_document: int = 1  # level 2
@@ -135,8 +139,6 @@ class RunSettings:
     def context_tokens(self) -> int:
         """An upper bound on prompt + new tokens of one request: a whole chunk, the prompts and chat
         template around it, and every step's new tokens (a later step's prompt holds earlier outputs)."""
-        from generation.kv_cache import PROMPT_ALLOWANCE
-
         return int(self.config.chunk_tokens + PROMPT_ALLOWANCE + sum(self.max_new.values()))
 
     def fingerprint(self, inputs: list[dict]) -> dict:
@@ -160,8 +162,6 @@ class RunSettings:
         }
 
     def sampling_options(self):
-        from generation.concept_sources import SamplingOptions
-
         c = self.config
         return SamplingOptions(combinations=c.combinations, subsets_per_document=c.subsets_per_document,
                                sizes=tuple(c.combination_size), reference_chars=c.reference_chars)
@@ -180,8 +180,6 @@ def _source_paths(config: RunConfig, recipe: Recipe) -> tuple[list[Path], dict |
                          "(the output of `generation concept-graph`)")
     if config.inputs:
         raise SynthscaleError(f"recipe {recipe.name!r} reads --graph {config.graph}, not --input")
-    from generation.concept_graph_reader import ConceptGraph
-
     paths = ConceptGraph.files(config.graph)
     for path in paths:
         if not path.is_file():
@@ -201,7 +199,7 @@ def check_run_file(store: ShardStore, settings: RunSettings) -> tuple[dict, list
     """Compare the settings with those this worker's output was started with (refuse a
     mismatch), then record them. Returns the fingerprint, the inputs (with the sha256 of what
     this shard reads of them) and, for documents, the ids to check for duplicates
-    (generation/inputs.py: one pass over the shard's slice)."""
+    (generation/corpus/documents.py: one pass over the shard's slice)."""
     previous = None
     if store.run_path.exists():
         previous = json.loads(store.run_path.read_text(encoding="utf-8"))

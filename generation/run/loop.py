@@ -21,16 +21,20 @@ from typing import Iterator
 
 from synthscale.files import write_json_atomic
 
-from generation.backend import Backend, Request, Result, make_backend
-from generation.chat import ChatRenderer
-from generation.fidelity import Tally
-from generation.filters import FilterResult, apply_filters
-from generation.inputs import SourceDoc, iter_documents
-from generation.manifest import build_manifest, print_summary
-from generation.prompts import Recipe, Step, build_messages, render
-from generation.run_config import RunConfig, RunSettings, check_run_file
-from generation.store import Replayed, ShardStore, manifest_name
-from generation.work_plan import INPUT_STEP, WorkItem, WorkPlanner, document_id, request_seed, work_key
+from generation.corpus.documents import SourceDoc, iter_documents
+from generation.corpus.outputs import manifest_name
+from generation.engine import Backend, Request, Result, make_backend
+from generation.run.config import RunConfig, RunSettings, check_run_file
+from generation.run.manifest import build_manifest, print_summary
+from generation.run.store import Replayed, ShardStore
+from generation.run.work_plan import INPUT_STEP, WorkItem, WorkPlanner, document_id, request_seed, work_key
+from generation.synthllm.concept_sources import iter_graph_sources
+from generation.synthllm.concepts import ConceptParseError, extraction_fields
+from generation.synthllm.graph_reader import ConceptGraph
+from generation.text.chat import ChatRenderer
+from generation.text.fidelity import Tally
+from generation.text.filters import FilterResult, apply_filters
+from generation.text.recipes import Recipe, Step, build_messages, render
 
 
 class Run:
@@ -53,7 +57,7 @@ class Run:
         try:
             fingerprint, inputs, self.duplicate_candidates = check_run_file(store, self.settings)
             if self.backend is None:
-                self.backend = make_backend(c, self.settings)
+                self.backend = make_backend(c, self.settings.context_tokens())
             self.renderer = ChatRenderer(self.backend.tokenizer)
             return self._loop(replayed, fingerprint, inputs)
         finally:
@@ -184,9 +188,6 @@ class Run:
         if self.recipe.sources == "documents":
             return iter_documents(self.settings.paths, c.text_key, c.id_key, self.settings.shard, input_counts,
                                   self.duplicate_candidates)
-        from generation.concept_graph_reader import ConceptGraph
-        from generation.concept_sources import iter_graph_sources
-
         self.graph = ConceptGraph.load(c.graph)
         return iter_graph_sources(self.recipe.sources, self.graph, c.seed, self.settings.shard,
                                   self.settings.sampling_options())
@@ -310,8 +311,6 @@ class Run:
             store.count(f"modified.{step.name}.{mod}")
         parsed = None
         if step.parse == "concepts" and filtered.dropped is None:
-            from generation.concepts import ConceptParseError, extraction_fields
-
             try:
                 parsed = extraction_fields(filtered.text, item.values["document"],
                                            truncated=result.finish_reason == "length")
@@ -387,7 +386,7 @@ class Run:
             record["chapter" if step.name == "chapter" else "k"] = item.k
         if item.audience is not None:
             record["audience"] = item.audience
-        if concepts is not None:  # concept extraction: the lists (generation/concepts.py) and the text they came from
+        if concepts is not None:  # concept extraction: the lists (generation/synthllm/concepts.py) and the text they came from
             record.update(concepts)
             record["document"] = item.values["document"]
         record.update(item.extra)

@@ -34,7 +34,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from generation.fidelity import STOP_WORDS
+from generation.text.fidelity import STOP_WORDS
 
 CANON_VERSION = 1
 LEADING = frozenset("the a an this that these those our their his her its my your".split())

@@ -22,12 +22,37 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:
-    from generation.store import ShardStore
+from typing import Any, Callable, Protocol
 
 TAIL_WINDOW = 1 << 20  # bytes before a committed size that are checked on every open
+
+
+class RecoverableStore(Protocol):
+    """What recovery reads and writes of a shard's store: a `ShardStore` (generation/run/store.py),
+    which uses this module when it opens, so this module names what it needs, not the class."""
+
+    root: Path
+    tag: str
+    inter_path: Path
+    fail_path: Path
+    replayed: Any  # the store's `Replayed`: its commit log, replayed
+
+    def append_commit(self, record: dict) -> None: ...
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a file created or renamed in it survives a crash (best effort: some
+    file systems refuse to open or fsync a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -60,7 +85,7 @@ def _tail_problem(path: Path, committed: int) -> str | None:
     return None if ok else f"its last committed line (at byte {start + cut + 1:,}) is not a JSON record"
 
 
-def committed_files(store: "ShardStore") -> list[tuple[Path, int | None]]:
+def committed_files(store: RecoverableStore) -> list[tuple[Path, int | None]]:
     """(path, committed bytes) of every file `store`'s commit log names; None where an older log
     did not record the size of a data file that is no longer the current one."""
     r = store.replayed
@@ -73,7 +98,7 @@ def committed_files(store: "ShardStore") -> list[tuple[Path, int | None]]:
     return out + [(store.inter_path, r.inter_offset), (store.fail_path, r.fail_offset)]
 
 
-def find_damage(store: "ShardStore") -> list[Damage]:
+def find_damage(store: RecoverableStore) -> list[Damage]:
     """Every committed file of `store` that does not hold what its commit log says."""
     r = store.replayed
     current = store.root / f"{store.tag}-{r.data_seq:05d}.jsonl"
@@ -141,16 +166,14 @@ def _intact_records(path: Path, committed: int | None, keep: Path | None = None)
 def _rewrite(path: Path, committed: int | None) -> tuple[list[dict], int, int]:
     """Replace a damaged file by its intact lines (a new file, renamed over it). Returns the
     records kept, the lines dropped and the new size."""
-    from generation.store import _fsync_dir
-
     temporary = path.with_name(f".{path.name}.repair")
     records, dropped = _intact_records(path, committed, temporary)
     os.replace(temporary, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return records, dropped, path.stat().st_size
 
 
-def repair_store(store: "ShardStore", damage: list[Damage], document_id_of: Callable[[str], str | None]) -> dict:
+def repair_store(store: RecoverableStore, damage: list[Damage], document_id_of: Callable[[str], str | None]) -> dict:
     """Keep the intact lines of the damaged files and reopen the keys whose output was lost."""
     r = store.replayed
     damaged = {d.path for d in damage}

@@ -20,7 +20,7 @@ A committed file that is missing, shorter than its committed size, or whose comm
 a complete JSON line (NUL bytes from a crash, a torn overwrite) is refused, naming the file:
 nothing is extended or guessed at. `open(repair=...)` (`generation run --repair`) instead keeps
 every intact line, and reopens exactly the keys whose documents (or failure records) were lost,
-so the run generates them again (generation/store_recovery.py).
+so the run generates them again (generation/run/store_recovery.py).
 
 A data file that a manifest has listed is never appended to again: a store reopened after its
 manifest was written starts a new data file, so a merged or tokenized corpus keeps its sha256.
@@ -39,30 +39,12 @@ from typing import IO, Callable
 
 from synthscale.errors import SynthscaleError
 
-
-def shard_tag(index: int, count: int) -> str:
-    return f"part-{index:05d}-of-{count:05d}"
+from generation.corpus.outputs import manifest_name, shard_tag
+from generation.run.store_recovery import find_damage, fsync_dir, repair_store
 
 
 def data_file_name(tag: str, seq: int) -> str:
     return f"{tag}-{seq:05d}.jsonl"
-
-
-def manifest_name(index: int, count: int) -> str:
-    return "manifest.json" if count == 1 else f"manifest.{shard_tag(index, count)}.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _mkdir_durable(path: Path) -> None:
@@ -73,7 +55,7 @@ def _mkdir_durable(path: Path) -> None:
         path = path.parent
     for folder in reversed(missing):
         folder.mkdir(exist_ok=True)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
 
 
 def dumps(record: dict) -> str:
@@ -157,8 +139,6 @@ class ShardStore:
         try:
             self.replayed = self._replay()
             self._remove_uncommitted_files()
-            from generation.store_recovery import find_damage, repair_store
-
             damage = find_damage(self)
             if damage and repair is None:
                 more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
@@ -187,7 +167,7 @@ class ShardStore:
         created = not path.exists()
         handle = open(path, "ab")
         if created:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return handle
 
     def _replay(self) -> Replayed:
@@ -230,7 +210,7 @@ class ShardStore:
                 path.unlink()
                 removed = True
         if removed:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def _cut_back_uncommitted(self) -> None:
         """Bytes written after the last commit are discarded (and redone)."""

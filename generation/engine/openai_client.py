@@ -21,7 +21,7 @@ from typing import Any
 
 from synthscale.errors import SynthscaleError
 
-from generation.backend import Backend, Request, Result
+from generation.engine.base import Backend, Request, Result
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 

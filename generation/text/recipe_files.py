@@ -1,36 +1,29 @@
-"""Prompt sets: the recipes as data (a versioned YAML or JSON file), and their rendering.
+"""Prompt-set files: the recipes as data (a versioned YAML or JSON file), read and checked.
 
-A prompt set names recipes; a recipe is a list of steps. The first step reads the source chunk
-(`{document}`); a later step may read the output of an earlier one by its name (`{outline}`)
-and may be repeated (`repeat: 10`, index `{k}`). The output documents of a recipe are the
-outputs of its last step; earlier steps are intermediates (the textbook's outline).
+A prompt set (kind `synthscale.prompt_set`) names recipes (generation/text/recipes.py); the
+built-in sets are generation/text/prompt_sets/paper.yaml and synthllm.yaml, and `--prompts FILE`
+adds the user's (shadowing a built-in recipe of the same name). Every error names the file and
+the field.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Iterable
 
 from synthscale.errors import SynthscaleError
+
+from generation.text.recipes import PromptSet, Recipe, Step, placeholders
 
 PROMPT_SET_KIND = "synthscale.prompt_set"
 BUILTIN_SETS = ("paper", "synthllm")
 # Where a recipe's sources come from: the input documents, or a concept graph (SynthLLM levels 2, 3).
 SOURCES = ("documents", "concept_subsets", "concept_walk")
 PARSERS = ("concepts",)
-
-# {name} is a placeholder; {{name}} is the literal text {name}; any other brace is literal.
-_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def placeholders(template: str) -> set[str]:
-    return {m.group(2) for m in _PLACEHOLDER.finditer(template) if m.group(2)}
 
 FILTER_KEYS = {
     "min_tokens": (int, float),
@@ -53,122 +46,16 @@ class PromptSetError(SynthscaleError):
     """A prompt set file that cannot be used; the message names the file and the field."""
 
 
-@dataclass(frozen=True)
-class Step:
-    name: str
-    user: str
-    max_new_tokens: int
-    repeat: int | None = None  # None: once; N: N outputs with {k} = 1..N
-    target: dict = field(default_factory=dict)  # {tokens: N} or {per_source_token: r, min: m}
-    filters: dict = field(default_factory=dict)  # resolved (set, recipe, step merged)
-    system: str | None = None
-    parse: str | None = None  # "concepts": the output is parsed into a concept list (generation/concepts.py)
-    # Level 3: the prompt used instead of `user` when one document holds every concept of the
-    # combination (the source's value `one_document`), so it does not ask to draw on several references.
-    user_one_document: str | None = None
-
-    def target_tokens(self, source_tokens: int) -> int | None:
-        if "tokens" in self.target:
-            return int(self.target["tokens"])
-        if "per_source_token" in self.target:
-            value = float(self.target["per_source_token"]) * source_tokens
-            return int(max(value, float(self.target.get("min", 0))))
-        return None
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    steps: tuple[Step, ...]
-    audiences: tuple[str, ...] = ()
-    description: str = ""
-    sampling: dict = field(default_factory=dict)
-    set_name: str = ""
-    set_version: str = ""
-    set_sha256: str = ""
-    set_path: str = ""
-    sources: str = "documents"  # one of SOURCES
-    output: str | None = None  # the record's text from the steps' outputs, e.g. "Question: {question}..."
-    diversity: bool = False  # measure the output's diversity in the manifest (generation/diversity.py)
-
-    @property
-    def prompt_version(self) -> str:
-        return f"{self.set_name}/{self.set_version}"
-
-    @property
-    def final(self) -> Step:
-        return self.steps[-1]
-
-    def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
-
-    def audience_for(self, index: int) -> str | None:
-        """The audience of the source at global input position `index`: round robin, so the
-        audiences are spread evenly and the same document always gets the same one."""
-        if not self.audiences:
-            return None
-        return self.audiences[index % len(self.audiences)]
-
-    def fingerprint(self) -> dict:
-        """What must not change between a run and its resumption."""
-        return {
-            "recipe": self.name,
-            "prompt_version": self.prompt_version,
-            "recipe_sha256": _sha256_json(self.to_dict()),
-        }
-
-    def to_dict(self) -> dict:
-        extra = {}  # only when set, so the recipes without them keep their hashes
-        if self.sources != "documents":
-            extra["sources"] = self.sources
-        if self.output is not None:
-            extra["output"] = self.output
-        if self.diversity:
-            extra["diversity"] = True
-        return {
-            **extra,
-            "name": self.name,
-            "description": self.description,
-            "audiences": list(self.audiences),
-            "sampling": self.sampling,
-            "steps": [
-                {
-                    "name": s.name,
-                    "user": s.user,
-                    "system": s.system,
-                    "max_new_tokens": s.max_new_tokens,
-                    "repeat": s.repeat,
-                    "target": s.target,
-                    "filters": s.filters,
-                    **({"parse": s.parse} if s.parse else {}),
-                    **({"user_one_document": s.user_one_document} if s.user_one_document else {}),
-                }
-                for s in self.steps
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    name: str
-    version: str
-    path: str
-    sha256: str
-    recipes: dict[str, Recipe]
-    source: str = ""
-
-
-def _sha256_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+def _check_keys(where: str, keys: Iterable, known: Collection) -> None:
+    """Refuse the first of `keys` that is not one of `known`, naming where it is and what is known."""
+    for key in keys:
+        if key not in known:
+            raise PromptSetError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
 
 
 def _check_types(where: str, mapping: dict, allowed: dict) -> None:
     for key, value in mapping.items():
-        if key not in allowed:
-            raise PromptSetError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+        _check_keys(where, (key,), allowed)
         if not isinstance(value, allowed[key]) or (isinstance(value, bool) and bool not in allowed[key]):
             raise PromptSetError(f"{where}.{key}: wrong type {type(value).__name__}")
 
@@ -192,9 +79,7 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
         if key not in data:
             raise PromptSetError(f"{where}: missing required key {key!r}")
     known = {"kind", "format", "name", "version", "source", "system", "sampling", "filters", "recipes", "description"}
-    for key in data:
-        if key not in known:
-            raise PromptSetError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+    _check_keys(where, data, known)
     name, version = str(data["name"]), str(data["version"])
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
         raise PromptSetError(f"{where}: name {name!r} may use letters, digits, '.', '_' and '-' only")
@@ -216,9 +101,7 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
             raise PromptSetError(f"{rwhere}: a recipe is a mapping with 'steps'")
         rknown = {"description", "audiences", "steps", "sampling", "filters", "system", "sources", "output",
                   "diversity"}
-        for key in rdata:
-            if key not in rknown:
-                raise PromptSetError(f"{rwhere}: unknown key {key!r} (known: {', '.join(sorted(rknown))})")
+        _check_keys(rwhere, rdata, rknown)
         sources = rdata.get("sources", "documents")
         if sources not in SOURCES:
             raise PromptSetError(f"{rwhere}.sources: one of {', '.join(SOURCES)}, got {sources!r}")
@@ -251,9 +134,7 @@ def parse_prompt_set(data: Any, path: str, sha256: str) -> PromptSet:
                 raise PromptSetError(f"{swhere}: a step is a mapping with 'name' and 'user'")
             sknown = {"name", "user", "system", "max_new_tokens", "repeat", "target", "filters", "parse",
                       "user_one_document"}
-            for key in sdata:
-                if key not in sknown:
-                    raise PromptSetError(f"{swhere}: unknown key {key!r} (known: {', '.join(sorted(sknown))})")
+            _check_keys(swhere, sdata, sknown)
             sname = sdata.get("name")
             if not isinstance(sname, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sname):
                 raise PromptSetError(f"{swhere}.name: an identifier (it becomes the placeholder {{NAME}})")
@@ -351,7 +232,7 @@ def load_prompt_set(path_or_name: str | Path) -> PromptSet:
     """Load a prompt set by file path (.yaml, .yml or .json) or by built-in name ('paper')."""
     candidate = Path(path_or_name)
     if str(path_or_name) in BUILTIN_SETS and not candidate.exists():
-        ref = resources.files("generation").joinpath("prompt_sets", f"{path_or_name}.yaml")
+        ref = resources.files("generation.text").joinpath("prompt_sets", f"{path_or_name}.yaml")
         text = ref.read_text(encoding="utf-8")
         where = f"builtin:{path_or_name}"
     else:
@@ -391,37 +272,3 @@ def get_recipe(name: str, extra_sets: list[str] | tuple[str, ...] = ()) -> Recip
     return recipes[name]
 
 
-def render(template: str, values: dict[str, Any]) -> str:
-    """Substitute {name} placeholders that `values` knows; {{name}} gives the literal {name};
-    every other brace stays literal."""
-
-    def repl(match: re.Match) -> str:
-        if match.group(1):
-            return "{" + match.group(1) + "}"
-        key = match.group(2)
-        if key in values:
-            return str(values[key])
-        return match.group(0)
-
-    return _PLACEHOLDER.sub(repl, template)
-
-
-def build_messages(step: Step, values: dict[str, Any]) -> list[dict[str, str]]:
-    messages = []
-    if step.system:
-        messages.append({"role": "system", "content": step.system})
-    user = step.user_one_document if step.user_one_document and values.get("one_document") else step.user
-    messages.append({"role": "user", "content": render(user, values)})
-    return messages
-
-
-def merge_system_into_user(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """For chat templates that refuse a system role (Mistral-Instruct v0.1/v0.2): put the system
-    prompt at the head of the first user turn instead."""
-    if not messages or messages[0]["role"] != "system":
-        return messages
-    system, rest = messages[0]["content"], copy.deepcopy(messages[1:])
-    if rest and rest[0]["role"] == "user":
-        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
-        return rest
-    return [{"role": "user", "content": system}] + rest

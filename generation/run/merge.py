@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -20,47 +19,18 @@ from synthscale.errors import SynthscaleError
 from synthscale.files import sha256_file, write_json_atomic
 from synthscale.provenance import provenance
 
-from generation.fidelity import merge_totals, summarise
-from generation.manifest import MANIFEST_KIND, MANIFEST_VERSION
-
-_SHARD_MANIFEST = re.compile(r"manifest\.part-(\d{5})-of-(\d{5})\.json$")
+from generation.corpus.outputs import MANIFEST_KIND, MANIFEST_VERSION, find_manifests
+from generation.synthllm.diversity import measure
+from generation.text.fidelity import merge_totals, summarise
 
 
 class MergeError(SynthscaleError):
     """The manifests cannot be merged (a shard missing or incomplete, other settings, changed files)."""
 
 
-def find_manifests(sources: list[str]) -> list[tuple[Path, dict]]:
-    found: list[tuple[Path, dict]] = []
-    for source in sources:
-        path = Path(source)
-        candidates: list[Path]
-        if path.is_dir():
-            candidates = sorted(p for p in path.iterdir() if _SHARD_MANIFEST.fullmatch(p.name))
-            if not candidates and (path / "manifest.json").exists():
-                candidates = [path / "manifest.json"]
-        elif path.is_file():
-            candidates = [path]
-        else:
-            raise MergeError(f"{source}: no such directory or manifest file")
-        if not candidates:
-            raise MergeError(f"{source}: no shard manifests (manifest.part-IIIII-of-NNNNN.json) in it")
-        for candidate in candidates:
-            try:
-                manifest = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise MergeError(f"{candidate}: unreadable manifest: {exc}") from None
-            if manifest.get("kind") != MANIFEST_KIND:
-                raise MergeError(f"{candidate}: not a generation manifest (kind {manifest.get('kind')!r})")
-            if "shards" in manifest:
-                continue  # an earlier merged manifest in the same directory
-            found.append((candidate, manifest))
-    return found
-
-
 def _shared_settings(fingerprint: dict) -> dict:
     """What every shard of a job shares: the fingerprint less the shard, and less the sha256 of
-    each input, which covers the shard's own slice of it (generation/inputs.py)."""
+    each input, which covers the shard's own slice of it (generation/corpus/documents.py)."""
     shared = {k: v for k, v in fingerprint.items() if k != "shard"}
     if "input_slicing" in shared:
         shared["inputs"] = [d["path"] for d in shared.get("inputs", [])]
@@ -84,8 +54,6 @@ def _merged_inputs(manifests: list[tuple[Path, dict]]) -> list[dict]:
 
 def _diversity(out_dir: Path, files: list[dict]) -> dict:
     """Diversity over every shard's documents together (distinct counts do not add up)."""
-    from generation.diversity import measure
-
     return measure([out_dir / f["path"] for f in sorted(files, key=lambda f: f["path"])])
 
 

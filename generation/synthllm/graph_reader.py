@@ -1,4 +1,4 @@
-"""Reading a concept graph written by `generation concept-graph` (generation/concept_graph.py) into
+"""Reading a concept graph written by `generation concept-graph` (generation/synthllm/graph_build.py) into
 compact arrays for sampling: shared-concept adjacency (CSR, both directions), each document's
 concepts and their mention offsets, each concept's documents (CSR, sorted), and the documents'
 texts by offset in texts.bin (memory-mapped: a reference is read when it is quoted, not before).
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generation.concept_graph import GRAPH_FILES, GRAPH_KIND, GRAPH_VERSION, ConceptGraphError
+from generation.synthllm.graph_build import GRAPH_FILES, GRAPH_KIND, GRAPH_VERSION, ConceptGraphError
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, n_rows: int, weights: np.ndarray | None = None):

@@ -8,7 +8,7 @@ have no output and are not counted):
   source_word_recall      mean, over outputs, of the share of the source chunk's distinct content
                           words that appear in the output (outputs whose source has none are left out)
   source_word_recall_kept the same over the outputs kept as documents (their final text)
-  degenerate_share        share of outputs that fail a Gopher repetition rule (generation/repetition.py),
+  degenerate_share        share of outputs that fail a Gopher repetition rule (generation/text/repetition.py),
                           measured on every output whether or not the run's filter drops them: before the filter
   degenerate_share_kept   the same over the outputs kept as documents: after the filter
 
@@ -22,6 +22,8 @@ and `generation merge` sum exact totals; `summarise(totals)` turns totals into t
 from __future__ import annotations
 
 import re
+
+from generation.text.repetition import GOPHER
 
 STOP_WORDS = frozenset("""
 a about above after again against all am an and any are as at be because been before being below between
@@ -67,8 +69,6 @@ class Tally:
 
     def add(self, source: str, output: str, output_tokens: int, kept_text: str | None) -> None:
         """One output of the last step: its raw text, its tokens, and its text as kept (None: dropped)."""
-        from generation.repetition import GOPHER
-
         words = self._words(source)
         count, p = self._count, self.PREFIX
         count(p + "outputs", 1)
@@ -110,8 +110,8 @@ def summarise(totals: dict) -> dict:
         "source_word_recall_kept": ratio(t["recall_kept_sum"], t["recall_kept_n"]),
         "degenerate_share": ratio(t["degenerate"], t["outputs"]),
         "degenerate_share_kept": ratio(t["degenerate_kept"], t["passed"]),
-        "degenerate": "fails a Gopher repetition rule, Rae et al. 2021 table A1 (generation/repetition.py)",
-        "content_words": f"lowercased alphabetic words minus {len(STOP_WORDS)} stop words (generation/fidelity.py)",
+        "degenerate": "fails a Gopher repetition rule, Rae et al. 2021 table A1 (generation/text/repetition.py)",
+        "content_words": f"lowercased alphabetic words minus {len(STOP_WORDS)} stop words (generation/text/fidelity.py)",
         "totals": {k: (round(v, 6) if isinstance(v, float) else int(v)) for k, v in t.items()},
     }
 

@@ -32,12 +32,12 @@ from synthscale.cli import StageCommand
 from synthscale.errors import SynthscaleError
 from synthscale.files import write_text_atomic
 
+from generation.corpus.outputs import manifest_name
+
 DEFAULT_IMAGE = "synthscale-vllm:latest"  # containers/Dockerfile.vllm
 
 
 def shard_complete(output: Path, index: int, count: int) -> bool:
-    from generation.store import manifest_name
-
     path = output / manifest_name(index, count)
     try:
         return bool(json.loads(path.read_text(encoding="utf-8")).get("complete"))
