@@ -41,6 +41,10 @@ def _first_lines(path: str, n: int) -> list[str]:
         return list(itertools.islice(filter(str.strip, handle), n))
 
 
+class StageFailed(SynthscaleError):
+    """A stage command of the study exited non-zero; its own error is printed above this one."""
+
+
 @dataclass
 class Study:
     config: StudyConfig
@@ -60,7 +64,11 @@ class Study:
         command = [sys.executable, "-m", stage, *map(str, args)]
         self.log(f"$ {stage} {shlex.join(map(str, args))}")
         started = time.perf_counter()
-        subprocess.run(command, check=True, env={**os.environ, **(env or {})})
+        try:
+            subprocess.run(command, check=True, env={**os.environ, **(env or {})})
+        except subprocess.CalledProcessError as exc:
+            raise StageFailed(f"`{stage} {args[0]}` exited {exc.returncode} (its error is above); the steps "
+                              f"finished so far are kept in {self.root}: fix it and rerun the study") from None
         self.log(f"  ({time.perf_counter() - started:.1f} s)")
 
     def timed(self, name: str, step, *args):

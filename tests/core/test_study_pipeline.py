@@ -293,6 +293,8 @@ def test_on_a_cluster_the_study_submits_waits_and_a_rerun_collects(tmp_path, sta
 def test_a_command_the_stage_refuses_stops_the_study(tmp_path, stages, inputs):
     """The stand-in parses with the real CLIs: a flag a stage does not take fails the study at once."""
     config = tiny_config(tmp_path, inputs, generation_args=("--no-such-flag",))
-    with pytest.raises(subprocess.CalledProcessError):
+    from study.pipeline import StageFailed
+
+    with pytest.raises(StageFailed, match=r"`generation run` exited 2 \(its error is above\)"):
         Study(config)()
     assert stages.commands == []
