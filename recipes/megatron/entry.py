@@ -121,7 +121,7 @@ def shield_checkpoint_writer() -> None:
 
 
 def run_megatron(run_dir: str | Path, deadline: Deadline | None = None, train_minutes: float | None = None,
-                 stop=None) -> dict | None:
+                 stop=None, threads: int | None = None) -> dict | None:
     """Train (or resume) and evaluate one run on this rank, or score a complete run again on the
     domains its results.json lacks or scored under another definition; returns the record on the
     writer (last) rank once written, else None (nothing to do, or not finished in this job)."""
@@ -133,8 +133,8 @@ def run_megatron(run_dir: str | Path, deadline: Deadline | None = None, train_mi
     spec = RunSpec.load(run_dir)
     if spec.backend != "megatron":
         raise SynthscaleError(f"run {spec.run_id} is for the {spec.backend!r} backend, not 'megatron'")
-    if os.environ.get("SYNTHSCALE_TORCH_THREADS"):
-        torch.set_num_threads(int(os.environ["SYNTHSCALE_TORCH_THREADS"]))
+    if threads or os.environ.get("SYNTHSCALE_TORCH_THREADS"):  # an explicit count, else the job's variable
+        torch.set_num_threads(threads or int(os.environ["SYNTHSCALE_TORCH_THREADS"]))
     init_distributed(*frozen_layout(spec))
     shield_checkpoint_writer()
     extra = {"precision": spec.recipe.precision, "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -150,12 +150,8 @@ def run_single_rank(run_dir: str | Path, threads: int | None = None, stop=None) 
     from recipes.results import load_result
     from recipes.run_spec import RESULTS_FILE
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     run_dir = Path(run_dir).resolve()
-    record = run_megatron(run_dir, stop=stop)
+    record = run_megatron(run_dir, stop=stop, threads=threads)
     if record is None:  # nothing was left to do (complete and scored), or a stop signal came first
         if not (run_dir / RESULTS_FILE).is_file():
             raise SynthscaleError(f"run {run_dir.name} stopped before it finished (its checkpoint is kept); "
