@@ -29,6 +29,7 @@ import signal
 from pathlib import Path
 
 import click
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from recipes.job import JOB_START_ENV, STOP_SIGNALS, Deadline, StopSignals, run_from_list
 from recipes.run_spec import RunSpec
@@ -169,6 +170,7 @@ def run_single_rank(run_dir: str | Path, threads: int | None = None, stop=None) 
                    f"(the sbatch script exports it); none: no limit.")
 @click.option("--train-minutes", type=click.FloatRange(min=0), default=None,
               help="Train at most this many minutes in this job, then save and exit 0; the next run continues.")
+@record  # a rank's error goes to torchrun's failure summary, the end of the job's log that a stopped task reports
 def main(run_dir: str | None, run_list: str | None, time_limit: float | None, train_minutes: float | None) -> None:
     """Train and evaluate one run with megatron-core (TP x PP x DP ranks, one process each).
 
