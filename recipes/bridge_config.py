@@ -11,7 +11,7 @@ Two kinds of file per run:
     sequence length, the blend's data_path as the dataset blend, checkpoints, logging);
   - `bridge/eval_<domain>.yaml`: the same model loaded from the final checkpoint (`ckpt_step`),
     training skipped, the domain's evaluation set as the test split (recipes.evaluation: the
-    windows the CPU backend scores too).
+    windows the megatron-core backend scores too).
 Both put megatron-core's dataset index caches in `RUN/dataset_cache` (`path_to_cache`).
 """
 
@@ -250,7 +250,7 @@ def evaluation_config(spec: RunSpec, blend: BlendSpec, run_dir: str | Path, doma
     """Score the final checkpoint on one domain: training skipped, the domain as the test split.
 
     The test split is the domain's evaluation set as recipes.evaluation defines it (the same
-    windows the CPU backend scores): megatron-core's GPTDataset on the domain alone, random_seed
+    windows the megatron-core backend scores): megatron-core's GPTDataset on the domain alone, random_seed
     EVAL_SEED, and eval_iters x eval_global_batch_size = K samples.
     """
     run_dir = Path(run_dir).resolve()

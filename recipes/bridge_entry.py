@@ -28,7 +28,7 @@ that Bridge does not:
     evaluation this module checks that `checkpoints/latest_checkpointed_iteration.txt` names
     iteration train_iters and that `iter_<train_iters>` exists (the eval YAML also pins
     `ckpt_step` to it), and raises `CheckpointNotFinal` otherwise.
-  - **Numbers loss-curve steps 1..N**, as the CPU backend does: Bridge fires `on_train_step_end`
+  - **Numbers loss-curve steps 1..N**, as the megatron-core backend does: Bridge fires `on_train_step_end`
     before it increments `train_state.step`, so the step just completed is `step + 1`.
   - **Evaluates every domain in this one process** (`--eval-process shared`, the default): Bridge
     0.6 cannot evaluate several validation sets in one `pretrain` (its issue #618; PR #5076 is
