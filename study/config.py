@@ -45,7 +45,7 @@ class StudyConfig:
     # lists are poor; on a GPU or with a served model, turn it on.
     synthllm: bool = False
     synthllm_docs: int = 12  # documents whose concepts are extracted
-    synthllm_combinations: int = 30  # level-3 records (concept combinations across documents)
+    synthllm_combinations: int = 80  # level-3 records (concept combinations across documents)
     # --- training -----------------------------------------------------------------------
     sizes: tuple[str, ...] = ("tiny-2xs", "tiny-xs", "tiny-s")
     baseline_sizes: tuple[str, ...] = ("tiny-m",)  # the natural baseline also trains these: N over 1.9 decades

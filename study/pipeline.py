@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from subprocess import CalledProcessError
 
 from study.config import DEMO, StudyConfig
 from study.natural_text import obtain_fiction_domain, obtain_natural_corpus, train_demo_tokenizer
@@ -66,7 +67,7 @@ class Study:
         started = time.perf_counter()
         try:
             subprocess.run(command, check=True, env={**os.environ, **(env or {})})
-        except subprocess.CalledProcessError as exc:
+        except CalledProcessError as exc:
             raise StageFailed(f"`{stage} {args[0]}` exited {exc.returncode} (its error is above); the steps "
                               f"finished so far are kept in {self.root}: fix it and rerun the study") from None
         self.log(f"  ({time.perf_counter() - started:.1f} s)")
@@ -187,8 +188,13 @@ class Study:
         return prefix
 
     def blends(self, natural: Path, synthetic: dict[str, Path]) -> list[Path]:
+        """The grid's blends, made again when the corpora changed (a rerun that adds SynthLLM's):
+        `blends/corpora.json` records what they were made from. Blends of unchanged corpora are
+        written the same, so their runs keep their ids and are skipped."""
         folder = self.root / "blends"
-        if not folder.exists():
+        made_from = {"natural": str(natural), **{name: str(prefix) for name, prefix in synthetic.items()}}
+        stamp = folder / "corpora.json"
+        if not stamp.exists() or json.loads(stamp.read_text(encoding="utf-8")) != made_from:
             largest = max(self.config.budgets, key=parse_count)
             args = ["grid", "--data", f"natural={natural}", "--natural", "natural"]
             for name, prefix in synthetic.items():
@@ -199,6 +205,7 @@ class Study:
             self.run(*args, stage="data_prep")
             for blend in sorted(folder.glob("*.yaml")):
                 self.run("blend-check", blend, stage="data_prep")
+            write_text_atomic(stamp, json.dumps(made_from, indent=1) + "\n")
         return sorted(folder.glob("*.yaml"))
 
     def _sweep(self, sizes, budgets, blends: list[Path], evals: dict[str, Path], *extra) -> None:

@@ -266,6 +266,27 @@ def test_a_rerun_skips_every_step_whose_output_exists(tmp_path, stages, inputs):
     assert _value(again[0]["args"], "--recipe") == "qa"
 
 
+def test_a_rerun_that_adds_synthllm_blends_its_corpus_too(tmp_path, stages, inputs):
+    """Turning SynthLLM on after a first study: its corpus joins the grid, so its mixtures are
+    trained (the blends are made again from every corpus, and checked)."""
+    from dataclasses import replace
+
+    config = tiny_config(tmp_path, inputs, synthllm=False)
+    Study(config)()
+    first = len(stages.commands)
+    assert not list((config.workdir / "blends").glob(f"{SYNTHLLM_CORPUS}-*.yaml"))
+    Study(replace(config, synthllm=True))()
+    again = stages.commands[first:]
+    (grid,) = [c["args"] for c in again if c["args"][0] == "grid"]
+    assert f"{SYNTHLLM_CORPUS}={config.workdir / 'tokens' / SYNTHLLM_CORPUS}" in _values(grid, "--data")
+    added = sorted((config.workdir / "blends").glob(f"{SYNTHLLM_CORPUS}-*.yaml"))
+    assert added and all(any(c["args"] == ["blend-check", str(b)] for c in again) for b in added)
+    synthetic_sweep = [c["args"] for c in again if c["args"][0] == "sweep"][1]
+    assert {str(b) for b in added} <= set(_values(synthetic_sweep, "--blends"))
+    Study(replace(config, synthllm=True))()  # nothing changed since: no grid again
+    assert not [c for c in stages.commands[len(again) + first:] if c["args"][0] == "grid"]
+
+
 def test_on_a_cluster_the_study_submits_waits_and_a_rerun_collects(tmp_path, stages, inputs, capsys):
     config = tiny_config(tmp_path, inputs, backend="bridge", executor="slurm", synthllm=False,
                          sweep_args=("--slurm-account", "ACC"))
