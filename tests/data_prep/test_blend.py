@@ -6,16 +6,18 @@ import dataclasses
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from data_prep.blend import make_blend, make_grid, open_tokenized, parse_weights
+from data_prep.blend import make_blend, make_grid, open_tokenized, parse_weights, split_roles
 from data_prep.blend_spec import BlendSpec
 from data_prep.cli import main
 from data_prep.megatron_blend import realised_shares
 from data_prep.tokenize import TokenizeConfig, tokenize
+from synthscale.errors import MissingInputError
 from tests.data_prep.conftest import make_docs, write_jsonl
 
 
@@ -217,6 +219,36 @@ def test_the_grids_natural_source_is_natural_whatever_its_documents_say(tmp_path
     assert baseline.sources[0].role == "natural" and baseline.synthetic_fraction == 0 and baseline.family is None
     assert [s.role for s in mixture.sources] == ["natural", "synthetic"] and mixture.synthetic_fraction == 0.33
     assert (mixture.family, mixture.generator) == ("rephrased", "writer@0a1b")  # the grid passes them on
+    # `data_prep grid`'s split: --natural gen makes the generated corpus the natural side, not a synthetic one
+    hq = open_tokenized("hq", datasets["hq"])
+    cc_side, synthetic_side = split_roles([open_tokenized("cc", datasets["cc"]), natural])  # unmarked:
+    assert cc_side.name == "cc" and [s.name for s in synthetic_side] == ["gen"]  # gen names a generator
+    natural_side, synthetic_side = split_roles([natural, hq], synthetic={"hq"}, natural={"gen"})
+    assert natural_side.name == "gen" and [s.name for s in synthetic_side] == ["hq"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    # a flag naming no --data source is refused with the flag and the name, not ignored
+    (("--natural", "cc", "--synthetic", "hq", "--synthetic", "hx"), "--synthetic: no --data for 'hx' (data given: ['cc', 'hq'])"),
+    (("--natural", "cx", "--synthetic", "hq"), "--natural: no --data for 'cx' (data given: ['cc', 'hq'])"),
+    (("--synthetic", "hq", "--generator", "hx=writer"), "--generator: no --data for 'hx' (data given: ['cc', 'hq'])"),
+    # roles that do not make a grid: both sources natural (no marks, no generator in their documents)
+    ((), "grid: needs exactly one natural source, got ['cc', 'hq'] (mark sources with --natural NAME / "
+         "--synthetic NAME; without a mark, a source is synthetic when its documents name a generator)"),
+    (("--natural", "cc", "--natural", "hq"), "grid: needs exactly one natural source, got ['cc', 'hq']"),
+])
+def test_grid_refuses_roles_by_name(tmp_path, datasets, flags, message):
+    code, output = cli("grid", "--data", f"cc={datasets['cc']}", "--data", f"hq={datasets['hq']}", *flags,
+                       "--tokens", "20K", "--seq-length", "64", "--output-dir", tmp_path / "grid")
+    assert code == 1 and f"Error: {message}" in output, output
+    assert not (tmp_path / "grid").exists()
+
+
+def test_grid_of_natural_text_only_asks_for_a_synthetic_source(tmp_path, datasets):
+    code, output = cli("grid", "--data", f"cc={datasets['cc']}", "--tokens", "20K", "--seq-length", "64",
+                       "--output-dir", tmp_path / "grid")
+    assert code == 1 and output.strip() == ("Error: grid: needs at least one synthetic source (data given: ['cc']); "
+                                            "mark one with --synthetic NAME"), output
 
 
 def test_mismatched_tokenizers_cannot_be_blended(tmp_path, datasets, ranks_path):
@@ -298,6 +330,37 @@ def test_version_1_blends_still_load(tmp_path, datasets):
     old = BlendSpec.load(path)
     assert old.synthetic_fraction == pytest.approx(0.33) and old.family == "hq" and old.generator is None
     assert old.identity_sha256 == spec.identity_sha256
+
+
+def test_version_3_blends_read_their_identity_where_the_data_now_lies(tmp_path, hf_tokenizer_path):
+    """A blend before version 4 has no data sha256s: each is read from the dataset's manifest, or, an
+    older manifest lacking them, hashed from the files beside it. A dataset moved since keeps the identity
+    it had where it was tokenized; a missing manifest is refused naming the file."""
+    docs = write_jsonl(tmp_path / "docs.jsonl", make_docs(200, seed=4))
+    first, moved = tmp_path / "first" / "nat", tmp_path / "moved" / "nat"
+    tokenize(TokenizeConfig((str(docs),), str(first), f"hf:{hf_tokenizer_path}", show_progress=False))
+    spec = make_blend("nat", [open_tokenized("nat", first)], {"nat": 1.0}, tokens=5_000, seq_length=64)
+    moved.parent.mkdir()
+    for suffix in (".bin", ".idx"):
+        Path(f"{first}{suffix}").rename(f"{moved}{suffix}")
+    manifest = json.loads(Path(f"{first}.manifest.json").read_text())
+    del manifest["bin_sha256"], manifest["idx_sha256"]  # an older manifest: its prefix is where it was made
+    Path(f"{moved}.manifest.json").write_text(json.dumps(manifest))
+    Path(f"{first}.manifest.json").unlink()
+    data = spec.to_dict()
+    data["version"] = 3
+    for key in ("identity_sha256", "data_path"):
+        data.pop(key)
+    data["sources"][0].update(prefix=str(moved), manifest=f"{moved}.manifest.json")
+    data["sources"][0].pop("data_sha256")
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert BlendSpec.load(path).identity_sha256 == spec.identity_sha256
+    Path(f"{moved}.manifest.json").unlink()
+    with pytest.raises(MissingInputError) as refused:
+        BlendSpec.load(path).identity_sha256
+    assert str(refused.value) == (f"{moved}.manifest.json: missing; a blend written before version 4 needs its "
+                                  "datasets' manifests for its identity (or write the blend again)")
 
 
 def test_tokenizing_twice_into_two_folders_gives_equal_run_ids(tmp_path, hf_tokenizer_path):

@@ -127,6 +127,18 @@ def test_llama3_spec_numbers_specials_after_the_ranks(tmp_path, ranks_path):
     assert pieces[2:] == [b" ", b"123", b"45"]  # not b"12", b"34", b"5"
 
 
+def test_llama3_warning_names_the_file_and_points_at_the_caller(ranks_path):
+    """The warning for a file that is not Meta's gives its figures and the line that loaded the
+    tokenizer (this test), not a line inside data_prep."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_tokenizer(f"llama3:{ranks_path}")
+    [warning] = [w for w in caught if "ranks" in str(w.message)]
+    assert str(warning.message) == (f"{str(ranks_path)!r} has 272 ranks, Meta's Llama 3 tokenizer.model has "
+                                    "128,000: special tokens are numbered from 272")
+    assert warning.filename == __file__
+
+
 @pytest.mark.parametrize("kind, eod_after_ranks", [("tiktoken", 0), ("llama3", 1)])
 def test_tiktoken_ranks_file_round_trip(tmp_path, ranks_path, corpus, kind, eod_after_ranks):
     with warnings.catch_warnings():
