@@ -108,6 +108,22 @@ def submitted(workspace, blend_file, tmp_path, monkeypatch):
     return runs, job_name, (array / "runs.txt").read_text().split(), queue
 
 
+def test_active_array_tasks_reads_each_form_of_squeue_task_ids(tmp_path, monkeypatch):
+    """squeue's `%K`: one task id, or the range set of an array not yet split (`[5-7,9]%2`,
+    `[10-11%1]`); `N/A` for a job that is no array, and other jobs' lines are not this job's tasks."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(FAKE_SQUEUE)
+    (bin_dir / "squeue").chmod(0o755)
+    queue = tmp_path / "queue.txt"
+    queue.write_text("sweep-a 3\nsweep-a [5-7,9]%2\nsweep-a [10-11%1]\nsweep-a N/A\nsweep-b 4\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_QUEUE", str(queue))
+    assert slurm.active_array_tasks(["sweep-a"]) == {("sweep-a", t) for t in (3, 5, 6, 7, 9, 10, 11)}
+    assert slurm.active_array_tasks(["sweep-a", "sweep-b"]) == {("sweep-a", t) for t in (3, 5, 6, 7, 9, 10, 11)} | {
+        ("sweep-b", 4)}
+
+
 def test_a_rerun_leaves_out_runs_whose_array_task_slurm_still_lists(workspace, blend_file, submitted):
     runs, job_name, run_dirs, queue = submitted
     queue.write_text(f"{job_name} 0\n{job_name} 1\n")  # both tasks queued or running: nothing submitted
