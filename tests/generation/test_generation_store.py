@@ -292,3 +292,95 @@ def test_a_keys_latest_outcome_wins_on_replay(tmp_path):
         assert replayed.failure_reason == {"k2": "http_400"} and replayed.retryable == set()
         assert replayed.elapsed_s == 0.75
     again.close()
+
+
+# ---------------------------------------------------------------- the bytes the store writes (mutation tests)
+def test_documents_are_written_as_compact_utf8_json_lines(tmp_path):
+    """`data_prep tokenize` and `generation merge` read these files: one compact JSON object a line,
+    non-ASCII text kept as UTF-8 (not \\u escapes, which would change the files' sha256 and size)."""
+    store = ShardStore(tmp_path, 0, 1)
+    store.open()
+    store.write_document({"id": "d1", "text": "naïve, café: 数据"})
+    store.mark("k1", "ok")
+    store.commit(0.1)
+    store.close()
+    expected = '{"id":"d1","text":"naïve, café: 数据"}\n'.encode("utf-8")
+    assert (tmp_path / DATA0).read_bytes() == expected
+
+
+def test_each_commit_is_numbered_and_records_every_data_files_size(tmp_path):
+    """The log's records are numbered 1, 2, 3 in order, and the replayed size of every data file
+    (closed ones included) is its size on disk."""
+    store = ShardStore(tmp_path, 0, 1, docs_per_file=2)
+    store.open()
+    for i in range(5):  # files 00000 (2 docs), 00001 (2 docs), 00002 (1 doc); a commit after each doc
+        store.write_document({"id": f"d{i}", "text": "x" * (i + 1)})
+        store.mark(f"k{i}", "ok")
+        store.commit(0.1)
+    store.close()
+    log = tmp_path / "state" / "part-00000-of-00001" / "commits.jsonl"
+    assert [rec["commit"] for rec in lines(log)] == [1, 2, 3, 4, 5]
+    again = ShardStore(tmp_path, 0, 1, docs_per_file=2)
+    r = again.open()
+    on_disk = {p.name: p.stat().st_size for p in tmp_path.glob("part-*.jsonl")}
+    assert len(on_disk) == 3 and r.sizes == on_disk
+    assert r.files == {p.name: len(lines(p)) for p in tmp_path.glob("part-*.jsonl")}
+    again.close()
+
+
+@pytest.mark.parametrize("log_version", ["v2", "v1"])
+def test_a_repair_forgets_a_deleted_files_size_even_in_a_log_without_sizes(tmp_path, log_version):
+    """A deleted data file is dropped from the replayed files and sizes; a log written before sizes
+    were recorded (v1) is repaired too."""
+    data = _committed_store(tmp_path)
+    log = tmp_path / "state" / "part-00000-of-00001" / "commits.jsonl"
+    if log_version == "v1":
+        records = lines(log)
+        for rec in records:
+            rec.pop("sizes")
+        log.write_text("".join(json.dumps(rec) + "\n" for rec in records), encoding="utf-8")
+    data.unlink()
+    store = ShardStore(tmp_path, 0, 1)
+    r = store.open(repair=doc_of)
+    assert DATA0 not in r.files and DATA0 not in r.sizes and r.status == {}
+    store.close()
+    assert set(ShardStore(tmp_path, 0, 1).open().status) == set()
+
+
+def test_a_failure_whose_record_was_lost_is_reopened_and_no_longer_failed(tmp_path):
+    """A failed key whose failure record was cut off the failures file: the repair reopens it, so
+    it is neither failed (with its old reason) nor retryable any more: it is simply to do again."""
+    store = ShardStore(tmp_path, 0, 1)
+    store.open()
+    store.write_document({"id": doc_of(key(0)), "text": "t"})
+    store.mark(key(0), "ok")
+    store.write_failure({"key": key(1), "reason": "server_error"})
+    store.mark_failed(key(1), "server_error", True)
+    store.commit(0.1)
+    store.close()
+    store.fail_path.write_bytes(b"")
+    again = ShardStore(tmp_path, 0, 1)
+    r = again.open(repair=doc_of)
+    assert r.status == {key(0): "ok"}
+    assert r.failure_reason == {} and r.retryable == set()
+    again.close()
+
+
+def test_intermediate_records_are_read_back_as_utf8_under_a_c_locale(tmp_path):
+    """A resumed run on a node whose locale is C (ASCII) reads its committed outlines back intact."""
+    import subprocess
+    import sys
+    script = (
+        "import sys\n"
+        "from generation.run.store import ShardStore\n"
+        "s = ShardStore(sys.argv[1], 0, 1); s.open()\n"
+        "text = 'plan \\u2014 \\u00e9tape \\u6570\\u636e'\n"
+        "s.write_intermediate({'key': 'k', 'text': text}); s.mark('k', 'ok'); s.commit(0.1); s.close()\n"
+        "s = ShardStore(sys.argv[1], 0, 1); s.open(); print(s.read_intermediate()[0]['text'] == text)\n"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True,
+                          text=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
