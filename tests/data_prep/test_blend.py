@@ -403,3 +403,15 @@ def test_epochs_are_what_megatron_core_reads(tmp_path, datasets, share):
     built_epochs = len(hq_dataset.document_index) // len(hq_dataset.indices)
     assert built_epochs == math.ceil(spec.sources[1].epochs)  # what megatron-core built: 1, or 2
     assert (built_epochs == 1) == (spec.sources[1].epochs <= 1.0)
+
+
+def test_parse_weights_takes_a_zero_weight_and_names_its_option_and_form():
+    """A zero weight is a weight (the grid's 0% synthetic); a malformed item or none at all is
+    refused naming --weights and the NAME=W form."""
+    from synthscale.errors import SynthscaleError
+
+    assert parse_weights(["cc=1,hq=0"]) == {"cc": 1.0, "hq": 0.0}
+    with pytest.raises(SynthscaleError, match=r"^--weights: expected NAME=W, got 'cc0\.5'$"):
+        parse_weights(["cc0.5"])
+    with pytest.raises(SynthscaleError, match=r"^--weights: give at least one NAME=W$"):
+        parse_weights([" , "])

@@ -291,3 +291,46 @@ def test_more_datasets_than_megatron_takes_are_refused_with_the_count(shards):
     with pytest.raises(ValueError, match="reads 32,767 datasets .* at most 32,766"):
         BlendSpec(name="many", tokens=10, seq_length=8, max_epochs=1.0,
                   tokenizer={"spec": "x", "vocab_size": 10, "eod_id": 0, "sha256": "0" * 64}, sources=(source,))
+
+
+def _sharded_source(shard_list, **fields):
+    """A sharded BlendSource built directly (as a caller of the dataclass does), its identity computed here."""
+    sha = [s["manifest_sha256"] if isinstance(s, dict) else s.manifest_sha256 for s in shard_list]
+    tokens = [s["tokens"] if isinstance(s, dict) else s.tokens for s in shard_list]
+    return BlendSource(**{"name": "web", "prefix": "/data/web-*", "manifest": None,
+                          "manifest_sha256": hashlib.sha256(json.dumps(sha).encode()).hexdigest(),
+                          "role": "natural", "family": "natural", "generator": None, "weight": 0.6,
+                          "tokens_requested": 10, "tokens_available": sum(tokens), "epochs": 0.1,
+                          "shards": shard_list, **fields})
+
+
+def test_shards_given_as_mappings_become_shards_and_split_the_weight():
+    """A source built with its shards as plain mappings (as YAML gives them) holds `Shard`s, in a
+    tuple, and megatron-core's weights split the source's weight by the shards' tokens."""
+    from data_prep.blend_spec import Shard
+
+    given = [{"prefix": "/data/web-0", "tokens": 30, "manifest_sha256": "a" * 64},
+             {"prefix": "/data/web-1", "tokens": 10, "manifest_sha256": "b" * 64}]
+    source = _sharded_source(given)
+    assert source.shards == (Shard("/data/web-0", 30, "a" * 64), Shard("/data/web-1", 10, "b" * 64))
+    assert source.prefixes == ("/data/web-0", "/data/web-1")
+    assert source.megatron_weights == [(pytest.approx(0.6 * 30 / 40), "/data/web-0"),
+                                       (pytest.approx(0.6 * 10 / 40), "/data/web-1")]
+
+
+def test_bad_shard_lists_are_named_in_the_blend_source():
+    """No shard, a prefix listed twice (that one named, not another), a shard with no tokens (named)
+    are refused; a shard of a single token is a shard."""
+    from data_prep.blend_spec import Shard
+    from synthscale.errors import SynthscaleError
+
+    with pytest.raises(SynthscaleError, match=r"^sources\[web\]\.shards: a sharded source needs at least one shard$"):
+        _sharded_source((), tokens_available=1)
+    twice = (Shard("/d/b", 5, "1" * 64), Shard("/d/a", 5, "2" * 64), Shard("/d/b", 5, "3" * 64))
+    with pytest.raises(SynthscaleError, match=r"^sources\[web\]\.shards: '/d/b' is listed twice$"):
+        _sharded_source(twice)
+    empty = (Shard("/d/a", 5, "1" * 64), Shard("/d/z", 0, "2" * 64))
+    with pytest.raises(SynthscaleError, match=r"^sources\[web\]\.shards: shard '/d/z' has no tokens$"):
+        _sharded_source(empty)
+    one_token = _sharded_source((Shard("/d/a", 1, "1" * 64), Shard("/d/b", 4, "2" * 64)))
+    assert one_token.tokens_available == 5 and one_token.prefixes == ("/d/a", "/d/b")
