@@ -113,3 +113,21 @@ def test_run_from_list_names_an_out_of_range_task(tmp_path, task):
     with pytest.raises(SynthscaleError) as refused:
         run_from_list(run_list, task)
     assert str(refused.value) == f"array task {task}: {run_list} lists 3 runs"
+
+
+@pytest.mark.parametrize("limit, margin", [(60, 10.0), (100, 10.0), (300, 30.0), (12, 6.0), (0.5, 0.25)])
+def test_the_default_margin_is_ten_minutes_or_ten_percent_and_at_most_half(limit, margin):
+    """60 and 100 minutes keep the 10-minute floor (10% would be 6 and 10); 300 keeps 10% (30);
+    12 and half a minute keep half the limit (10 would leave nothing). Half a minute is a limit."""
+    deadline = Deadline(limit, started=0.0, clock=lambda: 0.0)
+    assert deadline.margin == pytest.approx(margin)
+    assert deadline.usable() == pytest.approx(limit - margin)
+
+
+def test_a_limit_that_is_not_positive_and_a_negative_margin_are_refused_by_value():
+    with pytest.raises(SynthscaleError, match=r"^--time-limit 0: must be a positive number of minutes$"):
+        Deadline(0, started=0.0)
+    with pytest.raises(SynthscaleError, match=r"^--time-limit -5: must be a positive number of minutes$"):
+        Deadline(-5, started=0.0)
+    with pytest.raises(SynthscaleError, match=r"^time margin -1: must be >= 0 minutes$"):
+        Deadline(60, margin=-1, started=0.0)
