@@ -308,3 +308,28 @@ def test_unreadable_tokenizer_files_are_named(tmp_path):
     Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[])).save(str(folder / "tokenizer.json"))
     with pytest.raises(ValueError, match=r"no end-of-document token found; add one of <\|end_of_text\|>, "):
         load_tokenizer(f"hf:{folder}")
+
+
+@pytest.mark.parametrize("has_endoftext", [True, False])
+def test_a_named_tiktoken_encoding_needs_its_endoftext_token(monkeypatch, ranks_path, has_endoftext):
+    """`tiktoken:NAME` loads tiktoken's registered encoding NAME (a stand-in here, built from the test's
+    ranks file, as the real ones need a download): its <|endoftext|> is the EOD; one without it is
+    refused naming the spec."""
+    import base64
+
+    import tiktoken
+
+    from synthscale.errors import SynthscaleError
+
+    ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in ranks_path.read_text().splitlines())}
+    specials = {"<|endoftext|>": len(ranks) + 3} if has_endoftext else {"<|fim_prefix|>": len(ranks)}
+    encoding = tiktoken.Encoding("stand-in", pat_str=r"\S+|\s+", mergeable_ranks=ranks, special_tokens=specials)
+    real_get_encoding = tiktoken.get_encoding
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: encoding if name == "stand-in" else real_get_encoding(name))
+    if not has_endoftext:
+        with pytest.raises(SynthscaleError, match=r"^tokenizer spec 'tiktoken:stand-in': encoding has no <\|endoftext\|> token$"):
+            load_tokenizer("tiktoken:stand-in")
+        return
+    tokenizer = load_tokenizer("tiktoken:stand-in")
+    assert tokenizer.eod_token == "<|endoftext|>" and tokenizer.eod_id == len(ranks) + 3
+    assert tokenizer.sha256 == "tiktoken-encoding:stand-in"
