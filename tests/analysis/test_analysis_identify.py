@@ -139,3 +139,37 @@ def test_findings_from_a_fit_that_is_not_identified_say_so_and_print_no_estimate
             text = fmt(value)
             for document in (markdown, html, summary, printed):
                 assert not re.search(rf"(?<![\d.]){re.escape(text)}(?![\d])", document), (text, entry)
+
+
+def test_half_the_resamples_and_two_of_them_are_enough():
+    """'At least half of them converged (and at least 2)': exactly half passes, exactly 2 pass; one
+    fewer is refused as the rule 'resamples', written to the report with its reason."""
+    from analysis.core.identify import Identification
+
+    ok = {"m": {"A": [10.0, 90.0], "alpha": [0.2, 0.4]}}
+    assert interval_problems(ok, 100, 50, shared=False) == []  # 50 of 100: half
+    assert interval_problems(ok, 2, 0, shared=False) == [] and interval_problems(ok, 4, 2, shared=False) == []
+    (few,) = interval_problems(ok, 100, 51, shared=False)
+    assert few.to_dict() == {"rule": "resamples", "parameter": None, "mixture": None,
+                             "reason": "only 49 of 100 bootstrap resamples converged"}
+    fit = Identification(converged=True, problems=[few])
+    assert not fit.identified and fit.short() == "resamples"
+    assert fit.to_dict()["reasons"] == [few.to_dict()]
+
+
+def test_reasons_of_one_mixture_keep_the_shared_ones_and_short_names_each_once():
+    """A fit shared across mixtures: a mixture's reason is its own problems and the shared ones, in
+    order, '; '-joined; a mixture with none of its own still reads the shared ones; with no
+    mixture every problem is read. The short form names each kind once, in order."""
+    from analysis.core.identify import Identification, Problem
+
+    shared = Problem("bound", "alpha", None, "alpha is on a bound", "on a bound")
+    of_a = Problem("interval", "A", "a", "a: A spans more than a decade", "wide interval")
+    of_b = Problem("bound", "B", "b", "b: B is on a bound", "on a bound")
+    fit = Identification(converged=True, problems=[shared, of_a, of_b])
+    assert fit.reason() == "alpha is on a bound; a: A spans more than a decade; b: B is on a bound"
+    assert fit.reason("a") == "alpha is on a bound; a: A spans more than a decade"
+    assert fit.reason("c") == "alpha is on a bound"
+    assert fit.short() == "on a bound, wide interval"
+    only_b = Identification(converged=True, problems=[of_b])
+    assert only_b.reason("a") == "b: B is on a bound"  # nothing of its own or shared: every reason
