@@ -178,9 +178,9 @@ def test_reasons_of_one_mixture_keep_the_shared_ones_and_short_names_each_once()
 def test_a_shared_fit_checks_its_exponents_once_and_each_mixtures_scales():
     """Across mixtures sharing alpha and beta, a wide exponent is one problem of the whole fit; a
     wide A is a problem of each mixture that has it, named by mixture."""
-    wide = {"a": {"A": [1.0, 1e3], "alpha": [0.0, 0.4], "beta": [0.1, 0.2]},
-            "b": {"A": [1.0, 1e3], "alpha": [0.0, 0.4], "beta": [0.1, 0.2]}}
+    wide = {"a": {"A": [1.0, 1e3], "alpha": [0.0, 0.4], "beta": [0.1, np.inf]},
+            "b": {"A": [1.0, 1e3], "alpha": [0.0, 0.4], "beta": [0.1, np.inf]}}
     problems = interval_problems(wide, 100, 0, shared=True)
-    assert [(p.parameter, p.mixture) for p in problems] == [("A", "a"), ("alpha", None), ("A", "b")]
-    assert problems[0].reason.startswith("a: ") and problems[2].reason.startswith("b: ")
-    assert not problems[1].reason.startswith(("a: ", "b: "))
+    assert [(p.parameter, p.mixture) for p in problems] == [("A", "a"), ("alpha", None), ("beta", None), ("A", "b")]
+    assert problems[0].reason.startswith("a: ") and problems[3].reason.startswith("b: ")
+    assert not any(p.reason.startswith(("a: ", "b: ")) for p in problems[1:3])
