@@ -179,8 +179,13 @@ def test_a_shared_fit_checks_its_exponents_once_and_each_mixtures_scales():
     """Across mixtures sharing alpha and beta, a wide exponent is one problem of the whole fit; a
     wide A is a problem of each mixture that has it, named by mixture."""
     wide = {"a": {"A": [1.0, 1e3], "alpha": [0.0, 0.4], "beta": [0.1, np.inf]},
-            "b": {"A": [1.0, 1e3], "alpha": [0.0, 0.4], "beta": [0.1, np.inf]}}
+            "b": {"alpha": [0.0, 0.4], "beta": [0.1, np.inf], "A": [1.0, 1e3]}}  # b's A after the exponents
     problems = interval_problems(wide, 100, 0, shared=True)
     assert [(p.parameter, p.mixture) for p in problems] == [("A", "a"), ("alpha", None), ("beta", None), ("A", "b")]
     assert problems[0].reason.startswith("a: ") and problems[3].reason.startswith("b: ")
     assert not any(p.reason.startswith(("a: ", "b: ")) for p in problems[1:3])
+    # a parameter without an interval (too few valid resamples) leaves the others checked
+    (b_wide,) = interval_problems({"m": {"A": None, "B": [1.0, 1e3]}}, 100, 0, shared=False)
+    assert b_wide.parameter == "B"
+    with pytest.raises(ValueError, match=r"^interval_problems: E's rule needs loss_scale \(the smallest observed loss\)$"):
+        interval_problems({"m": {"E": [1.0, 1.1]}}, 100, 0, shared=False)
