@@ -189,3 +189,32 @@ def test_a_shared_fit_checks_its_exponents_once_and_each_mixtures_scales():
     assert b_wide.parameter == "B"
     with pytest.raises(ValueError, match=r"^interval_problems: E's rule needs loss_scale \(the smallest observed loss\)$"):
         interval_problems({"m": {"E": [1.0, 1.1]}}, 100, 0, shared=False)
+
+
+def test_the_E_width_rule_and_the_one_sided_D_l_rule_at_their_edges():
+    """E: a width of exactly 20% of the smallest loss passes, more is refused with its share; in a
+    shared fit the problem is the mixture's. D_l / D_min^beta: an interval reaching 1e-3 reads as
+    [0, hi] and passes up to hi = 1 (exactly 1 too); above 1 or without an upper end it is refused;
+    away from 0 it must span at most a decade, named in D_min^beta units."""
+    assert interval_problems({"m": {"E": [1.0, 1.5]}}, 100, 0, shared=False, loss_scale={"m": 2.5}) == []
+    (e,) = interval_problems({"m": {"E": [1.5, 1.9]}}, 100, 0, shared=True, loss_scale={"m": 1.5})
+    assert e.to_dict() == {"rule": "interval", "parameter": "E", "mixture": "m", "reason":
+                           "m: the bootstrap interval of E is wider than 20% of the smallest observed loss "
+                           "(its width: 27% of it)"}  # 0.4 / 1.5
+    assert e.short == "E wide"
+
+    def dl(lo, hi):
+        return interval_problems({"m": {"D_l": [lo, hi]}}, 100, 0, shared=False, zero_ok={"D_l": 1e-3})
+
+    assert dl(0.0005, 0.5) == [] and dl(1e-3, 0.5) == [] and dl(0.0005, 1.0) == []
+    (above,) = dl(0.0005, 2.0)
+    assert above.to_dict() == {"rule": "interval", "parameter": "D_l", "mixture": None, "reason":
+                               "the bootstrap interval of D_l / D_min^beta reaches 0 but reaches above 1: "
+                               "the runs do not tell whether D_l matters"}
+    assert above.short == "D_l wide"
+    (open_ended,) = dl(0.0005, np.inf)
+    assert open_ended.reason == ("the bootstrap interval of D_l / D_min^beta reaches 0 but has no upper end: "
+                                 "the runs do not tell whether D_l matters")
+    (decades,) = dl(0.01, 0.5)
+    assert decades.reason == ("the bootstrap interval of D_l / D_min^beta spans a factor 50 (hi/lo), "
+                              "more than a decade")
