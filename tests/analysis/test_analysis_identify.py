@@ -218,3 +218,21 @@ def test_the_E_width_rule_and_the_one_sided_D_l_rule_at_their_edges():
     (decades,) = dl(0.01, 0.5)
     assert decades.reason == ("the bootstrap interval of D_l / D_min^beta spans a factor 50 (hi/lo), "
                               "more than a decade")
+
+
+def test_intervals_reaching_zero_are_named_by_mixture_in_a_shared_fit():
+    """A scale whose interval reaches 0 or below, and D_l's one-sided interval above 1, are the
+    mixture's problems in a shared fit; a D_l that passes leaves the mixture's other scales checked."""
+    problems = interval_problems({"m": {"A": [-1.0, 5.0], "B": [0.0, 5.0], "D_l": [0.0005, 2.0]}}, 100, 0,
+                                 shared=True, zero_ok={"D_l": 1e-3})
+    assert [p.to_dict() for p in problems] == [
+        {"rule": "interval", "parameter": "A", "mixture": "m", "reason": "m: the bootstrap interval of A reaches below 0"},
+        {"rule": "interval", "parameter": "B", "mixture": "m", "reason": "m: the bootstrap interval of B reaches 0"},
+        {"rule": "interval", "parameter": "D_l", "mixture": "m", "reason":
+         "m: the bootstrap interval of D_l / D_min^beta reaches 0 but reaches above 1: the runs do not tell "
+         "whether D_l matters"},
+    ]
+    assert [p.short for p in problems] == ["A wide", "B wide", "D_l wide"]
+    (after,) = interval_problems({"m": {"D_l": [0.0005, 0.5], "A": [1.0, 1e3]}}, 100, 0, shared=False,
+                                 zero_ok={"D_l": 1e-3})
+    assert after.parameter == "A"
