@@ -236,3 +236,11 @@ def test_intervals_reaching_zero_are_named_by_mixture_in_a_shared_fit():
     (after,) = interval_problems({"m": {"D_l": [0.0005, 0.5], "A": [1.0, 1e3]}}, 100, 0, shared=False,
                                  zero_ok={"D_l": 1e-3})
     assert after.parameter == "A"
+
+
+def test_exactly_a_decade_passes_and_an_open_interval_is_named_as_such():
+    assert interval_problems({"m": {"A": [1.0, 10.0], "alpha": [0.1, 1.0]}}, 100, 0, shared=False) == []
+    (open_ended,) = interval_problems({"m": {"B": [2.0, np.inf]}}, 100, 0, shared=True)
+    assert open_ended.to_dict() == {"rule": "interval", "parameter": "B", "mixture": "m", "reason":
+                                    "m: the bootstrap interval of B spans without an upper end, more than a decade"}
+    assert open_ended.short == "B wide"
