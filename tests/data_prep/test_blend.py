@@ -415,3 +415,22 @@ def test_parse_weights_takes_a_zero_weight_and_names_its_option_and_form():
         parse_weights(["cc0.5"])
     with pytest.raises(SynthscaleError, match=r"^--weights: give at least one NAME=W$"):
         parse_weights([" , "])
+
+
+def test_a_datasets_data_identity_is_the_hash_of_its_bin_and_idx_sha256s(tmp_path):
+    """From the manifest's bin/idx sha256s (the files need not be there), else, for an older manifest,
+    hashed from the files at the prefix given (or, without one, the manifest's own prefix)."""
+    import hashlib
+
+    from data_prep.blend_spec import dataset_data_sha256
+
+    def pair_hash(bin_sha, idx_sha):
+        return hashlib.sha256(json.dumps([bin_sha, idx_sha]).encode()).hexdigest()
+
+    listed = {"bin_sha256": "1" * 64, "idx_sha256": "2" * 64, "prefix": str(tmp_path / "gone")}
+    assert dataset_data_sha256(listed) == pair_hash("1" * 64, "2" * 64)
+    (tmp_path / "d.bin").write_bytes(b"tokens")
+    (tmp_path / "d.idx").write_bytes(b"index")
+    from_files = pair_hash(hashlib.sha256(b"tokens").hexdigest(), hashlib.sha256(b"index").hexdigest())
+    assert dataset_data_sha256({"prefix": str(tmp_path / "d")}) == from_files
+    assert dataset_data_sha256({"prefix": "/moved/away", "bin_sha256": "1" * 64}, str(tmp_path / "d")) == from_files
