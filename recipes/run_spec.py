@@ -28,10 +28,9 @@ from synthscale.errors import MissingInputError, SynthscaleError
 from synthscale.files import write_json_atomic
 from synthscale.units import format_count
 
+# Every backend trains on a TP x PP x DP layout, so every run carries one (megatron trains the tiny
+# CPU shapes too, on one rank or several).
 BACKENDS = ("bridge", "megatron")
-# Backends that train on TP x PP x DP ranks launched by torchrun: their runs carry a layout (all of
-# them since the transformers CPU trainer retired; megatron trains the tiny CPU shapes too).
-LAYOUT_BACKENDS = BACKENDS
 RETIRED_BACKENDS = {"cpu": "the transformers CPU trainer, retired for megatron-core on CPU (--backend megatron)"}
 RUN_SPEC_FILE = "run.json"
 RESULTS_FILE = "results.json"
@@ -129,7 +128,7 @@ class RunSpec:
     blend_identity: str  # BlendSpec.identity_sha256
     eval_domains: dict[str, str]
     eval_max_tokens: int | None = None
-    layout: dict | None = None  # parallel layout (LAYOUT_BACKENDS; recipes.parallelism.ParallelLayout.to_dict)
+    layout: dict | None = None  # parallel layout (recipes.parallelism.ParallelLayout.to_dict); required
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -142,7 +141,7 @@ class RunSpec:
             raise SynthscaleError("eval_domains: at least one evaluation domain is needed")
         if self.eval_max_tokens is not None and self.eval_max_tokens <= 0:
             raise SynthscaleError(f"eval_max_tokens must be positive, got {self.eval_max_tokens}")
-        if self.backend in LAYOUT_BACKENDS and not self.layout:
+        if not self.layout:
             raise SynthscaleError(f"run {self.run_id}: the {self.backend} backend needs a parallel layout")
 
     @classmethod
