@@ -30,12 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from generation.synthllm.pair_counts import PAIR_BUFFER, PairCounter, sum_by_key  # noqa: E402
 
 
 def write_pool(folder: Path, docs: int, shards: int, seed: int = 0) -> int:
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     vocab = max(1000, docs // 2)
@@ -83,7 +85,6 @@ def child(folder: str, output: str, min_docs: int, max_doc_fraction: float) -> N
 
 def concept_lists(docs: int, seed: int = 0) -> list:
     """The concept ids of each document, drawn as write_pool draws them."""
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     vocab = max(1000, docs // 2)
@@ -95,48 +96,26 @@ def concept_lists(docs: int, seed: int = 0) -> list:
     return [np.unique(draws[bounds[d]:bounds[d + 1]]) for d in range(docs)]
 
 
-class ResortingCounter:
-    """The pair counter before issue 16 (for comparison only): each full buffer is merged into
-    the whole table counted so far, which is re-sorted every time."""
+class ResortingCounter(PairCounter):
+    """The pair counter before issue 16 (for comparison only): the same pair keys (`add`), but each
+    full buffer is merged into the whole table counted so far, which is re-sorted every time."""
 
-    def __init__(self, buffer: int = 4_000_000):
-        import numpy as np
+    def __init__(self, buffer: int = PAIR_BUFFER):
+        super().__init__(Path(tempfile.gettempdir()), buffer)  # the folder is never written: nothing spills
 
-        self.np = np
-        self.keys = np.zeros(0, np.int64)
-        self.counts = np.zeros(0, np.int64)
-        self._pending, self._n, self._buffer, self._triu = [], 0, buffer, {}
-
-    def add(self, ids) -> None:
-        np = self.np
-        n = len(ids)
-        if n < 2:
-            return
-        if n not in self._triu:
-            self._triu[n] = np.triu_indices(n, 1)
-        i, j = self._triu[n]
-        self._pending.append((ids[i].astype(np.int64) << 32) | ids[j].astype(np.int64))
-        self._n += len(i)
-        if self._n >= self._buffer:
-            self.flush()
-
-    def flush(self) -> None:
-        np = self.np
+    def _spill(self) -> None:
         if not self._pending:
             return
         uniq, cnt = np.unique(np.concatenate(self._pending), return_counts=True)
         self._pending, self._n = [], 0
-        keys, counts = np.concatenate((self.keys, uniq)), np.concatenate((self.counts, cnt))
-        order = np.argsort(keys, kind="stable")
-        keys, counts = keys[order], counts[order]
-        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-        self.keys, self.counts = keys[starts], np.add.reduceat(counts, starts)
+        self.keys, self.counts = sum_by_key(np.concatenate((self.keys, uniq)), np.concatenate((self.counts, cnt)))
+
+    def flush(self) -> None:
+        self._spill()
 
 
 def reduce_child(docs: int, method: str, folder: str) -> None:
     import pyarrow  # noqa: F401  (imported by any build before it counts pairs)
-
-    from generation.synthllm.pair_counts import PairCounter
 
     lists = concept_lists(docs)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

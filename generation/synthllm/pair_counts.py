@@ -16,6 +16,15 @@ PAIR_BUFFER = 4_000_000  # pair keys buffered before they are pre-reduced and sp
 PAIR_BUCKETS = 64  # key ranges of the pair keys on disk, each reduced once at the end
 
 
+def sum_by_key(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct keys, the sum of each key's counts). A stable sort (timsort) merges runs
+    that are already sorted, such as the pre-reduced spills of one range, in about linear time."""
+    order = np.argsort(keys, kind="stable")
+    keys, counts = keys[order], counts[order]
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return keys[starts], np.add.reduceat(counts, starts)
+
+
 class PairCounter:
     """Counts (a, b) pairs, a < b, as int64 keys a << 32 | b, in time linear in the pairs.
 
@@ -89,10 +98,8 @@ class PairCounter:
             keys, counts = np.fromfile(key_file, np.int64), np.fromfile(count_file, np.int64)
             key_file.unlink()
             count_file.unlink()
-            order = np.argsort(keys, kind="stable")  # timsort: merges the spills' sorted runs
-            keys, counts = keys[order], counts[order]
-            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-            keys_out.append(keys[starts])
-            counts_out.append(np.add.reduceat(counts, starts))
+            keys, counts = sum_by_key(keys, counts)
+            keys_out.append(keys)
+            counts_out.append(counts)
         self.keys, self.counts = np.concatenate(keys_out), np.concatenate(counts_out)
         self._splitters = None
